@@ -1,0 +1,1 @@
+"""aicc installer: CLI, site settings, inventory, preflight, Ansible runner, lab hosts."""

@@ -1,0 +1,188 @@
+"""The `aicc` command line.
+
+Exit codes: 0 ok; 1 a check or a run failed; 2 usage or input error (nothing was changed).
+Every reporting verb takes --json: one JSON document on stdout, nothing else there.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from aicc.installer import output
+from aicc.installer.errors import EXIT_FAILED, EXIT_OK, AiccError, InputError
+from aicc.installer.lab.cli import app as lab_app
+from aicc.models.cli import app as models_app
+
+app = typer.Typer(
+    name="aicc",
+    help=(
+        "Provision an on-premise AI contact center onto your own Debian 12 hosts.\n\n"
+        "Typical flow: `aicc init --site ./site` -> edit site/inventory.ini -> `aicc preflight -i "
+        "site/inventory.ini` -> `aicc install -i site/inventory.ini` -> `aicc status -i site/inventory.ini`.\n\n"
+        "No hosts at hand? `aicc demo` builds local test hosts and runs the whole thing on this machine.\n\n"
+        "Exit codes: 0 ok, 1 a check or run failed, 2 usage or input error."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+app.add_typer(lab_app, name="lab")
+app.add_typer(models_app, name="models")
+
+InventoryOpt = Annotated[
+    Path,
+    typer.Option("--inventory", "-i", help="The site's inventory.ini; aicc.yml and secrets.yml are read from its folder."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+SiteOpt = Annotated[
+    Path | None, typer.Option("--site", help="Site folder, when it is not the inventory's folder.")
+]
+
+
+@app.command()
+def init(
+    site: Annotated[Path, typer.Option("--site", help="Folder to create the site in.")] = Path("site"),
+    profile: Annotated[
+        str, typer.Option(help="single: one host holds every group; ha: two or more hosts per group.")
+    ] = "single",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing site (new secrets too).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a site folder: aicc.yml (commented settings), inventory.ini, secrets.yml (0600).
+
+    Every password and key in secrets.yml is generated here; there are no default passwords.
+    Edit inventory.ini with your hosts' addresses, then run `aicc preflight`.
+    """
+    from aicc.installer.site import init_site
+
+    if profile not in ("single", "ha"):
+        raise InputError(f"--profile must be single or ha, found {profile!r}",
+                         fix="lab sites are made by `aicc lab up`")
+    created = init_site(site, profile=profile, force=force)
+    files = [created.settings_path, created.inventory_path, created.secrets_path]
+    if json_out:
+        output.emit_json({"site": str(created.root), "files": [str(f) for f in files]})
+        return
+    output.console.print(f"[green]site created[/green] in {created.root}")
+    for f in files:
+        output.console.print(f"  {f.name:<14} {f}")
+    output.console.print(f"next: edit {created.inventory_path.name}, then `aicc preflight -i {created.inventory_path}`")
+
+
+@app.command()
+def preflight(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt = None) -> None:
+    """Check every host before anything is changed, and list ALL problems in one table.
+
+    Checks: SSH and sudo, Debian 12, CPU/RAM/disk for the host's groups (see the README's table),
+    required ports free, clock in sync, hosts reach each other and the package source, and for
+    [llm] hosts which engine they will get (vLLM on a GPU, else llama.cpp on CPU) and why.
+    Read-only on the hosts. Exit 1 if any check fails.
+    """
+    from aicc.installer import preflight as pf
+    from aicc.installer.site import site_for_inventory
+
+    the_site, inv = site_for_inventory(inventory, site)
+    settings = the_site.settings()
+    hosts = list(inv.hosts.values())
+    if json_out:
+        gathered = pf.gather(hosts, inv, settings)
+    else:
+        with output.console.status(f"checking {len(hosts)} host(s) ..."):
+            gathered = pf.gather(hosts, inv, settings)
+    checks = pf.evaluate(inv, settings, gathered)
+    failed = any(c.status == "fail" for c in checks)
+    if json_out:
+        output.emit_json(pf.as_json(checks))
+    else:
+        rows = [(c.host, c.check, c.status, c.message, c.fix) for c in checks]
+        output.console.print(output.table("preflight", ["host", "check", "status", "message", "how to fix"], rows))
+        counts = pf.summary(checks)
+        verdict = "[bold red]FAILED[/bold red]" if failed else "[green]passed[/green]"
+        output.console.print(f"preflight {verdict}: {counts['ok']} ok, {counts['warn']} warnings, "
+                             f"{counts['fail']} failed")
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@app.command()
+def install(
+    inventory: InventoryOpt,
+    limit: Annotated[str | None, typer.Option(help="Only these hosts or groups (comma-separated).")] = None,
+    tags: Annotated[str | None, typer.Option(help="Only tasks with these Ansible tags (comma-separated).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Restart from the play that failed last time.")] = False,
+    json_out: JsonOpt = False,
+    site: SiteOpt = None,
+) -> None:
+    """Install or converge the site: run the site playbook on every host of the inventory.
+
+    Shows a progress row per host (task n of N, current role and task), writes the full log to the
+    site's logs/ folder, and ends with ok/changed/failed/unreachable per host. On failure it names
+    the host, task and message; `--resume` then continues from the failed play. Running it again on
+    a converged site changes nothing (changed=0).
+    """
+    from aicc.installer.playbook import run_playbook
+    from aicc.installer.site import site_for_inventory
+
+    the_site, inv = site_for_inventory(inventory, site)
+    report = run_playbook(the_site, inv, limit=limit, tags=tags, resume=resume, console=output.console,
+                          show_progress=not json_out)
+    if json_out:
+        output.emit_json(report.as_dict())
+    else:
+        print_install_report(report)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+def print_install_report(report: object) -> None:
+    from aicc.installer.playbook import RunReport
+
+    assert isinstance(report, RunReport)
+    rows = [(h, s.ok, s.changed, "fail" if s.failed else 0, "fail" if s.unreachable else 0, s.skipped)
+            for h, s in sorted(report.hosts.items())]
+    output.console.print(output.table("install", ["host", "ok", "changed", "failed", "unreachable", "skipped"], rows))
+    for f in report.failures:
+        output.err_console.print(f"[bold red]failed[/bold red] on [bold]{f.host}[/bold] in play {f.play!r}, "
+                                 f"task {f.task!r}:\n  {f.message}")
+    verdict = "[green]done[/green]" if report.ok else "[bold red]FAILED[/bold red]"
+    output.console.print(f"install {verdict} in {report.seconds:.0f} s; log: {report.log}")
+    if report.resume_from:
+        output.console.print(f"fix the problem, then `aicc install --resume` continues from play {report.resume_from!r}")
+
+
+@app.command()
+def status(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt = None) -> None:
+    """Per host and service: active or not, enabled, installed version, listening ports.
+
+    Exit 1 when any service is not active or a host cannot be reached.
+    """
+    from aicc.installer import status as st
+    from aicc.installer.site import site_for_inventory
+
+    _site, inv = site_for_inventory(inventory, site)
+    rows = st.collect(inv, list(inv.hosts.values()))
+    if json_out:
+        output.emit_json(st.as_json(rows))
+    else:
+        table_rows = [(r.host, r.service, "ok" if r.active == "active" else "fail", r.active, r.enabled,
+                       r.version, " ".join(r.ports)) for r in rows]
+        output.console.print(output.table(
+            "status", ["host", "service", "", "active", "enabled", "version", "listening"], table_rows))
+    raise typer.Exit(EXIT_OK if st.healthy(rows) else EXIT_FAILED)
+
+
+def main() -> None:
+    try:
+        app()
+    except AiccError as exc:
+        if "--json" in sys.argv:
+            output.emit_json({"ok": False, **exc.as_dict()})
+        else:
+            output.err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        output.err_console.print("interrupted")
+        sys.exit(130)

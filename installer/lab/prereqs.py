@@ -1,0 +1,99 @@
+"""This machine's own prerequisites for the lab, installed with apt when missing (after saying so)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from aicc.installer.errors import InputError, RunFailed
+
+# Debian package -> a command it provides (what we check for after installing).
+HOST_PACKAGES: dict[str, str] = {
+    "systemd-container": "systemd-nspawn",
+    "mmdebstrap": "mmdebstrap",
+    "apt-cacher-ng": "apt-cacher-ng",
+    "socat": "socat",  # forwards each lab's bridge address to the one shared apt cache
+    "iproute2": "ip",
+    "openssh-client": "ssh-keygen",
+}
+
+
+def find_command(cmd: str) -> str | None:
+    """Like `which`, also looking in the sbin folders a non-login root shell may lack on PATH."""
+    found = shutil.which(cmd)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/sbin"):
+        if Path(folder, cmd).exists():
+            return str(Path(folder, cmd))
+    return None
+
+
+def missing_packages(which: Callable[[str], str | None] = find_command) -> list[str]:
+    return [pkg for pkg, cmd in HOST_PACKAGES.items() if which(cmd) is None]
+
+
+def check_root() -> None:
+    if os.geteuid() != 0:
+        raise InputError(
+            "the lab needs root (network namespaces, bridges, containers)",
+            fix="run it as root, e.g. `sudo aicc lab up`",
+        )
+
+
+def ensure_packages(say: Callable[[str], None]) -> list[str]:
+    """Install what is missing; return what was installed."""
+    missing = missing_packages()
+    if not missing:
+        return []
+    if shutil.which("apt-get") is None:
+        raise InputError(
+            f"missing: {', '.join(missing)}, and this machine has no apt-get",
+            fix="the lab needs a Debian 12 machine; install those packages by hand",
+        )
+    say(f"installing this machine's lab prerequisites with apt: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    # The distribution's apt-cacher-ng service would listen on every address; the lab runs its own
+    # on loopback, so keep the packaged one from starting (policy-rc.d exit 101 = do not start).
+    policy = Path("/usr/sbin/policy-rc.d")
+    own_policy = not policy.exists()
+    if own_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n", encoding="utf-8")
+        policy.chmod(0o755)
+    try:
+        proc = subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            # A stale package list is the common cause: refresh once and retry.
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+            proc = subprocess.run(
+                ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+    finally:
+        if own_policy:
+            policy.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-10:])
+        raise RunFailed(
+            f"apt-get install {' '.join(missing)} failed:\n{tail}",
+            fix="fix apt on this machine (sources, network to the Debian mirror), then run `aicc lab up` again",
+        )
+    if "apt-cacher-ng" in missing and Path("/run/systemd/system").is_dir():
+        # We installed it, so we may keep its packaged service (listening everywhere) off for good.
+        subprocess.run(["systemctl", "disable", "--now", "apt-cacher-ng"], capture_output=True, check=False)
+    still = missing_packages()
+    if still:
+        raise RunFailed(f"installed but still missing commands for: {', '.join(still)}")
+    return missing

@@ -1,0 +1,87 @@
+"""Print JSON: for each UNIT=PACKAGE argument, whether the unit is active and enabled, the package
+version and the ports its processes listen on. Runs on the target with python3 (stdlib only)."""
+
+import json
+import os
+import subprocess
+import sys
+
+
+def sh(*cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip()
+
+
+def unit_pids(unit):
+    text = sh("systemctl", "show", "-p", "ControlGroup", "--value", unit)
+    if not text:
+        return set()
+    path = "/sys/fs/cgroup" + text + "/cgroup.procs"
+    pids = set()
+    for root, _dirs, files in os.walk("/sys/fs/cgroup" + text):
+        if "cgroup.procs" in files:
+            try:
+                with open(os.path.join(root, "cgroup.procs"), encoding="utf-8") as fh:
+                    pids.update(line.strip() for line in fh if line.strip())
+            except OSError:
+                pass
+    del path
+    return pids
+
+
+def sockets_of(pids):
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    return inodes
+
+
+def listening(inodes):
+    ports = []
+    for proto, fname in (("tcp", "tcp"), ("tcp", "tcp6"), ("udp", "udp"), ("udp", "udp6")):
+        try:
+            with open(f"/proc/net/{fname}", encoding="utf-8") as fh:
+                next(fh)
+                for line in fh:
+                    parts = line.split()
+                    state, inode = parts[3], parts[9]
+                    if inode not in inodes or (proto == "tcp" and state != "0A") or (proto == "udp" and state != "07"):
+                        continue
+                    addr_hex, port_hex = parts[1].rsplit(":", 1)
+                    ports.append(f"{decode(addr_hex)}:{int(port_hex, 16)}/{proto}")
+        except OSError:
+            continue
+    return sorted(set(ports))
+
+
+def decode(addr_hex):
+    if len(addr_hex) == 8:
+        raw = bytes.fromhex(addr_hex)[::-1]
+        return ".".join(str(b) for b in raw)
+    return "[" + ("::" if set(addr_hex) == {"0"} else addr_hex.lower()) + "]"
+
+
+def main():
+    result = {}
+    for arg in sys.argv[1:]:
+        unit, _, package = arg.partition("=")
+        version = sh("dpkg-query", "-W", "-f", "${Version}", package) if package else ""
+        result[unit] = {
+            "active": sh("systemctl", "is-active", unit) or "unknown",
+            "enabled": sh("systemctl", "is-enabled", unit) or "unknown",
+            "version": version or "not installed",
+            "ports": listening(sockets_of(unit_pids(unit))),
+        }
+    json.dump(result, sys.stdout)
+
+
+main()

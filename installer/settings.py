@@ -1,0 +1,301 @@
+"""Site settings: aicc.yml in the site folder, overridable by AICC_* environment variables.
+
+Every field is documented here once; `aicc init` writes these descriptions as comments into
+aicc.yml, and `settings_to_ansible_vars` is the one place that maps them onto role variables.
+Nested fields are overridden with a double underscore: AICC_SIP__UDP_PORT=5070.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from aicc.installer.errors import InputError
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+ENV_PREFIX = "AICC_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PackagesSettings(_Section):
+    """Where hosts get Debian packages from. Targets never reach the internet."""
+
+    source: Literal["bundle", "proxy", "mirror"] = Field(
+        "bundle",
+        description="bundle: the offline bundle's apt repository served from the installer host; "
+        "proxy: an apt cache such as apt-cacher-ng (the lab uses one); mirror: a local Debian mirror.",
+    )
+    url: str = Field(
+        "",
+        description="For proxy: the proxy URL (http://10.231.0.1:3142). For mirror or bundle: the "
+        "repository URL. Empty for bundle means the installer host serves it.",
+    )
+    suite: str = Field("bookworm", description="Debian suite of the hosts. Only bookworm (12) is supported.")
+
+
+class SipSettings(_Section):
+    """Kamailio SIP proxies."""
+
+    domain: str = Field("aicc.local", description="SIP domain (digest realm) agents and trunks use.")
+    udp_port: Port = Field(5060, description="SIP over UDP and TCP.")
+    tls_port: Port = Field(5061, description="SIP over TLS (certificate from the site CA).")
+    wss_port: Port = Field(8443, description="SIP over secure WebSocket for agent softphones in the browser.")
+    metrics_port: Port = Field(9151, description="HTTP listener for Prometheus metrics (xhttp_prom).")
+    shm_mb: int = Field(
+        256, ge=64, le=65536, description="Shared memory in MB. About 300 MB carried 2000 calls/s."
+    )
+    pkg_mb: int = Field(16, ge=8, le=1024, description="Private memory per Kamailio process in MB.")
+    children: int = Field(4, ge=1, le=256, description="UDP worker processes per listener.")
+    flood_limit: int = Field(
+        40, ge=5, le=100000, description="Requests one source may send per 2 s before it is blocked."
+    )
+    flood_ban_s: int = Field(300, ge=10, le=86400, description="Seconds a flooding source stays blocked.")
+    service_numbers: dict[str, str] = Field(
+        default_factory=lambda: {"4000": "voicebot", "4001": "voicebot-zh", "5000": "agents"},
+        description="Dialled numbers (DIDs) and the service each reaches, seeded into the database.",
+    )
+
+    @field_validator("service_numbers")
+    @classmethod
+    def _digits(cls, v: dict[str, str]) -> dict[str, str]:
+        for number in v:
+            if not number.lstrip("+").isdigit():
+                raise ValueError(f"service number {number!r} must be digits, optionally with a leading +")
+        return v
+
+
+class MediaSettings(_Section):
+    """rtpengine media relays."""
+
+    port_min: Port = Field(30000, description="First UDP port for RTP/RTCP.")
+    port_max: Port = Field(
+        39999,
+        description="Last UDP port. Each call holds 4 ports for delete_delay seconds after it ends: "
+        "size the range as 4 x (concurrent calls + calls/s x delete_delay) with headroom.",
+    )
+    delete_delay: int = Field(5, ge=0, le=300, description="Seconds ports stay held after a call ends.")
+    control_port: Port = Field(2223, description="ng control protocol (UDP), reachable from SIP proxies only.")
+    metrics_port: Port = Field(2225, description="HTTP port for Prometheus metrics.")
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaSettings:
+        if self.port_max - self.port_min < 99:
+            raise ValueError(f"port_max ({self.port_max}) must be at least 100 above port_min ({self.port_min})")
+        return self
+
+
+class DatabaseSettings(_Section):
+    """PostgreSQL 15 for the appliance."""
+
+    name: str = Field("aicc", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Appliance database name.")
+    port: Port = Field(5432, description="PostgreSQL port (TLS required from other hosts).")
+    max_connections: int = Field(200, ge=20, le=10000, description="max_connections.")
+    wal_archive: bool = Field(True, description="Archive WAL to /var/backups/aicc/wal on the db host.")
+    exporter_port: Port = Field(9187, description="postgres_exporter metrics port.")
+
+
+class MonitoringSettings(_Section):
+    """Prometheus, Alertmanager and node_exporter."""
+
+    scrape_interval_s: int = Field(15, ge=1, le=300, description="Seconds between scrapes.")
+    retention_days: int = Field(15, ge=1, le=3650, description="Days Prometheus keeps samples.")
+    prometheus_port: Port = Field(9090, description="Prometheus HTTP port.")
+    alertmanager_port: Port = Field(9093, description="Alertmanager HTTP port.")
+    node_exporter_port: Port = Field(9100, description="node_exporter port on every host.")
+
+
+class EngineSettings(_Section):
+    """Local AI engines. auto: vLLM where a GPU with enough memory is present, else llama.cpp on CPU."""
+
+    llm: Literal["auto", "vllm", "llamacpp"] = Field("auto", description="LLM engine on [llm] hosts.")
+    speech: Literal["auto", "paddlespeech", "embedded"] = Field(
+        "auto", description="ASR/TTS engine on [speech] hosts: PaddleSpeech with a GPU, else embedded CPU."
+    )
+    min_gpu_memory_gib: int = Field(
+        20, ge=4, le=1024, description="GPU memory an [llm] host needs to get vLLM under auto."
+    )
+
+
+class SiteSettings(BaseSettings):
+    """One site: the settings of every host the inventory lists."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    site_name: str = Field(
+        "aicc", pattern=r"^[a-z0-9][a-z0-9-]{0,40}$", description="Short name of this site (lowercase)."
+    )
+    profile: Literal["lab", "single", "ha"] = Field(
+        "single",
+        description="lab: local test hosts (small sizing); single: one host holds every group; "
+        "ha: every group on two or more hosts.",
+    )
+    timezone: str = Field("Asia/Shanghai", description="IANA time zone of the hosts.")
+    locale: str = Field("en_US.UTF-8", description="System locale of the hosts.")
+    packages: PackagesSettings = Field(default_factory=PackagesSettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    engines: EngineSettings = Field(default_factory=EngineSettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import available_timezones
+
+        if v not in available_timezones():
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Asia/Shanghai or UTC")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: Path) -> SiteSettings:
+    """Read and validate aicc.yml; every error names the file, the field, expected and found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(
+            "settings file not found", where=str(path), fix="run `aicc init --site DIR` to create a site"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"cannot read settings: {exc.strerror}", where=str(path)) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=where) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of settings at the top level", where=str(path))
+    try:
+        return SiteSettings(**data)
+    except ValidationError as exc:
+        raise InputError(_describe(exc, path), where=str(path), fix=_FIX) from None
+
+
+_FIX = "correct the field in the file (or the AICC_* variable); `aicc init --help` shows every setting"
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        source = f" (from ${env_name})" if env_name in os.environ else ""
+        found = err.get("input")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown setting {loc!r}{source}"
+            close = _close_field(err["loc"])
+            if close:
+                msg += f"; did you mean {close!r}?"
+        elif err["type"] == "missing":
+            msg = f"setting {loc!r} is required"
+        else:
+            msg = f"setting {loc!r}{source}: {err['msg']}; found {found!r}"
+        lines.append(msg)
+    return "; ".join(lines)
+
+
+def _close_field(loc: tuple[int | str, ...]) -> str | None:
+    import difflib
+
+    model: Any = SiteSettings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return None
+        model = field.annotation
+    names = list(model.model_fields)
+    match = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return ".".join([*map(str, loc[:-1]), match[0]]) if match else None
+
+
+def render_commented_yaml(settings: SiteSettings) -> str:
+    """aicc.yml with every field's description as a comment above it."""
+    out = [
+        "# aicc site settings. Every field is optional; shown here with its current value.",
+        "# Environment variables override it: AICC_<FIELD>, nested with __ (AICC_SIP__UDP_PORT=5070).",
+        "",
+    ]
+    _render_model(settings, out, indent=0)
+    return "\n".join(out) + "\n"
+
+
+def _render_model(model: BaseModel, out: list[str], indent: int) -> None:
+    pad = " " * indent
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if field.description:
+            out.extend(f"{pad}# {line}" for line in textwrap.wrap(field.description, 100 - indent))
+        if isinstance(value, BaseModel):
+            doc = (type(value).__doc__ or "").strip().splitlines()
+            if doc and not field.description:
+                out.append(f"{pad}# {doc[0]}")
+            out.append(f"{pad}{name}:")
+            _render_model(value, out, indent + 2)
+            out.append("")
+        else:
+            dumped = yaml.safe_dump({name: value}, default_flow_style=False, allow_unicode=True, sort_keys=False)
+            out.extend(pad + line for line in dumped.rstrip("\n").splitlines())
+
+
+def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
+    """The one mapping from site settings onto role variables (passed as extra vars)."""
+    s = settings
+    return {
+        "aicc_site_name": s.site_name,
+        "aicc_profile": s.profile,
+        "common_timezone": s.timezone,
+        "common_locale": s.locale,
+        "common_apt_source": s.packages.source,
+        "common_apt_url": s.packages.url,
+        "common_apt_suite": s.packages.suite,
+        "common_node_exporter_port": s.monitoring.node_exporter_port,
+        "kamailio_domain": s.sip.domain,
+        "kamailio_udp_port": s.sip.udp_port,
+        "kamailio_tls_port": s.sip.tls_port,
+        "kamailio_wss_port": s.sip.wss_port,
+        "kamailio_metrics_port": s.sip.metrics_port,
+        "kamailio_shm_mb": s.sip.shm_mb,
+        "kamailio_pkg_mb": s.sip.pkg_mb,
+        "kamailio_children": s.sip.children,
+        "kamailio_flood_limit": s.sip.flood_limit,
+        "kamailio_flood_ban_s": s.sip.flood_ban_s,
+        "kamailio_service_numbers": s.sip.service_numbers,
+        "rtpengine_port_min": s.media.port_min,
+        "rtpengine_port_max": s.media.port_max,
+        "rtpengine_delete_delay": s.media.delete_delay,
+        "rtpengine_control_port": s.media.control_port,
+        "rtpengine_metrics_port": s.media.metrics_port,
+        "postgresql_db_name": s.database.name,
+        "postgresql_port": s.database.port,
+        "postgresql_max_connections": s.database.max_connections,
+        "postgresql_wal_archive": s.database.wal_archive,
+        "postgresql_exporter_port": s.database.exporter_port,
+        "monitoring_scrape_interval_s": s.monitoring.scrape_interval_s,
+        "monitoring_retention_days": s.monitoring.retention_days,
+        "monitoring_prometheus_port": s.monitoring.prometheus_port,
+        "monitoring_alertmanager_port": s.monitoring.alertmanager_port,
+    }

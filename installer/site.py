@@ -1,0 +1,219 @@
+"""A site folder: aicc.yml (settings), secrets.yml (0600), inventory.ini, logs/, pki/, ssh/.
+
+`aicc init` creates one; every other verb finds it from the inventory's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aicc.installer.errors import InputError
+from aicc.installer.inventory import Inventory, load_inventory
+from aicc.installer.settings import SiteSettings, load_settings, render_commented_yaml
+
+SETTINGS_FILE = "aicc.yml"
+SECRETS_FILE = "secrets.yml"
+INVENTORY_FILE = "inventory.ini"
+
+# Every credential the site uses. Generated per site; there are no default passwords.
+SECRET_NAMES: dict[str, str] = {
+    "postgresql_owner_password": "owner of the appliance database (migrations)",
+    "postgresql_app_password": "appliance services' database login",
+    "postgresql_reporting_password": "read-only reporting login",
+    "postgresql_exporter_password": "postgres_exporter's monitoring login",
+    "kamailio_db_password": "Kamailio's database login (subscribers, DIDs)",
+    "kamailio_demo_agent_password": "SIP password of the demo agent extension 1001",
+    "api_secret_key": "signing key of the appliance API's sessions and tokens",
+    "admin_password": "first admin user of the appliance web pages",
+}
+
+
+def generate_secrets() -> dict[str, str]:
+    return {name: secrets.token_urlsafe(24) for name in SECRET_NAMES}
+
+
+@dataclass(frozen=True)
+class Site:
+    root: Path
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / SETTINGS_FILE
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.root / SECRETS_FILE
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.root / INVENTORY_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state(self) -> Path:
+        return self.root / ".state"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "ssh" / "known_hosts"
+
+    def settings(self) -> SiteSettings:
+        return load_settings(self.settings_path)
+
+    def secrets(self) -> dict[str, str]:
+        return load_secrets(self.secrets_path)
+
+
+def site_for_inventory(inventory: Path, site_dir: Path | None = None) -> tuple[Site, Inventory]:
+    """The site (settings next to the inventory unless --site says otherwise) and its inventory."""
+    inv = load_inventory(inventory)
+    site = Site((site_dir or inventory.resolve().parent).resolve())
+    return site, inv
+
+
+def load_secrets(path: Path) -> dict[str, str]:
+    try:
+        mode = path.stat().st_mode
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise InputError("secrets file not found", where=str(path), fix="run `aicc init` for this site") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read secrets: {exc}", where=str(path)) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(
+            f"secrets file is readable by others (mode {stat.S_IMODE(mode):04o})",
+            where=str(path),
+            fix=f"chmod 600 {path}",
+        )
+    missing = [n for n in SECRET_NAMES if not data.get(n)]
+    if missing:
+        raise InputError(
+            f"secrets missing: {', '.join(missing)}",
+            where=str(path),
+            fix="add them, or re-create the site's secrets with `aicc init --force`",
+        )
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    """Create a file readable by its owner only, from the first byte (no window at 0644)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(content)
+    path.chmod(0o600)
+
+
+PROFILE_INVENTORIES: dict[str, str] = {
+    "single": """\
+# aicc inventory: one host holds every group (a small site or a proof of concept).
+# Replace the address with your host's; see inventory.example.ini in the aicc docs for sizing.
+[all:vars]
+ansible_user=root
+ansible_python_interpreter=/usr/bin/python3
+
+[sip_proxy]
+aicc1 ansible_host=192.0.2.10
+
+[media]
+aicc1
+
+[voicebot]
+aicc1
+
+[speech]
+aicc1
+
+[llm]
+aicc1
+
+[app]
+aicc1
+
+[db]
+aicc1
+
+[monitoring]
+aicc1
+""",
+    "ha": """\
+# aicc inventory: every service on two or more hosts. Replace the addresses with your hosts'.
+[all:vars]
+ansible_user=root
+ansible_python_interpreter=/usr/bin/python3
+
+[sip_proxy]
+sip1 ansible_host=192.0.2.11
+sip2 ansible_host=192.0.2.12
+
+[media]
+media1 ansible_host=192.0.2.21
+media2 ansible_host=192.0.2.22
+
+[voicebot]
+bot1 ansible_host=192.0.2.31
+bot2 ansible_host=192.0.2.32
+
+[speech]
+speech1 ansible_host=192.0.2.41
+
+[llm]
+gpu1 ansible_host=192.0.2.51
+gpu2 ansible_host=192.0.2.52
+
+[app]
+app1 ansible_host=192.0.2.61
+app2 ansible_host=192.0.2.62
+
+[db]
+db1 ansible_host=192.0.2.71
+db2 ansible_host=192.0.2.72
+
+[monitoring]
+mon1 ansible_host=192.0.2.81
+""",
+}
+
+
+def init_site(
+    root: Path,
+    *,
+    profile: str,
+    force: bool = False,
+    inventory_text: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Site:
+    """Write aicc.yml, inventory.ini and secrets.yml; refuse to overwrite any without force."""
+    site = Site(root.resolve())
+    targets = [site.settings_path, site.inventory_path, site.secrets_path]
+    existing = [p for p in targets if p.exists()]
+    if existing and not force:
+        raise InputError(
+            f"site already exists: {', '.join(p.name for p in existing)}",
+            where=str(site.root),
+            fix="use --force to overwrite (this also generates new secrets), or pick another --site",
+        )
+    if inventory_text is None:
+        if profile not in PROFILE_INVENTORIES:
+            raise InputError(f"profile {profile!r} needs hosts; the lab profile is made by `aicc lab up`")
+        inventory_text = PROFILE_INVENTORIES[profile]
+    settings = SiteSettings(profile=profile, **(overrides or {}))  # type: ignore[arg-type]
+    site.root.mkdir(parents=True, exist_ok=True)
+    site.logs.mkdir(exist_ok=True)
+    site.settings_path.write_text(render_commented_yaml(settings), encoding="utf-8")
+    site.inventory_path.write_text(inventory_text, encoding="utf-8")
+    header = "# Generated by `aicc init`. Keep this file secret: mode 0600, never in version control.\n"
+    body = "".join(f"# {desc}\n{name}: {value}\n" for (name, desc), value in
+                   zip(SECRET_NAMES.items(), generate_secrets().values(), strict=True))
+    write_secret_file(site.secrets_path, header + body)
+    return site

@@ -1,0 +1,111 @@
+"""Inventory groups: what each is for, what it needs, and which ports it listens on.
+
+The one source of the README's hardware table, of preflight's minimums and of `aicc status`.
+A host holding several groups needs the most CPU cores of any of them and the sum of RAM and disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aicc.installer.settings import SiteSettings
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    purpose: str
+    cpus: int
+    ram_gib: float
+    disk_gib: float
+    lab_cpus: int
+    lab_ram_gib: float
+    lab_disk_gib: float
+    required: bool = True
+
+
+GROUPS: dict[str, GroupSpec] = {
+    g.name: g
+    for g in (
+        GroupSpec("sip_proxy", "Kamailio SIP proxy (KEMI Python routing)", 2, 2, 10, 1, 0.25, 2),
+        GroupSpec("media", "rtpengine media relay", 2, 2, 10, 1, 0.25, 1),
+        GroupSpec("voicebot", "voice gateway and AI voice bot", 4, 4, 20, 1, 1, 2),
+        GroupSpec("speech", "ASR/TTS: PaddleSpeech (GPU) or embedded CPU engines", 4, 8, 30, 1, 1.5, 3),
+        GroupSpec("llm", "LLM: vLLM on a GPU, or llama.cpp on CPU", 4, 8, 40, 1, 2.5, 3),
+        GroupSpec("app", "API, ACD, channels, workers", 4, 8, 40, 1, 1, 2),
+        GroupSpec("db", "PostgreSQL 15", 4, 8, 100, 1, 0.5, 2),
+        GroupSpec("monitoring", "Prometheus, Alertmanager, Grafana", 2, 4, 50, 1, 0.5, 2),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Listener:
+    port: int
+    proto: str  # tcp or udp
+    process: str  # the process that owns it once installed
+    what: str
+
+
+def listeners(group: str, settings: SiteSettings) -> list[Listener]:
+    """Ports a host of this group needs free before install (or held by the named process after)."""
+    s = settings
+    table: dict[str, list[Listener]] = {
+        "sip_proxy": [
+            Listener(s.sip.udp_port, "udp", "kamailio", "SIP/UDP"),
+            Listener(s.sip.udp_port, "tcp", "kamailio", "SIP/TCP"),
+            Listener(s.sip.tls_port, "tcp", "kamailio", "SIP/TLS"),
+            Listener(s.sip.wss_port, "tcp", "kamailio", "SIP/WSS"),
+            Listener(s.sip.metrics_port, "tcp", "kamailio", "metrics"),
+        ],
+        "media": [
+            Listener(s.media.control_port, "udp", "rtpengine", "rtpengine ng control"),
+            Listener(s.media.metrics_port, "tcp", "rtpengine", "rtpengine metrics"),
+        ],
+        "db": [
+            Listener(s.database.port, "tcp", "postgres", "PostgreSQL"),
+            Listener(s.database.exporter_port, "tcp", "prometheus-post", "postgres_exporter"),
+        ],
+        "monitoring": [
+            Listener(s.monitoring.prometheus_port, "tcp", "prometheus", "Prometheus"),
+            Listener(s.monitoring.alertmanager_port, "tcp", "prometheus-aler", "Alertmanager"),
+        ],
+    }
+    return table.get(group, [])
+
+
+def common_listeners(settings: SiteSettings) -> list[Listener]:
+    return [Listener(settings.monitoring.node_exporter_port, "tcp", "prometheus-node", "node_exporter")]
+
+
+@dataclass(frozen=True)
+class Minimum:
+    cpus: int
+    ram_gib: float
+    disk_gib: float
+
+
+def host_minimum(groups: list[str], lab: bool) -> Minimum:
+    specs = [GROUPS[g] for g in groups if g in GROUPS]
+    if not specs:
+        return Minimum(1, 0.5, 2)
+    if lab:
+        return Minimum(
+            max(s.lab_cpus for s in specs),
+            sum(s.lab_ram_gib for s in specs),
+            sum(s.lab_disk_gib for s in specs),
+        )
+    return Minimum(max(s.cpus for s in specs), sum(s.ram_gib for s in specs), sum(s.disk_gib for s in specs))
+
+
+# Services per group, for `aicc status`: (systemd unit, Debian package giving the version).
+SERVICES: dict[str, list[tuple[str, str]]] = {
+    "sip_proxy": [("kamailio", "kamailio")],
+    "media": [("rtpengine-daemon", "rtpengine-daemon")],
+    "db": [("postgresql@15-main", "postgresql-15"), ("prometheus-postgres-exporter", "prometheus-postgres-exporter")],
+    "monitoring": [("prometheus", "prometheus"), ("prometheus-alertmanager", "prometheus-alertmanager")],
+}
+COMMON_SERVICES: list[tuple[str, str]] = [
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
+    ("ssh", "openssh-server"),
+]

@@ -1,0 +1,1 @@
+"""Engine interfaces (base) and their implementations: embedded CPU and production servers."""

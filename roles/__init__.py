@@ -1,0 +1,1 @@
+"""Ansible roles shipped as package data (no Python here)."""
