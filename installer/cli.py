@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-
 from aicc.installer import output
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, AiccError, InputError
 from aicc.installer.lab.cli import app as lab_app
 from aicc.models.cli import app as models_app
+from rich.markup import escape
 
 app = typer.Typer(
     name="aicc",
     help=(
         "Provision an on-premise AI contact center onto your own Debian 12 hosts.\n\n"
-        "Typical flow: `aicc init --site ./site` -> edit site/inventory.ini -> `aicc preflight -i "
-        "site/inventory.ini` -> `aicc install -i site/inventory.ini` -> `aicc status -i site/inventory.ini`.\n\n"
+        "Typical flow: `aicc init --site ./site` -> edit site/inventory.ini -> "
+        "`aicc preflight -i site/inventory.ini` -> `aicc install -i site/inventory.ini` -> "
+        "`aicc status -i site/inventory.ini`.\n\n"
         "No hosts at hand? `aicc demo` builds local test hosts and runs the whole thing on this machine.\n\n"
         "Exit codes: 0 ok, 1 a check or run failed, 2 usage or input error."
     ),
@@ -36,7 +36,11 @@ app.add_typer(models_app, name="models")
 
 InventoryOpt = Annotated[
     Path,
-    typer.Option("--inventory", "-i", help="The site's inventory.ini; aicc.yml and secrets.yml are read from its folder."),
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="The site's inventory.ini; aicc.yml and secrets.yml are read from its folder.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 SiteOpt = Annotated[
@@ -50,7 +54,9 @@ def init(
     profile: Annotated[
         str, typer.Option(help="single: one host holds every group; ha: two or more hosts per group.")
     ] = "single",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing site (new secrets too).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing site (new secrets too).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a site folder: aicc.yml (commented settings), inventory.ini, secrets.yml (0600).
@@ -61,8 +67,9 @@ def init(
     from aicc.installer.site import init_site
 
     if profile not in ("single", "ha"):
-        raise InputError(f"--profile must be single or ha, found {profile!r}",
-                         fix="lab sites are made by `aicc lab up`")
+        raise InputError(
+            f"--profile must be single or ha, found {profile!r}", fix="lab sites are made by `aicc lab up`"
+        )
     created = init_site(site, profile=profile, force=force)
     files = [created.settings_path, created.inventory_path, created.secrets_path]
     if json_out:
@@ -71,7 +78,9 @@ def init(
     output.console.print(f"[green]site created[/green] in {created.root}")
     for f in files:
         output.console.print(f"  {f.name:<14} {f}")
-    output.console.print(f"next: edit {created.inventory_path.name}, then `aicc preflight -i {created.inventory_path}`")
+    output.console.print(
+        f"next: edit {created.inventory_path.name}, then `aicc preflight -i {created.inventory_path}`"
+    )
 
 
 @app.command()
@@ -100,11 +109,14 @@ def preflight(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt 
         output.emit_json(pf.as_json(checks))
     else:
         rows = [(c.host, c.check, c.status, c.message, c.fix) for c in checks]
-        output.console.print(output.table("preflight", ["host", "check", "status", "message", "how to fix"], rows))
+        output.console.print(
+            output.table("preflight", ["host", "check", "status", "message", "how to fix"], rows)
+        )
         counts = pf.summary(checks)
         verdict = "[bold red]FAILED[/bold red]" if failed else "[green]passed[/green]"
-        output.console.print(f"preflight {verdict}: {counts['ok']} ok, {counts['warn']} warnings, "
-                             f"{counts['fail']} failed")
+        output.console.print(
+            f"preflight {verdict}: {counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed"
+        )
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -112,8 +124,12 @@ def preflight(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt 
 def install(
     inventory: InventoryOpt,
     limit: Annotated[str | None, typer.Option(help="Only these hosts or groups (comma-separated).")] = None,
-    tags: Annotated[str | None, typer.Option(help="Only tasks with these Ansible tags (comma-separated).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Restart from the play that failed last time.")] = False,
+    tags: Annotated[
+        str | None, typer.Option(help="Only tasks with these Ansible tags (comma-separated).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Restart from the play that failed last time.")
+    ] = False,
     json_out: JsonOpt = False,
     site: SiteOpt = None,
 ) -> None:
@@ -128,8 +144,15 @@ def install(
     from aicc.installer.site import site_for_inventory
 
     the_site, inv = site_for_inventory(inventory, site)
-    report = run_playbook(the_site, inv, limit=limit, tags=tags, resume=resume, console=output.console,
-                          show_progress=not json_out)
+    report = run_playbook(
+        the_site,
+        inv,
+        limit=limit,
+        tags=tags,
+        resume=resume,
+        console=output.console,
+        show_progress=not json_out,
+    )
     if json_out:
         output.emit_json(report.as_dict())
     else:
@@ -141,16 +164,24 @@ def print_install_report(report: object) -> None:
     from aicc.installer.playbook import RunReport
 
     assert isinstance(report, RunReport)
-    rows = [(h, s.ok, s.changed, "fail" if s.failed else 0, "fail" if s.unreachable else 0, s.skipped)
-            for h, s in sorted(report.hosts.items())]
-    output.console.print(output.table("install", ["host", "ok", "changed", "failed", "unreachable", "skipped"], rows))
+    rows = [
+        (h, s.ok, s.changed, "fail" if s.failed else 0, "fail" if s.unreachable else 0, s.skipped)
+        for h, s in sorted(report.hosts.items())
+    ]
+    output.console.print(
+        output.table("install", ["host", "ok", "changed", "failed", "unreachable", "skipped"], rows)
+    )
     for f in report.failures:
-        output.err_console.print(f"[bold red]failed[/bold red] on [bold]{f.host}[/bold] in play {f.play!r}, "
-                                 f"task {f.task!r}:\n  {f.message}")
+        output.err_console.print(
+            f"[bold red]failed[/bold red] on [bold]{f.host}[/bold] in play {f.play!r}, "
+            f"task {f.task!r}:\n  {f.message}"
+        )
     verdict = "[green]done[/green]" if report.ok else "[bold red]FAILED[/bold red]"
     output.console.print(f"install {verdict} in {report.seconds:.0f} s; log: {report.log}")
     if report.resume_from:
-        output.console.print(f"fix the problem, then `aicc install --resume` continues from play {report.resume_from!r}")
+        output.console.print(
+            f"fix the problem, then `aicc install --resume` continues from play {report.resume_from!r}"
+        )
 
 
 @app.command()
@@ -167,10 +198,23 @@ def status(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt = N
     if json_out:
         output.emit_json(st.as_json(rows))
     else:
-        table_rows = [(r.host, r.service, "ok" if r.active == "active" else "fail", r.active, r.enabled,
-                       r.version, " ".join(r.ports)) for r in rows]
-        output.console.print(output.table(
-            "status", ["host", "service", "", "active", "enabled", "version", "listening"], table_rows))
+        table_rows = [
+            (
+                r.host,
+                r.service,
+                "ok" if r.active == "active" else "fail",
+                r.active,
+                r.enabled,
+                r.version,
+                " ".join(r.ports),
+            )
+            for r in rows
+        ]
+        output.console.print(
+            output.table(
+                "status", ["host", "service", "", "active", "enabled", "version", "listening"], table_rows
+            )
+        )
     raise typer.Exit(EXIT_OK if st.healthy(rows) else EXIT_FAILED)
 
 

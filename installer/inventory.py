@@ -13,10 +13,9 @@ import re
 import shlex
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
 from aicc.installer.errors import InputError
 from aicc.installer.sizing import GROUPS
+from pydantic import BaseModel, Field
 
 _SECTION = re.compile(r"^\[(?P<name>[A-Za-z0-9_.-]+)(?::(?P<kind>vars|children))?\]\s*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
@@ -93,16 +92,22 @@ def parse_inventory(text: str, path: Path) -> Inventory:
         if line.startswith("["):
             m = _SECTION.match(line)
             if not m:
-                raise InputError(f"malformed section header {line!r}", where=where, fix="use [group] or [group:vars]")
+                raise InputError(
+                    f"malformed section header {line!r}", where=where, fix="use [group] or [group:vars]"
+                )
             name, kind = m["name"], m["kind"]
             if name not in GROUPS and name != "all":
                 raise InputError(f"unknown group [{name}]{_did_you_mean(name)}", where=where, fix=_GROUP_FIX)
             if kind == "children":
                 raise InputError(
-                    f"[{name}:children] is not supported", where=where, fix="list hosts in each group directly"
+                    f"[{name}:children] is not supported",
+                    where=where,
+                    fix="list hosts in each group directly",
                 )
             if name == "all" and kind != "vars":
-                raise InputError("[all] cannot list hosts", where=where, fix="use [all:vars] for shared variables")
+                raise InputError(
+                    "[all] cannot list hosts", where=where, fix="use [all:vars] for shared variables"
+                )
             section = (name, kind)
             seen_groups.add(name)
             continue
@@ -139,7 +144,8 @@ def parse_inventory(text: str, path: Path) -> Inventory:
             host_line[hostname] = lineno
         elif host.vars and hvars and hvars != host.vars:
             raise InputError(
-                f"host {hostname!r} is listed again with different variables (first at line {host_line[hostname]})",
+                f"host {hostname!r} is listed again with different variables "
+                f"(first at line {host_line[hostname]})",
                 where=where,
                 fix="give the variables once; later lines may list the host name alone",
             )

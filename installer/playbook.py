@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-
 from aicc.installer.errors import InputError
 from aicc.installer.inventory import Inventory
 from aicc.installer.settings import settings_to_ansible_vars
 from aicc.installer.site import Site
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 SITE_PLAYBOOK = "site.yml"
 STATE_FILE = "install.json"
@@ -110,10 +109,19 @@ def ansible_env(site: Site) -> dict[str, str]:
     }
 
 
-def count_tasks(site: Site, inventory: Inventory, playbook: Path, extra: list[str], limit: str | None,
-                tags: str | None) -> dict[str, int]:
+def count_tasks(
+    site: Site, inventory: Inventory, playbook: Path, extra: list[str], limit: str | None, tags: str | None
+) -> dict[str, int]:
     """Tasks per host, from `ansible-playbook --list-hosts --list-tasks` (static tasks only)."""
-    cmd = ["ansible-playbook", "-i", str(inventory.path), str(playbook), "--list-hosts", "--list-tasks", *extra]
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        str(inventory.path),
+        str(playbook),
+        "--list-hosts",
+        "--list-tasks",
+        *extra,
+    ]
     if limit:
         cmd += ["--limit", limit]
     if tags:
@@ -122,7 +130,9 @@ def count_tasks(site: Site, inventory: Inventory, playbook: Path, extra: list[st
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=120)
     if proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip().splitlines()
-        raise InputError(f"the playbook does not load: {msg[-1] if msg else proc.returncode}", where=str(playbook))
+        raise InputError(
+            f"the playbook does not load: {msg[-1] if msg else proc.returncode}", where=str(playbook)
+        )
     return parse_task_listing(proc.stdout)
 
 
@@ -172,7 +182,9 @@ class _Display:
 
     def row(self, host: str) -> TaskID:
         if host not in self.rows:
-            self.rows[host] = self.progress.add_task("waiting", host=host, total=max(self.totals.get(host, 1), 1))
+            self.rows[host] = self.progress.add_task(
+                "waiting", host=host, total=max(self.totals.get(host, 1), 1)
+            )
         return self.rows[host]
 
     def started(self, host: str, label: str) -> None:
@@ -182,9 +194,10 @@ class _Display:
         row = self.row(host)
         task = self.progress.tasks[self.progress.task_ids.index(row)]
         total = task.total or 1
-        if task.completed + 1 > total:
-            total = task.completed + 1
-        self.progress.update(row, advance=1, total=total, description=status if status != "ok" else task.description)
+        total = max(total, task.completed + 1)
+        self.progress.update(
+            row, advance=1, total=total, description=status if status != "ok" else task.description
+        )
 
 
 def scrubber(secrets: dict[str, str]) -> Callable[[str], str]:
@@ -218,7 +231,8 @@ def run_playbook(
     (runner_dir / "env").mkdir(parents=True, exist_ok=True)
     vars_file = runner_dir / "site-vars.yml"
     vars_file.write_text(
-        yaml.safe_dump({**settings_to_ansible_vars(settings), "aicc_site_dir": str(site.root)}), encoding="utf-8"
+        yaml.safe_dump({**settings_to_ansible_vars(settings), "aicc_site_dir": str(site.root)}),
+        encoding="utf-8",
     )
 
     source = playbook or playbooks_dir() / SITE_PLAYBOOK
@@ -248,20 +262,22 @@ def run_playbook(
     scrub = scrubber(secrets)
     display = _Display(console, totals) if show_progress else None
     failures: list[Failure] = []
-    current = {"play_index": offset - 1, "play": ""}
+    current = _Position(play_index=offset - 1)
     failed_play_index: list[int] = []
 
     with log_path.open("w", encoding="utf-8") as log:
-        log.write(f"# aicc install {stamp}: {source} on {inventory.path}"
-                  f"{' limit=' + limit if limit else ''}{' tags=' + tags if tags else ''}\n")
+        log.write(
+            f"# aicc install {stamp}: {source} on {inventory.path}"
+            f"{' limit=' + limit if limit else ''}{' tags=' + tags if tags else ''}\n"
+        )
 
         def on_event(event: dict[str, Any]) -> bool:
             _log_event(log, event, scrub)
             kind = event.get("event", "")
             data = event.get("event_data", {})
             if kind == "playbook_on_play_start":
-                current["play_index"] += 1
-                current["play"] = data.get("play", "")
+                current.play_index += 1
+                current.play = str(data.get("play", ""))
             host = data.get("host")
             if display and host:
                 label = f"{data.get('role') + ' : ' if data.get('role') else ''}{data.get('task', '')}"
@@ -274,9 +290,15 @@ def run_playbook(
                 elif kind == "runner_on_unreachable":
                     display.finished(host, "UNREACHABLE")
             if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-                failures.append(Failure(host or "?", current["play"], str(data.get("task", "")),
-                                        scrub(_failure_message(data.get("res", {})))))
-                failed_play_index.append(int(current["play_index"]))
+                failures.append(
+                    Failure(
+                        host or "?",
+                        current.play,
+                        str(data.get("task", "")),
+                        scrub(_failure_message(data.get("res", {}))),
+                    )
+                )
+                failed_play_index.append(current.play_index)
             return True
 
         started = time.monotonic()
@@ -299,24 +321,42 @@ def run_playbook(
 
     stats = runner.stats or {}
     hosts: dict[str, HostStats] = {}
-    for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"), ("dark", "unreachable"),
-                      ("skipped", "skipped")):
+    for key, attr in (
+        ("ok", "ok"),
+        ("changed", "changed"),
+        ("failures", "failed"),
+        ("dark", "unreachable"),
+        ("skipped", "skipped"),
+    ):
         for host, n in (stats.get(key) or {}).items():
             setattr(hosts.setdefault(host, HostStats()), attr, n)
 
-    report = RunReport(status=runner.status, rc=runner.rc, seconds=seconds, log=log_path, hosts=hosts,
-                       failures=failures)
+    report = RunReport(
+        status=runner.status, rc=runner.rc, seconds=seconds, log=log_path, hosts=hosts, failures=failures
+    )
     if not report.ok:
         if not failures and runner.rc != 0:
-            report.failures.append(Failure("-", current["play"], "-", _tail(log_path)))
-        index = min(failed_play_index) if failed_play_index else max(int(current["play_index"]), offset)
+            report.failures.append(Failure("-", current.play, "-", _tail(log_path)))
+        index = min(failed_play_index) if failed_play_index else max(current.play_index, offset)
         index = max(index, 0)
-        _write_state(state_path, {"resume_from_index": index, "play": play_names[min(index, len(plays) - 1)],
-                                  "log": str(log_path)})
+        _write_state(
+            state_path,
+            {
+                "resume_from_index": index,
+                "play": play_names[min(index, len(plays) - 1)],
+                "log": str(log_path),
+            },
+        )
         report.resume_from = play_names[min(index, len(plays) - 1)]
     elif state_path.exists() and not limit and not tags:
         state_path.unlink()
     return report
+
+
+@dataclass
+class _Position:
+    play_index: int
+    play: str = ""
 
 
 class _Null:

@@ -102,18 +102,43 @@ def check_host(
     if not result.ok:
         err = remote.short_error(result)
         if "password is required" in err or "sudo" in err:
-            return [Check(name, "sudo", "fail", f"sudo without a password failed: {err}",
-                          f"allow {host.user} passwordless sudo, or connect as root")]
+            return [
+                Check(
+                    name,
+                    "sudo",
+                    "fail",
+                    f"sudo without a password failed: {err}",
+                    f"allow {host.user} passwordless sudo, or connect as root",
+                )
+            ]
         if "python3" in err and ("not found" in err or "No such file" in err):
             return [Check(name, "python3", "fail", "python3 is not installed", "apt-get install python3")]
-        return [Check(name, "facts", "fail", f"gathering facts failed: {err}", "run the command by hand to see why")]
+        return [
+            Check(
+                name, "facts", "fail", f"gathering facts failed: {err}", "run the command by hand to see why"
+            )
+        ]
     try:
         facts = json.loads(result.stdout)
     except json.JSONDecodeError:
-        return [Check(name, "facts", "fail", "the host returned unreadable facts", "check the login shell prints nothing")]
+        return [
+            Check(
+                name,
+                "facts",
+                "fail",
+                "the host returned unreadable facts",
+                "check the login shell prints nothing",
+            )
+        ]
 
-    checks = [Check(name, "ssh", "ok", f"{host.user}@{host.address} (sudo ok)" if host.user != "root"
-                    else f"root@{host.address}")]
+    checks = [
+        Check(
+            name,
+            "ssh",
+            "ok",
+            f"{host.user}@{host.address} (sudo ok)" if host.user != "root" else f"root@{host.address}",
+        )
+    ]
     checks.append(_os(name, facts))
     checks.extend(_resources(name, host.groups, settings, facts))
     checks.extend(_ports(name, host.groups, settings, facts))
@@ -128,8 +153,13 @@ def _os(name: str, facts: dict[str, Any]) -> Check:
     os_ = facts["os"]
     if os_["id"] == "debian" and os_["version_id"] == "12":
         return Check(name, "os", "ok", os_["pretty"])
-    return Check(name, "os", "fail", f"unsupported operating system: {os_['pretty'] or 'unknown'}",
-                 "aicc supports Debian 12 (bookworm) only")
+    return Check(
+        name,
+        "os",
+        "fail",
+        f"unsupported operating system: {os_['pretty'] or 'unknown'}",
+        "aicc supports Debian 12 (bookworm) only",
+    )
 
 
 def _resources(name: str, groups: list[str], settings: SiteSettings, facts: dict[str, Any]) -> list[Check]:
@@ -146,8 +176,13 @@ def _resources(name: str, groups: list[str], settings: SiteSettings, facts: dict
 def _at_least(name: str, check: str, have: float, need: float, unit: str, why: str) -> Check:
     if have >= need:
         return Check(name, check, "ok", f"{have:g} {unit} (need {need:g} {why})")
-    return Check(name, check, "fail", f"{have:g} {unit}, need {need:g} {why}",
-                 "add resources, or move a group to another host in the inventory")
+    return Check(
+        name,
+        check,
+        "fail",
+        f"{have:g} {unit}, need {need:g} {why}",
+        "add resources, or move a group to another host in the inventory",
+    )
 
 
 def _ports(name: str, groups: list[str], settings: SiteSettings, facts: dict[str, Any]) -> list[Check]:
@@ -160,8 +195,15 @@ def _ports(name: str, groups: list[str], settings: SiteSettings, facts: dict[str
         if owner is not None and not owner.startswith(lst.process[:15]):
             problems.append(f"{lst.port}/{lst.proto} ({lst.what}) is taken by {owner or 'another process'}")
     if problems:
-        return [Check(name, "ports", "fail", "; ".join(problems),
-                      "stop that service, or change the port in aicc.yml")]
+        return [
+            Check(
+                name,
+                "ports",
+                "fail",
+                "; ".join(problems),
+                "stop that service, or change the port in aicc.yml",
+            )
+        ]
     return [Check(name, "ports", "ok", f"{len(wanted)} ports free or held by aicc services")]
 
 
@@ -170,25 +212,46 @@ def _clock(name: str, facts: dict[str, Any], sent: float, received: float) -> Ch
     skew = abs(facts["time"] - (sent + received) / 2) - (received - sent) / 2
     skew = max(skew, 0.0)
     if skew > MAX_CLOCK_SKEW_S:
-        return Check(name, "clock", "fail", f"clock is {skew:.1f} s off this machine's",
-                     "enable time sync (chrony) against your NTP servers")
+        return Check(
+            name,
+            "clock",
+            "fail",
+            f"clock is {skew:.1f} s off this machine's",
+            "enable time sync (chrony) against your NTP servers",
+        )
     if facts["ntp_synced"] is False:
-        return Check(name, "clock", "warn", f"within {MAX_CLOCK_SKEW_S:g} s of this machine, NTP not synced yet",
-                     "the install configures chrony; check your NTP servers are reachable")
+        return Check(
+            name,
+            "clock",
+            "warn",
+            f"within {MAX_CLOCK_SKEW_S:g} s of this machine, NTP not synced yet",
+            "the install configures chrony; check your NTP servers are reachable",
+        )
     return Check(name, "clock", "ok", f"within {MAX_CLOCK_SKEW_S:g} s of this machine")
 
 
-def _network(name: str, host: Host, inventory: Inventory, settings: SiteSettings,
-             facts: dict[str, Any]) -> list[Check]:
+def _network(
+    name: str, host: Host, inventory: Inventory, settings: SiteSettings, facts: dict[str, Any]
+) -> list[Check]:
     checks = []
     peers: dict[str, dict[str, Any]] = facts["peers"]
     by_peer = {f"{h.address}:{h.port}": h.name for h in inventory.hosts.values()}
-    unreached = [f"{by_peer.get(p, p)} ({p}): {r.get('error')}" for p, r in peers.items()
-                 if not r["ok"] and p in by_peer]
+    unreached = [
+        f"{by_peer.get(p, p)} ({p}): {r.get('error')}"
+        for p, r in peers.items()
+        if not r["ok"] and p in by_peer
+    ]
     reached = sum(1 for p, r in peers.items() if r["ok"] and p in by_peer)
     if unreached:
-        checks.append(Check(name, "network", "fail", "cannot reach " + "; ".join(unreached),
-                            "open the firewall between site hosts"))
+        checks.append(
+            Check(
+                name,
+                "network",
+                "fail",
+                "cannot reach " + "; ".join(unreached),
+                "open the firewall between site hosts",
+            )
+        )
     else:
         checks.append(Check(name, "network", "ok", f"reaches {reached} other host(s)"))
     source = package_source(settings)
@@ -196,12 +259,25 @@ def _network(name: str, host: Host, inventory: Inventory, settings: SiteSettings
         if peers[source]["ok"]:
             checks.append(Check(name, "packages", "ok", f"package source {settings.packages.url} reachable"))
         else:
-            checks.append(Check(name, "packages", "fail",
-                                f"package source {settings.packages.url} unreachable: {peers[source].get('error')}",
-                                "start the package source, or correct packages.url in aicc.yml"))
+            checks.append(
+                Check(
+                    name,
+                    "packages",
+                    "fail",
+                    f"package source {settings.packages.url} unreachable: {peers[source].get('error')}",
+                    "start the package source, or correct packages.url in aicc.yml",
+                )
+            )
     if not facts["self"]["ok"]:
-        checks.append(Check(name, "dns", "warn", f"own hostname {facts['self']['hostname']!r} does not resolve",
-                            "the install adds every site host to /etc/hosts"))
+        checks.append(
+            Check(
+                name,
+                "dns",
+                "warn",
+                f"own hostname {facts['self']['hostname']!r} does not resolve",
+                "the install adds every site host to /etc/hosts",
+            )
+        )
     return checks
 
 
@@ -214,11 +290,19 @@ def _llm_engine(name: str, settings: SiteSettings, facts: dict[str, Any]) -> Che
         return Check(name, "llm engine", "ok", "llama.cpp on CPU (set in aicc.yml)")
     if gpu["driver"] and best >= need:
         return Check(name, "llm engine", "ok", f"vLLM on GPU ({best:.0f} GiB >= {need} GiB)")
-    reason = (f"GPU has {best:.0f} GiB, vLLM needs {need} GiB" if gpu["driver"]
-              else "no NVIDIA driver (nvidia-smi not found)")
+    reason = (
+        f"GPU has {best:.0f} GiB, vLLM needs {need} GiB"
+        if gpu["driver"]
+        else "no NVIDIA driver (nvidia-smi not found)"
+    )
     if choice == "vllm":
-        return Check(name, "llm engine", "fail", f"vLLM requested but {reason}",
-                     "install the NVIDIA driver / a larger GPU, or set engines.llm: llamacpp (CPU engine)")
+        return Check(
+            name,
+            "llm engine",
+            "fail",
+            f"vLLM requested but {reason}",
+            "install the NVIDIA driver / a larger GPU, or set engines.llm: llamacpp (CPU engine)",
+        )
     return Check(name, "llm engine", "ok", f"llama.cpp on CPU: {reason}")
 
 
@@ -227,5 +311,8 @@ def summary(checks: list[Check]) -> dict[str, int]:
 
 
 def as_json(checks: list[Check]) -> dict[str, Any]:
-    return {"ok": not any(c.status == "fail" for c in checks), "summary": summary(checks),
-            "checks": [asdict(c) for c in checks]}
+    return {
+        "ok": not any(c.status == "fail" for c in checks),
+        "summary": summary(checks),
+        "checks": [asdict(c) for c in checks],
+    }

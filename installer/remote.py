@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,12 +57,19 @@ def ssh_command(host: Host, remote: str) -> list[str]:
 def run(host: Host, remote: str, *, stdin: str | None = None, timeout: float = 60) -> Result:
     try:
         proc = subprocess.run(
-            ssh_command(host, remote), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+            ssh_command(host, remote),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return Result(host.name, 255, "", f"no answer within {timeout:.0f} s")
     except FileNotFoundError:
-        return Result(host.name, 255, "", "ssh client not found on this machine: apt-get install openssh-client")
+        return Result(
+            host.name, 255, "", "ssh client not found on this machine: apt-get install openssh-client"
+        )
     return Result(host.name, proc.returncode, proc.stdout, proc.stderr.strip())
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from aicc.installer.errors import InputError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from aicc.installer.errors import InputError
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 ENV_PREFIX = "AICC_"
@@ -83,13 +82,17 @@ class MediaSettings(_Section):
         "size the range as 4 x (concurrent calls + calls/s x delete_delay) with headroom.",
     )
     delete_delay: int = Field(5, ge=0, le=300, description="Seconds ports stay held after a call ends.")
-    control_port: Port = Field(2223, description="ng control protocol (UDP), reachable from SIP proxies only.")
+    control_port: Port = Field(
+        2223, description="ng control protocol (UDP), reachable from SIP proxies only."
+    )
     metrics_port: Port = Field(2225, description="HTTP port for Prometheus metrics.")
 
     @model_validator(mode="after")
     def _range(self) -> MediaSettings:
         if self.port_max - self.port_min < 99:
-            raise ValueError(f"port_max ({self.port_max}) must be at least 100 above port_min ({self.port_min})")
+            raise ValueError(
+                f"port_max ({self.port_max}) must be at least 100 above port_min ({self.port_min})"
+            )
         return self
 
 
@@ -257,7 +260,9 @@ def _render_model(model: BaseModel, out: list[str], indent: int) -> None:
             _render_model(value, out, indent + 2)
             out.append("")
         else:
-            dumped = yaml.safe_dump({name: value}, default_flow_style=False, allow_unicode=True, sort_keys=False)
+            dumped = yaml.safe_dump(
+                {name: value}, default_flow_style=False, allow_unicode=True, sort_keys=False
+            )
             out.extend(pad + line for line in dumped.rstrip("\n").splitlines())
 
 

@@ -102,7 +102,10 @@ def host_minimum(groups: list[str], lab: bool) -> Minimum:
 SERVICES: dict[str, list[tuple[str, str]]] = {
     "sip_proxy": [("kamailio", "kamailio")],
     "media": [("rtpengine-daemon", "rtpengine-daemon")],
-    "db": [("postgresql@15-main", "postgresql-15"), ("prometheus-postgres-exporter", "prometheus-postgres-exporter")],
+    "db": [
+        ("postgresql@15-main", "postgresql-15"),
+        ("prometheus-postgres-exporter", "prometheus-postgres-exporter"),
+    ],
     "monitoring": [("prometheus", "prometheus"), ("prometheus-alertmanager", "prometheus-alertmanager")],
 }
 COMMON_SERVICES: list[tuple[str, str]] = [

@@ -44,8 +44,11 @@ def collect(inventory: Inventory, hosts: list[Host]) -> list[ServiceStatus]:
         data = json.loads(res.stdout)
         for unit, _pkg in services_for(host):
             info = data[unit]
-            rows.append(ServiceStatus(host.name, unit, info["active"], info["enabled"], info["version"],
-                                      info["ports"]))
+            rows.append(
+                ServiceStatus(
+                    host.name, unit, info["active"], info["enabled"], info["version"], info["ports"]
+                )
+            )
     return rows
 
 

@@ -129,6 +129,7 @@ class UserStartedSpeakingFrame(Frame):
 @dataclass
 class UserStoppedSpeakingFrame(Frame):
     duration_s: float
+    kept: bool = True  # False: too short to be an utterance (a click, a cough); nothing follows
 
 
 @dataclass

@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 TCP_STATES_LISTEN = "0A"
 
 
-def os_release():
-    info = {}
+def os_release() -> dict[str, str]:
+    info: dict[str, str] = {}
     try:
         with open("/etc/os-release", encoding="utf-8") as fh:
             for line in fh:
@@ -23,10 +24,14 @@ def os_release():
                 info[key] = value.strip('"')
     except OSError:
         pass
-    return {"id": info.get("ID", ""), "version_id": info.get("VERSION_ID", ""), "pretty": info.get("PRETTY_NAME", "")}
+    return {
+        "id": info.get("ID", ""),
+        "version_id": info.get("VERSION_ID", ""),
+        "pretty": info.get("PRETTY_NAME", ""),
+    }
 
 
-def mem_total_kib():
+def mem_total_kib() -> int:
     with open("/proc/meminfo", encoding="utf-8") as fh:
         for line in fh:
             if line.startswith("MemTotal:"):
@@ -34,8 +39,8 @@ def mem_total_kib():
     return 0
 
 
-def socket_owners():
-    owners = {}
+def socket_owners() -> dict[str, str]:
+    owners: dict[str, str] = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -51,9 +56,9 @@ def socket_owners():
     return owners
 
 
-def listeners():
+def listeners() -> list[dict[str, Any]]:
     owners = socket_owners()
-    found = []
+    found: list[dict[str, Any]] = []
     for proto, fname in (("tcp", "tcp"), ("tcp", "tcp6"), ("udp", "udp"), ("udp", "udp6")):
         try:
             with open(f"/proc/net/{fname}", encoding="utf-8") as fh:
@@ -72,13 +77,16 @@ def listeners():
     return found
 
 
-def ntp_synced():
+def ntp_synced() -> bool | None:
     if not shutil.which("timedatectl"):
         return None
     try:
         out = subprocess.run(
             ["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -86,26 +94,29 @@ def ntp_synced():
     return value == "yes" if value in ("yes", "no") else None
 
 
-def gpus():
+def gpus() -> dict[str, Any]:
     if not shutil.which("nvidia-smi"):
         return {"driver": False, "devices": []}
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=15, check=False,
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return {"driver": False, "devices": [], "error": "nvidia-smi did not answer"}
     if out.returncode != 0:
         return {"driver": False, "devices": [], "error": out.stderr.strip()[-200:]}
-    devices = []
+    devices: list[dict[str, Any]] = []
     for line in out.stdout.strip().splitlines():
         name, _, mem = line.rpartition(",")
         devices.append({"name": name.strip(), "memory_mib": int(float(mem.strip() or 0))})
     return {"driver": True, "devices": devices}
 
 
-def reach(peer):
+def reach(peer: str) -> dict[str, Any]:
     host, _, port = peer.rpartition(":")
     start = time.monotonic()
     try:
@@ -115,7 +126,7 @@ def reach(peer):
         return {"ok": False, "error": exc.strerror or str(exc)}
 
 
-def resolves_self():
+def resolves_self() -> dict[str, Any]:
     name = socket.gethostname()
     try:
         return {"hostname": name, "ok": bool(socket.gethostbyname(name))}
@@ -123,7 +134,7 @@ def resolves_self():
         return {"hostname": name, "ok": False}
 
 
-def main():
+def main() -> None:
     disk = os.statvfs("/")
     facts = {
         "time": time.time(),
@@ -142,4 +153,5 @@ def main():
     json.dump(facts, sys.stdout)
 
 
-main()
+if __name__ == "__main__":
+    main()

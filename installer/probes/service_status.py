@@ -5,9 +5,10 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 
-def sh(*cmd):
+def sh(*cmd: str) -> str:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -15,12 +16,11 @@ def sh(*cmd):
     return out.stdout.strip()
 
 
-def unit_pids(unit):
+def unit_pids(unit: str) -> set[str]:
     text = sh("systemctl", "show", "-p", "ControlGroup", "--value", unit)
     if not text:
         return set()
-    path = "/sys/fs/cgroup" + text + "/cgroup.procs"
-    pids = set()
+    pids: set[str] = set()
     for root, _dirs, files in os.walk("/sys/fs/cgroup" + text):
         if "cgroup.procs" in files:
             try:
@@ -28,12 +28,11 @@ def unit_pids(unit):
                     pids.update(line.strip() for line in fh if line.strip())
             except OSError:
                 pass
-    del path
     return pids
 
 
-def sockets_of(pids):
-    inodes = set()
+def sockets_of(pids: set[str]) -> set[str]:
+    inodes: set[str] = set()
     for pid in pids:
         try:
             for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -45,8 +44,8 @@ def sockets_of(pids):
     return inodes
 
 
-def listening(inodes):
-    ports = []
+def listening(inodes: set[str]) -> list[str]:
+    ports: list[str] = []
     for proto, fname in (("tcp", "tcp"), ("tcp", "tcp6"), ("udp", "udp"), ("udp", "udp6")):
         try:
             with open(f"/proc/net/{fname}", encoding="utf-8") as fh:
@@ -54,7 +53,11 @@ def listening(inodes):
                 for line in fh:
                     parts = line.split()
                     state, inode = parts[3], parts[9]
-                    if inode not in inodes or (proto == "tcp" and state != "0A") or (proto == "udp" and state != "07"):
+                    if (
+                        inode not in inodes
+                        or (proto == "tcp" and state != "0A")
+                        or (proto == "udp" and state != "07")
+                    ):
                         continue
                     addr_hex, port_hex = parts[1].rsplit(":", 1)
                     ports.append(f"{decode(addr_hex)}:{int(port_hex, 16)}/{proto}")
@@ -63,15 +66,15 @@ def listening(inodes):
     return sorted(set(ports))
 
 
-def decode(addr_hex):
+def decode(addr_hex: str) -> str:
     if len(addr_hex) == 8:
         raw = bytes.fromhex(addr_hex)[::-1]
         return ".".join(str(b) for b in raw)
     return "[" + ("::" if set(addr_hex) == {"0"} else addr_hex.lower()) + "]"
 
 
-def main():
-    result = {}
+def main() -> None:
+    result: dict[str, Any] = {}
     for arg in sys.argv[1:]:
         unit, _, package = arg.partition("=")
         version = sh("dpkg-query", "-W", "-f", "${Version}", package) if package else ""
@@ -84,4 +87,5 @@ def main():
     json.dump(result, sys.stdout)
 
 
-main()
+if __name__ == "__main__":
+    main()

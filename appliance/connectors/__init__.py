@@ -1,0 +1,1 @@
+"""Connectors: the business systems the voice bot acts on, behind one small interface."""

@@ -1,0 +1,36 @@
+"""The connector interface: tools (typed specs), calls with a deadline, and speakable results."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from aicc.models.engines.base import Language, ToolSpec
+
+
+class ConnectorError(Exception):
+    """A tool call failed. kind: not_found (a real answer for the caller), invalid, unavailable."""
+
+    def __init__(self, message: str, *, kind: Literal["not_found", "invalid", "unavailable"]) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@runtime_checkable
+class Connector(Protocol):
+    name: str
+
+    def tools(self) -> list[ToolSpec]: ...
+
+    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
+        """Run one tool. Raises ConnectorError; the caller applies its own timeout."""
+        ...
+
+    def describe(self, tool: str, arguments: dict[str, Any], result: dict[str, Any], language: Language) -> str:
+        """One or two sentences telling the caller the result, in their language."""
+        ...
+
+    def confirm_line(self, tool: str, arguments: dict[str, Any], language: Language) -> str:
+        """The question asked before a write action runs."""
+        ...
+
+    def not_found_line(self, tool: str, arguments: dict[str, Any], language: Language) -> str: ...

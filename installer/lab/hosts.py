@@ -1,0 +1,100 @@
+"""One lab host: its overlay upper folder (identity, keys, apt proxy) and its systemd-nspawn process."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from aicc.installer.lab.aptcache import spawn
+from aicc.installer.lab.plan import HostPlan, LabPlan
+from aicc.installer.lab.ssh import host_keygen
+from aicc.installer.lab.state import Resource
+
+RESOLV_CONF = """\
+# aicc lab host: no DNS and no internet by design. Lab hosts are listed in /etc/hosts.
+options timeout:1 attempts:1
+"""
+
+
+def upper_dir(lab_dir: Path, host: HostPlan) -> Path:
+    return lab_dir / host.name / "upper"
+
+
+def _mkdirs(upper: Path, lower: Path, rel: str) -> Path:
+    """Create rel under upper with each folder's mode and owner taken from the image.
+
+    An upper folder's attributes win in the merged view, so /root must stay 0700, /etc 0755, ...
+    """
+    path = upper
+    for part in Path(rel).parts:
+        path = path / part
+        src = lower / path.relative_to(upper)
+        if not path.exists():
+            path.mkdir()
+            if src.is_dir():
+                st = src.stat()
+                os.chown(path, st.st_uid, st.st_gid)
+                path.chmod(st.st_mode & 0o7777)
+    return path
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+
+
+def etc_hosts(plan: LabPlan) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{h.address}\t{h.name}" for h in plan.hosts]
+    return "\n".join(lines) + "\n"
+
+
+def apt_proxy_conf(plan: LabPlan) -> str:
+    return (
+        "// aicc lab: Debian packages through apt-cacher-ng on the lab bridge (hosts have no other way out).\n"
+        f'Acquire::http::Proxy "{plan.proxy_url}";\n'
+    )
+
+
+def prepare_upper(upper: Path, lower: Path, plan: LabPlan, host: HostPlan, authorized_key: str) -> str:
+    """Write the host's own files into its overlay; return its SSH host public key."""
+    upper.mkdir(parents=True, exist_ok=True)
+    st = lower.stat()
+    os.chown(upper, st.st_uid, st.st_gid)
+    upper.chmod(st.st_mode & 0o7777)
+    etc = _mkdirs(upper, lower, "etc")
+    _write(etc / "hostname", host.name + "\n")
+    _write(etc / "hosts", etc_hosts(plan))
+    _write(etc / "resolv.conf", RESOLV_CONF)
+    _write(etc / "machine-id", uuid.uuid4().hex + "\n", 0o444)
+    aptconf = _mkdirs(upper, lower, "etc/apt/apt.conf.d")
+    _write(aptconf / "01aicc-lab-proxy", apt_proxy_conf(plan))
+    sshdir = _mkdirs(upper, lower, "root/.ssh")
+    sshdir.chmod(0o700)
+    _write(sshdir / "authorized_keys", authorized_key + "\n", 0o600)
+    etc_ssh = _mkdirs(upper, lower, "etc/ssh")
+    return host_keygen(etc_ssh / "ssh_host_ed25519_key", f"root@{host.name}")
+
+
+def nspawn_command(lower: Path, upper: Path, host: HostPlan) -> list[str]:
+    return [
+        "systemd-nspawn",
+        "--boot",
+        "--register=no",  # no machined here (PID 1 is not systemd)
+        "--keep-unit",  # likewise no scope unit to create
+        "--timezone=off",
+        "--resolv-conf=off",  # the upper dir carries its own
+        "--console=read-only",
+        f"--network-namespace-path=/run/netns/{host.netns}",
+        "-D",
+        str(lower),
+        f"--overlay={lower}:{upper}:/",
+        "--machine",
+        host.machine,
+    ]
+
+
+def boot(lower: Path, upper: Path, host: HostPlan, log: Path) -> Resource:
+    res = spawn(nspawn_command(lower, upper, host), log, f"systemd-nspawn {host.machine}")
+    return res

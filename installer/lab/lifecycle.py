@@ -1,0 +1,330 @@
+"""`lab up`, `lab down` and the lab's health: the order in which things are made and unmade."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from aicc.installer.errors import InputError, RunFailed
+from aicc.installer.lab import aptcache, hosts, image, net, prereqs
+from aicc.installer.lab.groups import groups_by_host
+from aicc.installer.lab.locks import file_lock
+from aicc.installer.lab.plan import LabPlan, make_plan, validate_name
+from aicc.installer.lab.sitefiles import write_site
+from aicc.installer.lab.ssh import ensure_keypair, ssh_ok, wait_ssh, write_known_hosts
+from aicc.installer.lab.state import (
+    LabState,
+    Resource,
+    all_labs,
+    lab_dir,
+    load_state,
+    proc_start_time,
+    process_alive,
+    record,
+    save_state,
+    state_root,
+)
+from aicc.installer.lab.steps import Steps
+
+SSH_TIMEOUT = 120.0
+NSPAWN_GRACE = 20.0  # seconds for a container's orderly shutdown before SIGKILL
+
+
+class HostHealth(BaseModel):
+    name: str
+    address: str
+    groups: list[str]
+    running: bool
+    ssh_ok: bool
+
+
+class LabHealth(BaseModel):
+    name: str
+    subnet: str
+    bridge: str
+    bridge_address: str
+    site: str
+    inventory: str
+    complete: bool
+    hosts: list[HostHealth]
+
+    @property
+    def healthy(self) -> bool:
+        return self.complete and all(h.running and h.ssh_ok for h in self.hosts)
+
+
+def _lock(name: str) -> Path:
+    return state_root() / f".{name}.lock"
+
+
+def up(
+    name: str,
+    subnet: str,
+    n_hosts: int,
+    site: Path,
+    *,
+    force: bool = False,
+    cache: Path | None = None,
+    steps: Steps | None = None,
+    ssh_timeout: float = SSH_TIMEOUT,
+) -> LabState:
+    steps = steps or Steps()
+    prereqs.check_root()
+    plan = make_plan(name, subnet, n_hosts)
+    site = site.resolve()
+    with file_lock(_lock(name)):
+        existing = load_state(name)
+        if existing is not None:
+            health = lab_health(existing, check_ssh=True)
+            same = existing.plan == plan and Path(existing.site) == site
+            if health.healthy and same and not force:
+                steps.say(
+                    f"lab {name!r} is already up ({len(plan.hosts)} hosts on {plan.subnet}, site {existing.site}); "
+                    "use --force to recreate it"
+                )
+                return existing
+            if health.healthy and not same and not force:
+                raise InputError(
+                    f"lab {name!r} is already up with {len(existing.plan.hosts)} hosts on {existing.plan.subnet}, "
+                    f"site {existing.site}",
+                    where="--name",
+                    fix=f"use the same options, pass --force to recreate it, or `aicc lab down --name {name}` first",
+                )
+            reason = "recreating (--force)" if health.healthy else "found leftovers of a lab that did not finish"
+            with steps.step(f"{reason}: removing lab {name!r}"):
+                teardown(existing, steps)
+        else:
+            leftovers = find_leftovers(plan)
+            if leftovers:
+                raise InputError(
+                    f"lab {name!r} has no state file but these leftovers exist:\n  "
+                    + "\n  ".join(leftovers),
+                    where=str(lab_dir(name)),
+                    fix="remove them (commands above), or pick another --name",
+                )
+        _check_subnet_free(plan)
+        installed = prereqs.ensure_packages(steps.say)
+        if installed:
+            steps.say(f"installed: {' '.join(installed)}")
+        root = image.cache_root(cache)
+        with steps.step(f"base image in {root} (cached: {'yes' if image.is_cached(root) else 'no'})") as s:
+            lower, cached = image.ensure_image(root)
+            s["note"] = f"{image.image_dir(root).name}" + (" (built now)" if not cached else "")
+        state = LabState(plan=plan, site=str(site), image=str(lower))
+        try:
+            _create(state, lower, site, steps, ssh_timeout)
+        except BaseException:
+            steps.say(f"[red]lab {name!r} did not come up; removing what was created[/red]")
+            teardown(state, steps)
+            raise
+        return state
+
+
+def _check_subnet_free(plan: LabPlan) -> None:
+    import ipaddress
+
+    mine = ipaddress.ip_network(plan.subnet)
+    for other in all_labs():
+        if other == plan.name:
+            continue
+        st = load_state(other)
+        if st and ipaddress.ip_network(st.plan.subnet).overlaps(mine):
+            raise InputError(
+                f"subnet {plan.subnet} overlaps lab {other!r} ({st.plan.subnet})",
+                where="--subnet",
+                fix="pick another 10.231.N.0/24; `aicc lab status --all` lists the labs",
+            )
+    routes = net.overlapping_routes(plan.subnet, plan.bridge)
+    if routes:
+        raise InputError(
+            f"subnet {plan.subnet} overlaps routes of this machine: {'; '.join(routes)}",
+            where="--subnet",
+            fix="pick another 10.231.N.0/24",
+        )
+
+
+def _create(state: LabState, lower: Path, site: Path, steps: Steps, ssh_timeout: float) -> None:
+    plan = state.plan
+    ldir = lab_dir(plan.name)
+    record(state, Resource(kind="dir", name=str(ldir)))
+    ldir.mkdir(parents=True, exist_ok=True)
+    with steps.step("apt cache for lab hosts (apt-cacher-ng on 127.0.0.1:3142)"):
+        aptcache.ensure_shared_cache()
+    with steps.step(f"network: bridge {plan.bridge} {plan.bridge_address}/{plan.prefixlen}"):
+        record(state, Resource(kind="bridge", name=plan.bridge))
+        net.create_bridge(plan.bridge, plan.bridge_address, plan.prefixlen)
+        fwd = aptcache.spawn(aptcache.forwarder_command(plan.bridge_address), ldir / "socat.log", "socat")
+        record(state, fwd)
+        if not aptcache.wait_port(plan.bridge_address, aptcache.PORT, 10):
+            raise RunFailed(
+                f"the apt forwarder did not listen on {plan.bridge_address}:{aptcache.PORT}",
+                where=str(ldir / "socat.log"),
+            )
+        for h in plan.hosts:
+            record(state, Resource(kind="netns", name=h.netns))
+            net.create_netns(h.netns)
+            record(state, Resource(kind="veth", name=h.veth))
+            net.create_veth(h.veth, h.netns, h.address, plan.prefixlen, plan.bridge)
+    with steps.step(f"hosts: keys and files for {len(plan.hosts)} hosts"):
+        pub = ensure_keypair(site, f"aicc-lab-{plan.name}")
+        host_keys: dict[str, str] = {}
+        for h in plan.hosts:
+            upper = hosts.upper_dir(ldir, h)
+            host_keys[h.address] = hosts.prepare_upper(upper, lower, plan, h, pub)
+        write_known_hosts(site, host_keys)
+    t_boot = time.monotonic()
+    with steps.step("booting " + ", ".join(h.name for h in plan.hosts)) as s:
+        for h in plan.hosts:
+            res = hosts.boot(lower, hosts.upper_dir(ldir, h), h, ldir / h.name / "console.log")
+            record(state, res)
+        deadline = time.monotonic() + ssh_timeout
+        for h in plan.hosts:
+            err = wait_ssh(site, h.address, deadline)
+            if err is not None:
+                log = ldir / h.name / "console.log"
+                tail = _tail(log)
+                raise RunFailed(
+                    f"{h.name} ({h.address}) did not answer SSH within {ssh_timeout:.0f} s: {err}\n{tail}",
+                    where=h.name,
+                    fix="see the console log above; `aicc lab down` cleans up",
+                )
+            steps.say(f"  {h.name} {h.address}: SSH ready after {time.monotonic() - t_boot:.1f} s")
+        s["note"] = f"(all hosts SSH-ready {time.monotonic() - t_boot:.1f} s after boot)"
+    with steps.step(f"site {site}"):
+        write_site(site, plan)
+    state.complete = True
+    save_state(state)
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def teardown(state: LabState, steps: Steps | None = None) -> None:
+    """Remove, in reverse order, everything the state says this lab created. Safe to repeat."""
+    procs = [r for r in state.resources if r.kind == "process"]
+    # Ask every container to shut down at once (nspawn turns SIGTERM into an orderly shutdown).
+    for r in procs:
+        if r.pid is not None and process_alive(r) and r.name.startswith("systemd-nspawn"):
+            os.kill(r.pid, signal.SIGTERM)
+    for r in procs:
+        aptcache.stop_process(r, grace=NSPAWN_GRACE, group=not r.name.startswith("systemd-nspawn"))
+    for r in reversed(state.resources):
+        if r.kind == "veth":
+            net.delete_link(r.name)
+        elif r.kind == "netns":
+            net.delete_netns(r.name)
+        elif r.kind == "bridge":
+            net.delete_link(r.name)
+        elif r.kind == "dir":
+            shutil.rmtree(r.name, ignore_errors=True)
+    shutil.rmtree(lab_dir(state.plan.name), ignore_errors=True)
+    aptcache.stop_shared_cache_if_unused(state.plan.name)
+
+
+def down(name: str, steps: Steps | None = None) -> bool:
+    """True when a lab was removed; False when there was none (still checks for leftovers)."""
+    steps = steps or Steps()
+    prereqs.check_root()
+    validate_name(name)
+    with file_lock(_lock(name)):
+        state = load_state(name)
+        if state is None:
+            leftovers = find_leftovers(make_plan(name, "10.231.0.0/24", 1), all_hosts=True)
+            if leftovers:
+                raise InputError(
+                    f"lab {name!r} has no state file but these leftovers exist:\n  " + "\n  ".join(leftovers),
+                    where=str(lab_dir(name)),
+                    fix="remove them with the commands above",
+                )
+            return False
+        with steps.step(f"stopping lab {name!r} ({len(state.plan.hosts)} hosts)"):
+            teardown(state, steps)
+        return True
+
+
+def find_leftovers(plan: LabPlan, all_hosts: bool = False) -> list[str]:
+    """Kernel objects and processes named like this lab's, as commands that remove them."""
+    found: list[str] = []
+    prefix_ns = f"aicc-{plan.name}-lab"
+    netns_dir = Path("/run/netns")
+    names = sorted(p.name for p in netns_dir.iterdir()) if netns_dir.is_dir() else []
+    found += [f"ip netns del {n}" for n in names if n.startswith(prefix_ns) and n[len(prefix_ns) :].isdigit()]
+    links = sorted(p.name for p in Path("/sys/class/net").iterdir())
+    veth_prefix = f"acv-{plan.name}-"
+    found += [f"ip link del {n}" for n in links if n.startswith(veth_prefix) and n[len(veth_prefix) :].isdigit()]
+    if plan.bridge in links:
+        found.append(f"ip link del {plan.bridge}")
+    machine_prefix = f"--machine\0{plan.name}-lab"
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (pid_dir / "cmdline").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("systemd-nspawn\0") and machine_prefix in cmdline:
+            found.append(f"kill {pid_dir.name}  # {cmdline.replace(chr(0), ' ').strip()}")
+    if lab_dir(plan.name).exists():
+        found.append(f"rm -rf {lab_dir(plan.name)}")
+    del all_hosts  # names are matched by prefix, so every host count is covered
+    return found
+
+
+def lab_health(state: LabState, check_ssh: bool = True) -> LabHealth:
+    plan = state.plan
+    site = Path(state.site)
+    running = {
+        r.name.removeprefix("systemd-nspawn "): process_alive(r)
+        for r in state.resources
+        if r.kind == "process" and r.name.startswith("systemd-nspawn")
+    }
+    groups = groups_by_host(plan)
+    host_health = []
+    for h in plan.hosts:
+        alive = running.get(h.machine, False)
+        host_health.append(
+            HostHealth(
+                name=h.name,
+                address=h.address,
+                groups=groups[h.name],
+                running=alive,
+                ssh_ok=alive and check_ssh and ssh_ok(site, h.address),
+            )
+        )
+    return LabHealth(
+        name=plan.name,
+        subnet=plan.subnet,
+        bridge=plan.bridge,
+        bridge_address=plan.bridge_address,
+        site=str(site),
+        inventory=str(site / "inventory.ini"),
+        complete=state.complete,
+        hosts=host_health,
+    )
+
+
+def host_process(state: LabState, host: str) -> Resource | None:
+    machine = state.plan.host(host).machine
+    for r in state.resources:
+        if r.kind == "process" and r.name == f"systemd-nspawn {machine}":
+            return r
+    return None
+
+
+def stop_host(state: LabState, host: str) -> None:
+    """Stop one host's container (tests use it to see preflight name a dead host)."""
+    r = host_process(state, host)
+    if r is not None:
+        aptcache.stop_process(r, grace=NSPAWN_GRACE, group=False)
+
+
+__all__ = ["down", "lab_health", "proc_start_time", "stop_host", "teardown", "up"]

@@ -1,0 +1,33 @@
+"""The site a lab hands over: settings, secrets and an inventory for its hosts.
+
+Re-running `lab up` rewrites only the inventory (and the package URL when the subnet changed): the
+site's settings and its secrets are kept, so a converged lab never sees its passwords rotate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aicc.installer.inventory import parse_inventory
+from aicc.installer.lab.groups import render_inventory
+from aicc.installer.lab.plan import LabPlan
+from aicc.installer.lab.ssh import key_file, known_hosts_file
+from aicc.installer.settings import load_settings, render_commented_yaml
+from aicc.installer.site import Site, init_site
+
+
+def write_site(root: Path, plan: LabPlan) -> Site:
+    site = Site(root.resolve())
+    text = render_inventory(plan, key_file(site.root), known_hosts_file(site.root))
+    parse_inventory(text, site.inventory_path)  # our own output must pass the strict parser
+    packages = {"source": "proxy", "url": plan.proxy_url}
+    if site.settings_path.exists() and site.secrets_path.exists():
+        site.inventory_path.write_text(text, encoding="utf-8")
+        settings = load_settings(site.settings_path)
+        if settings.packages.source != "proxy" or settings.packages.url != plan.proxy_url:
+            updated = settings.model_copy(
+                update={"packages": settings.packages.model_copy(update=packages)}
+            )
+            site.settings_path.write_text(render_commented_yaml(updated), encoding="utf-8")
+        return site
+    return init_site(site.root, profile="lab", inventory_text=text, overrides={"packages": packages}, force=True)

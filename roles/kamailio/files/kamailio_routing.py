@@ -1,0 +1,321 @@
+"""aicc SIP routing for Kamailio, in Python through KEMI (app_python3).
+
+Runs inside Kamailio with Debian's /usr/bin/python3 (stdlib only). Deployed by the aicc
+kamailio role to /etc/kamailio/kamailio_routing.py; its settings come from a JSON file the
+role renders next to it (aicc-routing.json), so this file is the same on every site.
+
+Call path: flood limits -> max-forwards -> sanity -> transactions -> in-dialog (record-route)
+-> OPTIONS keepalive -> REGISTER (digest auth, usrloc) -> INVITE: DID -> service (voicebot
+dispatcher set) or a registered agent (usrloc) -> rtpengine offer/answer -> relay.
+
+A KEMI function returns an int; a negative value is failure. Unlike a native route, nothing
+stops the script here but `return`, so every check returns at once once it has answered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+# Provided by app_python3 inside Kamailio; unit tests put a fake in sys.modules first.
+KSR: Any = importlib.import_module("KSR")
+
+CONFIG_ENV = "AICC_KAMAILIO_ROUTING_CONFIG"
+CONFIG_PATH = "/etc/kamailio/aicc-routing.json"
+
+# sanity_check() flags: Kamailio's recommended set (ruri, version, method, cseq, content-length,
+# expires, proxy-require, parse uri, digest, duplicated to-tag) and all URI checks.
+SANITY_MSG_CHECKS = 17895
+SANITY_URI_CHECKS = 7
+
+# Message flag: the caller is a WebSocket (browser) client, so its side of the media is WebRTC.
+FLAG_SRC_WS = 5
+
+# auth_check() results that a fresh challenge can fix (no credentials, stale or expired nonce);
+# any other failure (wrong password, unknown user, user mismatch) gets 403.
+RECHALLENGE = frozenset({-4, -5, -6, -7})
+
+# rtpengine flags per side: plain RTP toward SIP phones and the voice gateway, DTLS-SRTP
+# with ICE toward browsers.
+RTP_PLAIN = "replace-origin replace-session-connection ICE=remove RTP/AVP"
+RTP_WEBRTC = "replace-origin replace-session-connection ICE=force DTLS=passive RTP/SAVPF"
+
+SERVICE_HEADER = "X-AICC-Service"
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """What the role renders into aicc-routing.json."""
+
+    realm: str
+    voicebot_set: int = 1
+    max_forwards: int = 10
+    trusted_sources: tuple[str, ...] = ()
+    rtpengine: bool = True
+    metrics_port: int = 9151
+    wss_port: int = 8443
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        nets = tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_sources)
+        object.__setattr__(self, "networks", nets)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> RoutingConfig:
+        return cls(
+            realm=str(data["realm"]),
+            voicebot_set=int(data.get("voicebot_set", 1)),
+            max_forwards=int(data.get("max_forwards", 10)),
+            trusted_sources=tuple(str(n) for n in data.get("trusted_sources", ())),
+            rtpengine=bool(data.get("rtpengine", True)),
+            metrics_port=int(data.get("metrics_port", 9151)),
+            wss_port=int(data.get("wss_port", 8443)),
+        )
+
+
+def load_config(path: str | None = None) -> RoutingConfig:
+    with open(path or os.environ.get(CONFIG_ENV, CONFIG_PATH), encoding="utf-8") as fh:
+        return RoutingConfig.from_mapping(json.load(fh))
+
+
+def mod_init() -> kamailio:
+    """Called by app_python3 once, before the workers fork."""
+    return kamailio(load_config())
+
+
+class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
+    def __init__(self, config: RoutingConfig) -> None:
+        self.cfg = config
+
+    def child_init(self, rank: int) -> int:
+        return 0
+
+    # --- request_route --------------------------------------------------------------------
+
+    def ksr_request_route(self, msg: object) -> int:
+        # SIP sent to the metrics listener is not served: that port is for Prometheus only.
+        if KSR.is_TCP() and KSR.pv.get("$Rp") == self.cfg.metrics_port:
+            return 1
+        if not self._flood_ok():
+            return 1
+        if KSR.maxfwd.process_maxfwd(self.cfg.max_forwards) < 0:
+            KSR.sl.sl_send_reply(483, "Too Many Hops")
+            return 1
+        if KSR.sanity.sanity_check(SANITY_MSG_CHECKS, SANITY_URI_CHECKS) < 0:
+            # sanity answers what can be answered (400, 420, ...) and drops the rest.
+            KSR.info("malformed request dropped from " + str(KSR.pv.get("$si")) + "\n")
+            return 1
+
+        if KSR.is_CANCEL():
+            if KSR.tm.t_check_trans() > 0:
+                self._relay()
+            return 1
+        if not KSR.is_ACK():
+            if KSR.tmx.t_precheck_trans() > 0:
+                # A retransmission of a request still being processed: tm resends the reply.
+                KSR.tm.t_check_trans()
+                return 1
+            if KSR.tm.t_check_trans() == 0:
+                return 1
+
+        if KSR.siputils.has_totag() > 0:
+            self._within_dialog()
+            return 1
+        if KSR.is_ACK():
+            # ACK for a negative reply of a stateful transaction: tm relays it hop by hop.
+            if KSR.tm.t_check_trans() > 0:
+                self._relay()
+            return 1
+
+        # Initial request: a preloaded Route is not honoured (no open relay through us).
+        KSR.hdr.remove("Route")
+        if KSR.is_WSX():
+            KSR.setflag(FLAG_SRC_WS)
+
+        if KSR.is_OPTIONS():
+            if KSR.is_myself_ruri() and not KSR.pv.get("$rU"):
+                KSR.sl.sl_send_reply(200, "Keepalive")
+                return 1
+        if KSR.is_REGISTER():
+            self._register()
+            return 1
+        if KSR.is_INVITE():
+            self._invite()
+            return 1
+        if KSR.is_OPTIONS():
+            KSR.sl.sl_send_reply(404, "Not Found")
+            return 1
+        KSR.hdr.append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO\r\n")
+        KSR.sl.sl_send_reply(405, "Method Not Allowed")
+        return 1
+
+    # --- pieces of the request route ------------------------------------------------------
+
+    def _trusted(self, src: str) -> bool:
+        """The proxy itself, the voicebot hosts and configured trunks: no flood limits, no auth."""
+        if KSR.is_myself_srcip() or KSR.dispatcher.ds_is_from_list(self.cfg.voicebot_set) > 0:
+            return True
+        if not self.cfg.networks:
+            return False
+        try:
+            addr = ipaddress.ip_address(src)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.cfg.networks)
+
+    def _flood_ok(self) -> bool:
+        src = str(KSR.pv.get("$si"))
+        if KSR.htable.sht_get("ipban", src) is not None:
+            return False  # banned: dropped without a reply until the htable entry expires
+        if self._trusted(src):
+            return True
+        if KSR.pike.pike_check_req() < 0:
+            KSR.htable.sht_seti("ipban", src, 1)
+            KSR.xhttp_prom.prom_counter_inc("flood_blocked", 1)
+            KSR.warn("flood limit exceeded: source " + src + " blocked\n")
+            return False
+        return True
+
+    def _within_dialog(self) -> None:
+        if KSR.rr.loose_route() > 0:
+            # Agents on WebSocket carry an alias in their contact: route to where they connected.
+            KSR.nathelper.handle_ruri_alias()
+            if KSR.is_INVITE() or KSR.is_UPDATE():
+                KSR.rr.record_route()
+            self._relay()
+            return
+        if KSR.is_ACK():
+            if KSR.tm.t_check_trans() > 0:
+                self._relay()
+            return
+        KSR.sl.sl_send_reply(404, "Not Here")
+
+    def _register(self) -> None:
+        realm = self.cfg.realm
+        rc = KSR.auth_db.auth_check(realm, "subscriber", 1)
+        if rc < 0:
+            if rc in RECHALLENGE:
+                KSR.auth.auth_challenge(realm, 1)
+            else:
+                KSR.sl.sl_send_reply(403, "Forbidden")
+            return
+        KSR.auth.consume_credentials()
+        if KSR.is_WSX() or KSR.nathelper.nat_uac_test(19) > 0:
+            # Browsers and NATed phones: reach them where they connected from, not their Contact.
+            KSR.nathelper.fix_nated_register()
+        if KSR.registrar.save("location", 0) < 0:
+            KSR.sl.sl_reply_error()
+
+    def _invite(self) -> None:
+        if not KSR.is_myself_ruri():
+            KSR.sl.sl_send_reply(403, "Relaying Forbidden")
+            return
+        KSR.rr.record_route()
+        user = KSR.pv.get("$rU")
+        if not user:
+            KSR.sl.sl_send_reply(404, "Not Found")
+            return
+        service = KSR.htable.sht_get("did", user)
+        if service is not None:
+            self._to_service(str(service))
+            return
+        if KSR.registrar.registered("location") > 0:
+            self._to_agent()
+            return
+        KSR.xhttp_prom.prom_counter_inc("unknown_number", 1)
+        KSR.sl.sl_send_reply(404, "Not Found")
+
+    def _to_service(self, service: str) -> None:
+        # The voice gateway picks the bot/queue from this header; a caller cannot set it.
+        KSR.hdr.remove(SERVICE_HEADER)
+        KSR.hdr.append(SERVICE_HEADER + ": " + service + "\r\n")
+        # Algorithm 4: round-robin over the voicebot hosts that answer OPTIONS probes.
+        if KSR.dispatcher.ds_select_dst(self.cfg.voicebot_set, 4) < 0:
+            KSR.sl.sl_send_reply(503, "Service Unavailable")
+            return
+        KSR.tm.t_on_failure("ksr_failure_dispatch")
+        self._relay()
+
+    def _to_agent(self) -> None:
+        # Agents calling agents must authenticate; the voicebot hosts (the ACD's transfers) are trusted.
+        if not self._trusted(str(KSR.pv.get("$si"))):
+            rc = KSR.auth_db.auth_check(self.cfg.realm, "subscriber", 0)
+            if rc < 0:
+                if rc in RECHALLENGE:
+                    KSR.auth.auth_challenge(self.cfg.realm, 1)
+                else:
+                    KSR.sl.sl_send_reply(403, "Forbidden")
+                return
+            KSR.auth.consume_credentials()
+        rc = KSR.registrar.lookup("location")
+        if rc < 0:
+            # -1: no contact, -2: contact does not accept the method, -3: internal error.
+            if rc == -2:
+                KSR.sl.sl_send_reply(405, "Method Not Allowed")
+            else:
+                KSR.sl.sl_send_reply(480, "Temporarily Unavailable")
+            return
+        self._relay()
+
+    def _relay(self) -> None:
+        if self.cfg.rtpengine and (KSR.is_INVITE() or KSR.is_BYE() or KSR.is_CANCEL()
+                                   or KSR.is_UPDATE() or KSR.is_ACK()):
+            KSR.tm.t_on_branch("ksr_branch_manage")
+            KSR.tm.t_on_reply("ksr_onreply_manage")
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+
+    # --- transaction routes ---------------------------------------------------------------
+
+    def ksr_branch_manage(self, msg: object) -> int:
+        """Per branch: the offer to the callee (or the delete on BYE/CANCEL)."""
+        dst = str(KSR.pv.get("$du") or KSR.pv.get("$ru") or "")
+        to_browser = "transport=ws" in dst.lower()
+        KSR.rtpengine.rtpengine_manage(RTP_WEBRTC if to_browser else RTP_PLAIN)
+        return 1
+
+    def ksr_onreply_manage(self, msg: object) -> int:
+        """Replies: the answer back to the caller; a browser callee gets a reachable contact."""
+        status = KSR.pv.get("$rs")
+        if not isinstance(status, int) or status >= 300:
+            return 1
+        if KSR.is_WSX():
+            KSR.nathelper.set_contact_alias()
+        KSR.rtpengine.rtpengine_manage(RTP_WEBRTC if KSR.isflagset(FLAG_SRC_WS) else RTP_PLAIN)
+        return 1
+
+    def ksr_failure_dispatch(self, msg: object) -> int:
+        """A voicebot host timed out or failed: mark it down and try the next one."""
+        if KSR.tm.t_is_canceled() > 0:
+            return 1
+        if KSR.tm.t_check_status("^(408|5[0-9][0-9])$") > 0 or KSR.tm.t_branch_timeout() > 0:
+            KSR.dispatcher.ds_mark_dst_state("ip")
+            if KSR.dispatcher.ds_next_dst() > 0:
+                KSR.tm.t_on_failure("ksr_failure_dispatch")
+                self._relay()
+                return 1
+        if self.cfg.rtpengine:
+            KSR.rtpengine.rtpengine_delete0()
+        return 1
+
+    # --- HTTP: Prometheus metrics and the WebSocket handshake -----------------------------
+
+    def ksr_xhttp_event(self, msg: object, evname: str) -> int:
+        port = KSR.pv.get("$Rp")
+        if port == self.cfg.metrics_port:
+            if str(KSR.pv.get("$hu") or "").startswith("/metrics"):
+                KSR.xhttp_prom.dispatch()
+            else:
+                KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "metrics are at /metrics\n")
+            return 1
+        if port == self.cfg.wss_port and str(KSR.hdr.get("Upgrade") or "").lower() == "websocket":
+            if KSR.websocket.handle_handshake() > 0:
+                return 1
+        KSR.xhttp.xhttp_reply(403, "Forbidden", "text/plain", "")
+        return 1
