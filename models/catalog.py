@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from aicc.installer.errors import InputError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Kind = Literal["llm", "asr", "tts", "vad"]
 Engine = Literal["llamacpp", "vllm", "faster-whisper", "piper", "kokoro", "silero", "paddlespeech"]
@@ -23,7 +22,9 @@ Group = Literal["llm", "speech", "voicebot"]
 _SHA256 = r"^[0-9a-f]{64}$"
 _MD5 = r"^[0-9a-f]{32}$"
 # Relative, no "..": each segment starts with a letter, digit or underscore.
-_REL_PATH = r"^[A-Za-z0-9_][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*(/[A-Za-z0-9_][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*)*$"
+_REL_PATH = (
+    r"^[A-Za-z0-9_][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*(/[A-Za-z0-9_][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*)*$"
+)
 
 
 class _Strict(BaseModel):
@@ -86,7 +87,9 @@ class ModelEntry(_Strict):
     group: Group = Field(description="inventory group whose hosts serve this model")
     hardware: Hardware
     files: tuple[ModelFile, ...] = Field(min_length=1)
-    upstream: dict[str, str] = Field(default_factory=dict, description="upstream names, e.g. PaddleSpeech tags")
+    upstream: dict[str, str] = Field(
+        default_factory=dict, description="upstream names, e.g. PaddleSpeech tags"
+    )
     notes: str = ""
 
     @model_validator(mode="after")
@@ -118,7 +121,9 @@ class Catalog(_Strict):
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
         for kind in ("llm", "asr", "tts", "vad"):
             for lang in ("zh", "en"):
-                defaults = [m.name for m in self.models if m.default and m.kind == kind and lang in m.languages]
+                defaults = [
+                    m.name for m in self.models if m.default and m.kind == kind and lang in m.languages
+                ]
                 if len(defaults) > 1:
                     raise ValueError(f"more than one default {kind} model for {lang}: {', '.join(defaults)}")
         return self
@@ -127,8 +132,10 @@ class Catalog(_Strict):
         for m in self.models:
             if m.name == name:
                 return m
-        raise InputError(f"no model named {name!r} in the catalog",
-                         fix=f"choose one of: {', '.join(m.name for m in self.models)}")
+        raise InputError(
+            f"no model named {name!r} in the catalog",
+            fix=f"choose one of: {', '.join(m.name for m in self.models)}",
+        )
 
     def default(self, kind: Kind, language: str = "en") -> ModelEntry:
         for m in self.models:

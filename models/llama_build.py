@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -83,9 +82,21 @@ def fetch_sdist(src_cache: Path = DEFAULT_SRC_CACHE, log: Callable[[str], None] 
     if not sdist.is_file():
         log(f"downloading {SDIST_NAME} with pip")
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--dest", str(src_cache), f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--dest",
+                str(src_cache),
+                f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0 or not sdist.is_file():
             raise RunFailed(
@@ -111,8 +122,11 @@ def _run(cmd: list[str], cwd: Path, log_file: Path, what: str) -> None:
         proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         tail = log_file.read_text(errors="replace")[-1500:]
-        raise RunFailed(f"{what} failed (exit {proc.returncode}):\n{tail}", where=str(log_file),
-                        fix="install cmake, g++ and libssl-dev, then run again; the full log is named above")
+        raise RunFailed(
+            f"{what} failed (exit {proc.returncode}):\n{tail}",
+            where=str(log_file),
+            fix="install cmake, g++ and libssl-dev, then run again; the full log is named above",
+        )
 
 
 def build_llama_server(
@@ -130,8 +144,11 @@ def build_llama_server(
         return BuiltServer(hit, sha256_file(hit), key, cached=True)
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
-            raise InputError(f"{tool} is not installed", where="installer host",
-                             fix="apt-get install --no-install-recommends cmake g++ libssl-dev")
+            raise InputError(
+                f"{tool} is not installed",
+                where="installer host",
+                fix="apt-get install --no-install-recommends cmake g++ libssl-dev",
+            )
     sdist = fetch_sdist(src_cache, log)
     out_dir = cache_root / key
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,21 +165,39 @@ def build_llama_server(
         build = tmp / "build"
         nice = ["nice", "-n", str(niceness)] if niceness else []
         log(f"configuring ({' '.join(CMAKE_FLAGS)})")
-        _run([*nice, "cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS], tmp, log_file, "cmake configure")
+        _run(
+            [*nice, "cmake", "-S", str(src), "-B", str(build), *CMAKE_FLAGS], tmp, log_file, "cmake configure"
+        )
         log(f"building llama-server with {jobs} jobs (about 8 minutes on 2 cores); log: {log_file}")
-        _run([*nice, "cmake", "--build", str(build), "--target", BINARY_NAME, "-j", str(jobs)],
-             tmp, log_file, "cmake build")
+        _run(
+            [*nice, "cmake", "--build", str(build), "--target", BINARY_NAME, "-j", str(jobs)],
+            tmp,
+            log_file,
+            "cmake build",
+        )
         built = build / "bin" / BINARY_NAME
         if not built.is_file():
-            raise RunFailed("the build finished but produced no llama-server binary", where=str(build),
-                            fix=f"see {log_file}")
+            raise RunFailed(
+                "the build finished but produced no llama-server binary",
+                where=str(build),
+                fix=f"see {log_file}",
+            )
         staged = out_dir / f".{BINARY_NAME}.tmp"
         shutil.copy2(built, staged)
-        os.chmod(staged, 0o755)
+        staged.chmod(0o755)
         digest = sha256_file(staged)
-        (out_dir / MANIFEST_NAME).write_text(json.dumps({
-            "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "sdist_sha256": SDIST_SHA256,
-            "cmake_flags": list(CMAKE_FLAGS), "recipe": RECIPE_REVISION, "sha256": digest,
-        }, indent=2) + "\n")
+        (out_dir / MANIFEST_NAME).write_text(
+            json.dumps(
+                {
+                    "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
+                    "sdist_sha256": SDIST_SHA256,
+                    "cmake_flags": list(CMAKE_FLAGS),
+                    "recipe": RECIPE_REVISION,
+                    "sha256": digest,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         staged.replace(out_dir / BINARY_NAME)  # atomic: a half-copied binary is never "cached"
     return BuiltServer(out_dir / BINARY_NAME, digest, key, cached=False)

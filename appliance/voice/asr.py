@@ -7,7 +7,7 @@ import time
 
 from aicc.appliance.voice.frames import ErrorFrame, Frame, StartFrame, TranscriptionFrame, UtteranceFrame
 from aicc.appliance.voice.pipeline import Direction, FrameProcessor
-from aicc.models.engines.base import Audio, ASREngine, Language
+from aicc.models.engines.base import ASREngine, Audio, Language
 
 
 class ASRProcessor(FrameProcessor):

@@ -21,8 +21,28 @@ from aicc.appliance.voice.pipeline import Direction, FrameProcessor
 from aicc.appliance.voice.playback import Playback
 
 BACKCHANNELS = frozenset(
-    {"嗯", "嗯嗯", "哦", "噢", "啊", "呃", "嗯哼", "ok", "okay", "mhm", "mm", "hmm", "uh huh", "uhhuh",
-     "yeah", "right", "um", "uh", "oh", "i see"}
+    {
+        "嗯",
+        "嗯嗯",
+        "哦",
+        "噢",
+        "啊",
+        "呃",
+        "嗯哼",
+        "ok",
+        "okay",
+        "mhm",
+        "mm",
+        "hmm",
+        "uh huh",
+        "uhhuh",
+        "yeah",
+        "right",
+        "um",
+        "uh",
+        "oh",
+        "i see",
+    }
 )
 _PUNCT = re.compile(r"[\s\.,!?;:'\"，。！？、；：…-]+")
 

@@ -12,7 +12,6 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-
 from aicc.appliance.voice.audio import to_array
 
 

@@ -105,18 +105,80 @@ PROMPTS: dict[str, dict[Language, str]] = {
     },
 }
 
-TRANSFER_WORDS = ("转人工", "人工客服", "人工服务", "找人工", "真人", "agent", "human", "operator",
-                  "representative", "real person")
-GOODBYE_WORDS = ("再见", "拜拜", "没有了", "没事了", "goodbye", "bye", "that's all", "that is all", "no thanks",
-                 "nothing else")
-YES_WORDS = ("是", "对", "好的", "可以", "确认", "没问题", "行", "yes", "yeah", "yep", "correct", "sure",
-             "go ahead", "please do", "confirm", "ok", "okay", "right")
+TRANSFER_WORDS = (
+    "转人工",
+    "人工客服",
+    "人工服务",
+    "找人工",
+    "真人",
+    "agent",
+    "human",
+    "operator",
+    "representative",
+    "real person",
+)
+GOODBYE_WORDS = (
+    "再见",
+    "拜拜",
+    "没有了",
+    "没事了",
+    "goodbye",
+    "bye",
+    "that's all",
+    "that is all",
+    "no thanks",
+    "nothing else",
+)
+YES_WORDS = (
+    "是",
+    "对",
+    "好的",
+    "可以",
+    "确认",
+    "没问题",
+    "行",
+    "yes",
+    "yeah",
+    "yep",
+    "correct",
+    "sure",
+    "go ahead",
+    "please do",
+    "confirm",
+    "ok",
+    "okay",
+    "right",
+)
 NO_WORDS = ("不", "别", "取消", "算了", "no", "don't", "do not", "cancel", "stop", "wrong")
 
-_CN_DIGITS = {"零": "0", "〇": "0", "一": "1", "幺": "1", "二": "2", "两": "2", "三": "3", "四": "4",
-              "五": "5", "六": "6", "七": "7", "八": "8", "九": "9"}
-_EN_DIGITS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-              "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_CN_DIGITS = {
+    "零": "0",
+    "〇": "0",
+    "一": "1",
+    "幺": "1",
+    "二": "2",
+    "两": "2",
+    "三": "3",
+    "四": "4",
+    "五": "5",
+    "六": "6",
+    "七": "7",
+    "八": "8",
+    "九": "9",
+}
+_EN_DIGITS = {
+    "zero": "0",
+    "oh": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+}
 
 
 def detect_language(text: str, default: Language) -> Language:
@@ -216,8 +278,9 @@ def system_prompt(tools: list[ToolSpec]) -> str:
 class DialogueManager(FrameProcessor):
     name = "dialogue"
 
-    def __init__(self, llm: LLMClient, connector: Connector, record: CallRecord,
-                 params: DialogueParams | None = None) -> None:
+    def __init__(
+        self, llm: LLMClient, connector: Connector, record: CallRecord, params: DialogueParams | None = None
+    ) -> None:
         super().__init__()
         self.llm = llm
         self.connector = connector
@@ -234,13 +297,26 @@ class DialogueManager(FrameProcessor):
         self._history: list[ChatMessage] = []
         self._last_order = ""
         self._done = False
+        self._results: list[ToolResultFrame] = []
 
     @staticmethod
     def prewarm_lines(language: Language) -> list[tuple[str, Language]]:
         """Prompts to synthesise before answering: greeting, notice and every graceful line."""
-        keys = ("greeting", "notice", "sorry_asr", "transfer", "engine_trouble", "connector_trouble",
-                "no_input", "goodbye", "dtmf_menu", "unclear")
-        return [(PROMPTS[k][lang], lang) for k in keys for lang in (language, "en" if language == "zh" else "zh")]
+        keys = (
+            "greeting",
+            "notice",
+            "sorry_asr",
+            "transfer",
+            "engine_trouble",
+            "connector_trouble",
+            "no_input",
+            "goodbye",
+            "dtmf_menu",
+            "unclear",
+        )
+        return [
+            (PROMPTS[k][lang], lang) for k in keys for lang in (language, "en" if language == "zh" else "zh")
+        ]
 
     # --- frame handling ---------------------------------------------------------------------------
 
@@ -274,8 +350,13 @@ class DialogueManager(FrameProcessor):
         text = frame.text
         self.language = detect_language(text, self.language)
         self.record.language = self.language
-        self.record.add_line("caller", text, language=self.language, duration_s=round(frame.duration_s, 3),
-                             confidence=round(frame.confidence, 3))
+        self.record.add_line(
+            "caller",
+            text,
+            language=self.language,
+            duration_s=round(frame.duration_s, 3),
+            confidence=round(frame.confidence, 3),
+        )
         if not text or frame.confidence < self.p.min_confidence:
             self.report("low_confidence")
             await self.misunderstood("low_confidence", "sorry_asr", frame.clock)
@@ -307,7 +388,10 @@ class DialogueManager(FrameProcessor):
         self.report("llm_plan_seconds", time.monotonic() - started)
         intent = plan.get("intent")
         calls, problems = self.parse_actions(plan.get("actions"), text)
-        self._history += [ChatMessage("user", text), ChatMessage("assistant", json.dumps(plan, ensure_ascii=False))]
+        self._history += [
+            ChatMessage("user", text),
+            ChatMessage("assistant", json.dumps(plan, ensure_ascii=False)),
+        ]
         if intent == "transfer":
             await self.transfer("requested", clock)
         elif intent == "goodbye" and not calls:
@@ -376,7 +460,9 @@ class DialogueManager(FrameProcessor):
             await self.say("anything_else")
 
     async def ask_confirmation(self, clock: TurnClock | None) -> None:
-        questions = [self.connector.confirm_line(c.name, c.arguments, self.language) for c in self._pending.calls]
+        questions = [
+            self.connector.confirm_line(c.name, c.arguments, self.language) for c in self._pending.calls
+        ]
         await self.speak(" ".join(questions), clock=clock)
 
     async def on_confirmation(self, text: str, clock: TurnClock | None) -> None:
@@ -396,8 +482,9 @@ class DialogueManager(FrameProcessor):
         self._pending = _Pending()
         if not answer:
             for call in pending.calls:
-                self.record.add_tool_call(call.name, call.arguments, ok=False, result={}, error="declined",
-                                          confirmed=False)
+                self.record.add_tool_call(
+                    call.name, call.arguments, ok=False, result={}, error="declined", confirmed=False
+                )
                 self.report("tool_calls", tool=call.name, result="declined")
             await self.say("cancelled", clock=clock)
             return
@@ -409,6 +496,12 @@ class DialogueManager(FrameProcessor):
 
     async def run_tool(self, call: ToolCall, *, confirmed: bool | None = None) -> str:
         await self.push(ToolCallFrame(call=call))
+        try:
+            return await self._run_tool(call, confirmed)
+        finally:
+            await self._flush_results()
+
+    async def _run_tool(self, call: ToolCall, confirmed: bool | None) -> str:
         started = time.monotonic()
         try:
             result = await asyncio.wait_for(
@@ -431,25 +524,38 @@ class DialogueManager(FrameProcessor):
         self._tool_done(call, True, result, "", seconds, "ok", confirmed)
         return self.connector.describe(call.name, call.arguments, result, self.language)
 
-    def _tool_done(self, call: ToolCall, ok: bool, result: dict[str, Any], error: str, seconds: float,
-                   outcome: str, confirmed: bool | None) -> None:
-        self.record.add_tool_call(call.name, call.arguments, ok=ok, result=result, error=error, seconds=seconds,
-                                  confirmed=confirmed)
+    async def _flush_results(self) -> None:
+        while self._results:
+            await self.push(self._results.pop(0))
+
+    def _tool_done(
+        self,
+        call: ToolCall,
+        ok: bool,
+        result: dict[str, Any],
+        error: str,
+        seconds: float,
+        outcome: str,
+        confirmed: bool | None,
+    ) -> None:
+        self.record.add_tool_call(
+            call.name, call.arguments, ok=ok, result=result, error=error, seconds=seconds, confirmed=confirmed
+        )
         self.report("tool_calls", tool=call.name, result=outcome)
         self.report("tool_seconds", seconds, tool=call.name)
-        self._spawn_push(ToolResultFrame(call=call, ok=ok, result=result, seconds=seconds, error=error))
-
-    def _spawn_push(self, frame: Frame) -> None:
-        # Tool results go to observers downstream; they need not hold up the answer.
-        if self._down is not None:
-            self._down.enqueue(frame)
+        self._results.append(ToolResultFrame(call=call, ok=ok, result=result, seconds=seconds, error=error))
 
     async def chat(self, text: str, clock: TurnClock | None) -> None:
         """A general question: stream a short answer from the LLM, sentence by sentence to TTS."""
-        lang_rule = "Answer in Mandarin Chinese (简体中文)." if self.language == "zh" else "Answer in English."
+        lang_rule = (
+            "Answer in Mandarin Chinese (简体中文)." if self.language == "zh" else "Answer in English."
+        )
         messages = [
-            ChatMessage("system", "You are a polite phone customer-service assistant of an online shop. "
-                        f"Answer in at most two short sentences, no lists, no markdown. {lang_rule}"),
+            ChatMessage(
+                "system",
+                "You are a polite phone customer-service assistant of an online shop. "
+                f"Answer in at most two short sentences, no lists, no markdown. {lang_rule}",
+            ),
             ChatMessage("user", text),
         ]
         parts: list[str] = []
@@ -522,9 +628,12 @@ class DialogueManager(FrameProcessor):
     async def say(self, key: str, *, clock: TurnClock | None = None, interruptible: bool = True) -> None:
         await self.speak(PROMPTS[key][self.language], clock=clock, interruptible=interruptible)
 
-    async def speak(self, text: str, *, clock: TurnClock | None = None, interruptible: bool = True,
-                    remember: bool = True) -> None:
+    async def speak(
+        self, text: str, *, clock: TurnClock | None = None, interruptible: bool = True, remember: bool = True
+    ) -> None:
         self.record.add_line("bot", text, language=self.language)
         if remember:
             self._last_said = [text]
-        await self.push(SpeakFrame(text=text, language=self.language, interruptible=interruptible, clock=clock))
+        await self.push(
+            SpeakFrame(text=text, language=self.language, interruptible=interruptible, clock=clock)
+        )

@@ -52,6 +52,7 @@ class Frame:
 
 # --- control --------------------------------------------------------------------------------------
 
+
 @dataclass
 class StartFrame(Frame):
     call_id: str
@@ -89,6 +90,7 @@ class TransferFrame(Frame):
 
 
 # --- caller side ----------------------------------------------------------------------------------
+
 
 @dataclass
 class InputAudioFrame(Frame):
@@ -156,6 +158,7 @@ class TranscriptionFrame(Frame):
 
 # --- bot side -------------------------------------------------------------------------------------
 
+
 @dataclass
 class LLMTextFrame(Frame):
     text: str
@@ -203,7 +206,6 @@ class BotStartedSpeakingFrame(Frame):
 @dataclass
 class BotStoppedSpeakingFrame(Frame):
     pass
-
 
 
 # Frames every processor sees at once (Pipeline.broadcast), not queued behind slow work.

@@ -20,7 +20,7 @@ def _lang_of(text: str, default: Language) -> Language:
 class SentenceAggregator(FrameProcessor):
     name = "sentences"
 
-    def __init__(self, min_chars: int = 6) -> None:
+    def __init__(self, min_chars: int = 2) -> None:
         super().__init__()
         self.min_chars = min_chars
         self._buf = ""
@@ -40,7 +40,7 @@ class SentenceAggregator(FrameProcessor):
         self._buf += frame.text
         while True:
             match = _END.search(self._buf)
-            if match is None or match.end() < self.min_chars:
+            if match is None or len(self._buf[: match.end()].strip()) < self.min_chars:
                 break
             sentence, self._buf = self._buf[: match.end()], self._buf[match.end() :]
             await self._speak(sentence)

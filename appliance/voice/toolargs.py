@@ -18,8 +18,19 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
     "object": (dict,),
 }
-_KNOWN = {"type", "properties", "required", "additionalProperties", "enum", "pattern", "minLength",
-          "maxLength", "minimum", "maximum", "description"}
+_KNOWN = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "description",
+}
 
 
 def validate(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
@@ -30,7 +41,9 @@ def validate(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
     where = path or "arguments"
     kind = schema.get("type")
     if kind is not None:
-        ok = isinstance(value, _TYPES[kind]) and not (kind in ("integer", "number") and isinstance(value, bool))
+        ok = isinstance(value, _TYPES[kind]) and not (
+            kind in ("integer", "number") and isinstance(value, bool)
+        )
         if not ok:
             return [f"{where}: expected {kind}, found {type(value).__name__}"]
     if "enum" in schema and value not in schema["enum"]:

@@ -71,7 +71,10 @@ class TTSProcessor(FrameProcessor):
     async def _out(self, pcm: bytes, frame: SpeakFrame) -> None:
         await self.push(
             OutputAudioFrame(
-                pcm=pcm, sample_rate=self.out_rate, interruptible=frame.interruptible, clock=frame.clock,
+                pcm=pcm,
+                sample_rate=self.out_rate,
+                interruptible=frame.interruptible,
+                clock=frame.clock,
                 text=frame.text,
             )
         )

@@ -53,7 +53,9 @@ class VADParams:
 class VADProcessor(FrameProcessor):
     name = "vad"
 
-    def __init__(self, engine: VADEngine, echo: EchoReference | None = None, params: VADParams | None = None) -> None:
+    def __init__(
+        self, engine: VADEngine, echo: EchoReference | None = None, params: VADParams | None = None
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.echo = echo or EchoReference()

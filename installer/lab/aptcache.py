@@ -11,6 +11,8 @@ knows, so the proxy is not a general way out of the lab.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -26,6 +28,19 @@ from aicc.installer.lab.state import Resource, all_labs, proc_start_time, proces
 PORT = 3142
 LOOPBACK = "127.0.0.1"
 CACHE_DIR = Path("/var/cache/aicc/apt-cacher-ng")
+DEBIAN_MIRROR = "http://deb.debian.org/debian/"
+# Our own configuration (the packaged one sends Debian requests to ftp.debian.org and may listen on
+# every address). Requests for any known Debian mirror name are served from DEBIAN_MIRROR.
+ACNG_CONF = """\
+# Written by aicc lab: the apt cache for lab hosts. Only the lab's own settings; see aptcache.py.
+SupportDir: /usr/lib/apt-cacher-ng
+Remap-debrep: file:deb_mirror*.gz /debian ; file:backends_debian
+Remap-secdeb: security.debian.org security.debian.org/debian-security deb.debian.org/debian-security \
+/debian-security cdn-fastly.deb.debian.org/debian-security ; deb.debian.org/debian-security
+ExThreshold: 4
+FollowIndexFileRemoval: 1
+ForceManaged: 1
+"""
 
 
 def _acng_dir() -> Path:
@@ -91,35 +106,29 @@ def stop_process(res: Resource, grace: float = 10.0, group: bool = True) -> None
 
 def _reap(pid: int) -> None:
     # A daemon started by this very process is our child: collect it so it does not linger as a zombie.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+
+
+def _config_id(cmd: list[str]) -> str:
+    return hashlib.sha256(("\0".join(cmd) + ACNG_CONF + DEBIAN_MIRROR).encode()).hexdigest()[:16]
 
 
 def ensure_shared_cache() -> None:
-    """Start the shared apt-cacher-ng on loopback unless ours is already running."""
+    """Start the shared apt-cacher-ng on loopback unless ours already runs with this configuration.
+
+    One started by an older aicc (another configuration) is restarted: a short cut for labs that
+    are downloading at that moment, which apt's retries cover.
+    """
     with file_lock(state_root() / ".apt-cacher-ng.lock"):
-        current = _load_pid()
-        if current is not None and process_alive(current):
-            return
-        if port_open(LOOPBACK, PORT):
-            raise RunFailed(
-                f"something else listens on {LOOPBACK}:{PORT}",
-                where="apt cache for lab hosts",
-                fix=f"stop it (see `ss -ltnp 'sport = :{PORT}'`), then run `aicc lab up` again",
-            )
         acng = find_command("apt-cacher-ng")
         if acng is None:
             raise RunFailed("apt-cacher-ng is not installed", fix="apt-get install apt-cacher-ng")
         d = _acng_dir()
-        for sub in ("log", "run"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
         cmd = [
             acng,
             "-c",
-            "/etc/apt-cacher-ng",
+            str(d / "conf"),
             "ForeGround=1",
             f"BindAddress={LOOPBACK}",
             f"Port={PORT}",
@@ -127,9 +136,25 @@ def ensure_shared_cache() -> None:
             f"LogDir={d / 'log'}",
             f"SocketPath={d / 'run' / 'socket'}",
             f"PidFile={d / 'run' / 'pid'}",
-            "ForceManaged=1",
         ]
-        res = spawn(cmd, d / "log" / "stdout.log", "apt-cacher-ng")
+        config_id = _config_id(cmd)
+        current = _load_pid()
+        if current is not None and process_alive(current):
+            if current.name == f"apt-cacher-ng {config_id}":
+                return
+            stop_process(current)
+        if port_open(LOOPBACK, PORT):
+            raise RunFailed(
+                f"something else listens on {LOOPBACK}:{PORT}",
+                where="apt cache for lab hosts",
+                fix=f"stop it (see `ss -ltnp 'sport = :{PORT}'`), then run `aicc lab up` again",
+            )
+        for sub in ("log", "run", "conf"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "conf" / "acng.conf").write_text(ACNG_CONF, encoding="utf-8")
+        (d / "conf" / "backends_debian").write_text(DEBIAN_MIRROR + "\n", encoding="utf-8")
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        res = spawn(cmd, d / "log" / "stdout.log", f"apt-cacher-ng {config_id}")
         _pid_file().write_text(res.model_dump_json(), encoding="utf-8")
         if not wait_port(LOOPBACK, PORT, 15):
             stop_process(res)

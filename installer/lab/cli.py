@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from aicc.installer.errors import AiccError, InputError
 from aicc.installer.lab import lifecycle
 from aicc.installer.lab.plan import DEFAULT_HOSTS, DEFAULT_NAME, DEFAULT_SUBNET, validate_name
@@ -17,9 +16,13 @@ from aicc.installer.lab.state import all_labs, load_state
 from aicc.installer.lab.steps import Steps
 from aicc.installer.output import console, emit_json, err_console, table
 
-app = typer.Typer(help="Local test hosts: Debian 12 containers on this machine (systemd-nspawn).", no_args_is_help=True)
+app = typer.Typer(
+    help="Local test hosts: Debian 12 containers on this machine (systemd-nspawn).", no_args_is_help=True
+)
 
-NameOpt = Annotated[str, typer.Option("--name", help="Lab name (1-8 lower-case letters/digits); several labs coexist.")]
+NameOpt = Annotated[
+    str, typer.Option("--name", help="Lab name (1-8 lower-case letters/digits); several labs coexist.")
+]
 
 
 def _fail(exc: AiccError, as_json: bool = False) -> typer.Exit:
@@ -39,9 +42,9 @@ def up(
     hosts: Annotated[int, typer.Option("--hosts", help="Number of hosts (groups are spread over them).")] = (
         DEFAULT_HOSTS
     ),
-    site: Annotated[Path, typer.Option(help="Site folder to write (settings, secrets, inventory, ssh key).")] = Path(
-        "aicc-lab"
-    ),
+    site: Annotated[
+        Path, typer.Option(help="Site folder to write (settings, secrets, inventory, ssh key).")
+    ] = Path("aicc-lab"),
     force: Annotated[bool, typer.Option(help="Recreate the lab if it is already up.")] = False,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Base image cache (default /var/cache/aicc/lab or $AICC_LAB_CACHE).")
@@ -82,8 +85,7 @@ def status(
         if state is None:
             if all_:
                 continue
-            exc = InputError(f"lab {n!r} is not up", fix=f"aicc lab up --name {n}")
-            raise _fail(exc, as_json)
+            raise _fail(InputError(f"lab {n!r} is not up", fix=f"aicc lab up --name {n}"), as_json)
         healths.append(lifecycle.lab_health(state))
     if as_json:
         payload = [h.model_dump() | {"healthy": h.healthy} for h in healths]
@@ -132,7 +134,7 @@ def ssh(
     if interactive:
         args.insert(1, "-t")
     sys.stdout.flush()
-    os.execvp(args[0], [*args, *ctx.args])
+    os.execvp(args[0], [*args, *ctx.args])  # noqa: S606 - replaces this process with ssh, no shell
 
 
 @app.command()
@@ -148,7 +150,9 @@ def down(
         if state is not None and not yes:
             if not sys.stdin.isatty():
                 raise InputError(f"removing lab {name!r} needs confirmation", fix="pass --yes")
-            typer.confirm(f"remove lab {name!r} ({len(state.plan.hosts)} hosts, {state.plan.subnet})?", abort=True)
+            typer.confirm(
+                f"remove lab {name!r} ({len(state.plan.hosts)} hosts, {state.plan.subnet})?", abort=True
+            )
         steps = Steps(err_console)
         removed = lifecycle.down(name, steps)
     except AiccError as exc:

@@ -52,7 +52,7 @@ def etc_hosts(plan: LabPlan) -> str:
 
 def apt_proxy_conf(plan: LabPlan) -> str:
     return (
-        "// aicc lab: Debian packages through apt-cacher-ng on the lab bridge (hosts have no other way out).\n"
+        "// aicc lab: Debian packages via apt-cacher-ng on the lab bridge (hosts have no other way out).\n"
         f'Acquire::http::Proxy "{plan.proxy_url}";\n'
     )
 
@@ -96,5 +96,4 @@ def nspawn_command(lower: Path, upper: Path, host: HostPlan) -> list[str]:
 
 
 def boot(lower: Path, upper: Path, host: HostPlan, log: Path) -> Resource:
-    res = spawn(nspawn_command(lower, upper, host), log, f"systemd-nspawn {host.machine}")
-    return res
+    return spawn(nspawn_command(lower, upper, host), log, f"systemd-nspawn {host.machine}")

@@ -96,9 +96,10 @@ def ensure_image(root: Path, log: Path | None = None) -> tuple[Path, bool]:
         with _build_dir(root) as tmp:
             _build(tmp, log or root / "build.log")
             (tmp / "recipe.json").write_text(
-                json.dumps({**recipe(), "sha256": recipe_hash(), "built": time.time()}, indent=2), encoding="utf-8"
+                json.dumps({**recipe(), "sha256": recipe_hash(), "built": time.time()}, indent=2),
+                encoding="utf-8",
             )
-            os.rename(tmp, image_dir(root))
+            tmp.rename(image_dir(root))
     return rootfs(root), False
 
 

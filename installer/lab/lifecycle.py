@@ -8,8 +8,6 @@ import signal
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from aicc.installer.errors import InputError, RunFailed
 from aicc.installer.lab import aptcache, hosts, image, net, prereqs
 from aicc.installer.lab.groups import groups_by_host
@@ -23,13 +21,13 @@ from aicc.installer.lab.state import (
     all_labs,
     lab_dir,
     load_state,
-    proc_start_time,
     process_alive,
     record,
     save_state,
     state_root,
 )
 from aicc.installer.lab.steps import Steps
+from pydantic import BaseModel
 
 SSH_TIMEOUT = 120.0
 NSPAWN_GRACE = 20.0  # seconds for a container's orderly shutdown before SIGKILL
@@ -80,30 +78,13 @@ def up(
     with file_lock(_lock(name)):
         existing = load_state(name)
         if existing is not None:
-            health = lab_health(existing, check_ssh=True)
-            same = existing.plan == plan and Path(existing.site) == site
-            if health.healthy and same and not force:
-                steps.say(
-                    f"lab {name!r} is already up ({len(plan.hosts)} hosts on {plan.subnet}, site {existing.site}); "
-                    "use --force to recreate it"
-                )
+            if _keep_existing(existing, plan, site, force, steps):
                 return existing
-            if health.healthy and not same and not force:
-                raise InputError(
-                    f"lab {name!r} is already up with {len(existing.plan.hosts)} hosts on {existing.plan.subnet}, "
-                    f"site {existing.site}",
-                    where="--name",
-                    fix=f"use the same options, pass --force to recreate it, or `aicc lab down --name {name}` first",
-                )
-            reason = "recreating (--force)" if health.healthy else "found leftovers of a lab that did not finish"
-            with steps.step(f"{reason}: removing lab {name!r}"):
-                teardown(existing, steps)
         else:
-            leftovers = find_leftovers(plan)
+            leftovers = find_leftovers(name)
             if leftovers:
                 raise InputError(
-                    f"lab {name!r} has no state file but these leftovers exist:\n  "
-                    + "\n  ".join(leftovers),
+                    f"lab {name!r} has no state file but these leftovers exist:\n  " + "\n  ".join(leftovers),
                     where=str(lab_dir(name)),
                     fix="remove them (commands above), or pick another --name",
                 )
@@ -123,6 +104,35 @@ def up(
             teardown(state, steps)
             raise
         return state
+
+
+def _keep_existing(existing: LabState, plan: LabPlan, site: Path, force: bool, steps: Steps) -> bool:
+    """True: the lab is up as asked, use it. False: it was removed (leftovers, or --force)."""
+    name = plan.name
+    health = lab_health(existing, check_ssh=True)
+    same = existing.plan == plan and Path(existing.site) == site
+    if health.healthy and not force:
+        if same:
+            steps.say(
+                f"lab {name!r} is already up ({len(plan.hosts)} hosts on {plan.subnet}, "
+                f"site {existing.site}); use --force to recreate it"
+            )
+            return True
+        raise InputError(
+            f"lab {name!r} is already up with {len(existing.plan.hosts)} hosts on "
+            f"{existing.plan.subnet}, site {existing.site}",
+            where="--name",
+            fix=f"use the same options, pass --force to recreate it, or run `aicc lab down --name {name}`",
+        )
+    down_hosts = [h.name for h in health.hosts if not (h.running and h.ssh_ok)]
+    reason = (
+        "recreating (--force)"
+        if health.healthy
+        else f"lab {name!r} is half up (not answering: {', '.join(down_hosts) or 'unfinished'})"
+    )
+    with steps.step(f"{reason}: removing what it left"):
+        teardown(existing, steps)
+    return False
 
 
 def _check_subnet_free(plan: LabPlan) -> None:
@@ -238,7 +248,7 @@ def down(name: str, steps: Steps | None = None) -> bool:
     with file_lock(_lock(name)):
         state = load_state(name)
         if state is None:
-            leftovers = find_leftovers(make_plan(name, "10.231.0.0/24", 1), all_hosts=True)
+            leftovers = find_leftovers(name)
             if leftovers:
                 raise InputError(
                     f"lab {name!r} has no state file but these leftovers exist:\n  " + "\n  ".join(leftovers),
@@ -251,8 +261,9 @@ def down(name: str, steps: Steps | None = None) -> bool:
         return True
 
 
-def find_leftovers(plan: LabPlan, all_hosts: bool = False) -> list[str]:
-    """Kernel objects and processes named like this lab's, as commands that remove them."""
+def find_leftovers(name: str) -> list[str]:
+    """Kernel objects, processes and folders named like this lab's, as commands that remove them."""
+    plan = make_plan(name, "10.231.0.0/24", 1)  # only the names matter here
     found: list[str] = []
     prefix_ns = f"aicc-{plan.name}-lab"
     netns_dir = Path("/run/netns")
@@ -260,7 +271,9 @@ def find_leftovers(plan: LabPlan, all_hosts: bool = False) -> list[str]:
     found += [f"ip netns del {n}" for n in names if n.startswith(prefix_ns) and n[len(prefix_ns) :].isdigit()]
     links = sorted(p.name for p in Path("/sys/class/net").iterdir())
     veth_prefix = f"acv-{plan.name}-"
-    found += [f"ip link del {n}" for n in links if n.startswith(veth_prefix) and n[len(veth_prefix) :].isdigit()]
+    found += [
+        f"ip link del {n}" for n in links if n.startswith(veth_prefix) and n[len(veth_prefix) :].isdigit()
+    ]
     if plan.bridge in links:
         found.append(f"ip link del {plan.bridge}")
     machine_prefix = f"--machine\0{plan.name}-lab"
@@ -275,7 +288,6 @@ def find_leftovers(plan: LabPlan, all_hosts: bool = False) -> list[str]:
             found.append(f"kill {pid_dir.name}  # {cmdline.replace(chr(0), ' ').strip()}")
     if lab_dir(plan.name).exists():
         found.append(f"rm -rf {lab_dir(plan.name)}")
-    del all_hosts  # names are matched by prefix, so every host count is covered
     return found
 
 
@@ -321,10 +333,22 @@ def host_process(state: LabState, host: str) -> Resource | None:
 
 
 def stop_host(state: LabState, host: str) -> None:
-    """Stop one host's container (tests use it to see preflight name a dead host)."""
+    """Stop one host's container; its overlay stays, so start_host brings it back as it was."""
     r = host_process(state, host)
     if r is not None:
         aptcache.stop_process(r, grace=NSPAWN_GRACE, group=False)
 
 
-__all__ = ["down", "lab_health", "proc_start_time", "stop_host", "teardown", "up"]
+def start_host(state: LabState, host: str, ssh_timeout: float = SSH_TIMEOUT) -> None:
+    """Boot a stopped host again from its overlay and wait for SSH."""
+    h = state.plan.host(host)
+    old = host_process(state, host)
+    if old is not None and process_alive(old):
+        return
+    ldir = lab_dir(state.plan.name)
+    res = hosts.boot(Path(state.image), hosts.upper_dir(ldir, h), h, ldir / h.name / "console.log")
+    state.resources = [r for r in state.resources if r is not old]
+    record(state, res)
+    err = wait_ssh(Path(state.site), h.address, time.monotonic() + ssh_timeout)
+    if err is not None:
+        raise RunFailed(f"{host} ({h.address}) did not answer SSH after a restart: {err}", where=host)

@@ -10,16 +10,15 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from pydantic import BaseModel
-
 from aicc.installer.errors import InputError
+from pydantic import BaseModel
 
 DEFAULT_NAME = "aicc"
 DEFAULT_SUBNET = "10.231.0.0/24"
 DEFAULT_HOSTS = 3
 MAX_HOSTS = 32
 # Labs only ever use this range: the rule is that lab traffic stays on addresses we create.
-LAB_RANGE = ipaddress.ip_network("10.231.0.0/16")
+LAB_RANGE = ipaddress.IPv4Network("10.231.0.0/16")
 FIRST_HOST_OFFSET = 11
 IFNAMSIZ = 15
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")

@@ -88,7 +88,7 @@ def ensure_packages(say: Callable[[str], None]) -> list[str]:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-10:])
         raise RunFailed(
             f"apt-get install {' '.join(missing)} failed:\n{tail}",
-            fix="fix apt on this machine (sources, network to the Debian mirror), then run `aicc lab up` again",
+            fix="fix apt on this machine (sources, the Debian mirror), then run `aicc lab up` again",
         )
     if "apt-cacher-ng" in missing and Path("/run/systemd/system").is_dir():
         # We installed it, so we may keep its packaged service (listening everywhere) off for good.

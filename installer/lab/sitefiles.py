@@ -25,9 +25,9 @@ def write_site(root: Path, plan: LabPlan) -> Site:
         site.inventory_path.write_text(text, encoding="utf-8")
         settings = load_settings(site.settings_path)
         if settings.packages.source != "proxy" or settings.packages.url != plan.proxy_url:
-            updated = settings.model_copy(
-                update={"packages": settings.packages.model_copy(update=packages)}
-            )
+            updated = settings.model_copy(update={"packages": settings.packages.model_copy(update=packages)})
             site.settings_path.write_text(render_commented_yaml(updated), encoding="utf-8")
         return site
-    return init_site(site.root, profile="lab", inventory_text=text, overrides={"packages": packages}, force=True)
+    return init_site(
+        site.root, profile="lab", inventory_text=text, overrides={"packages": packages}, force=True
+    )

@@ -10,9 +10,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
-
 from aicc.installer.lab.plan import LabPlan
+from pydantic import BaseModel, Field
 
 STATE_ROOT_ENV = "AICC_LAB_STATE"
 DEFAULT_STATE_ROOT = Path("/var/lib/aicc/lab")
@@ -61,7 +60,7 @@ def save_state(state: LabState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a crash leaves the old or the new state, never half of one
+    tmp.replace(path)  # atomic: a crash leaves the old or the new state, never half of one
 
 
 def record(state: LabState, resource: Resource) -> None:

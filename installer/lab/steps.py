@@ -34,7 +34,9 @@ class Steps:
             raise
         if not self.quiet:
             note = f" {extra['note']}" if "note" in extra else ""
-            self.console.print(f"  [green]done[/green] in {time.monotonic() - started:.1f} s{note}", highlight=False)
+            self.console.print(
+                f"  [green]done[/green] in {time.monotonic() - started:.1f} s{note}", highlight=False
+            )
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0

@@ -15,9 +15,14 @@ Language = Literal["zh", "en"]
 class EngineError(Exception):
     """An engine failed (not started, timed out, returned garbage). Names engine, host and model."""
 
-    def __init__(self, message: str, *, engine: str, model: str | None = None, host: str | None = None) -> None:
-        where = ", ".join(x for x in (f"engine {engine}", f"model {model}" if model else "",
-                                      f"host {host}" if host else "") if x)
+    def __init__(
+        self, message: str, *, engine: str, model: str | None = None, host: str | None = None
+    ) -> None:
+        where = ", ".join(
+            x
+            for x in (f"engine {engine}", f"model {model}" if model else "", f"host {host}" if host else "")
+            if x
+        )
         super().__init__(f"{message} ({where})")
         self.engine = engine
         self.model = model
@@ -35,6 +40,7 @@ class Audio:
 
 
 # --- LLM -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ChatMessage:
@@ -84,6 +90,7 @@ class LLMClient(Protocol):
 
 # --- ASR -------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Segment:
     start_s: float
@@ -110,6 +117,7 @@ class ASREngine(Protocol):
 
 # --- TTS -------------------------------------------------------------------------------------------
 
+
 @runtime_checkable
 class TTSEngine(Protocol):
     name: str
@@ -121,6 +129,7 @@ class TTSEngine(Protocol):
 
 
 # --- VAD -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SpeechProbability:

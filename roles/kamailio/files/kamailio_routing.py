@@ -177,7 +177,7 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
             return True
         if KSR.pike.pike_check_req() < 0:
             KSR.htable.sht_seti("ipban", src, 1)
-            KSR.xhttp_prom.prom_counter_inc("flood_blocked", 1)
+            KSR.xhttp_prom.counter_inc_l0("flood_blocked", 1)
             KSR.warn("flood limit exceeded: source " + src + " blocked\n")
             return False
         return True
@@ -228,7 +228,7 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
         if KSR.registrar.registered("location") > 0:
             self._to_agent()
             return
-        KSR.xhttp_prom.prom_counter_inc("unknown_number", 1)
+        KSR.xhttp_prom.counter_inc_l0("unknown_number", 1)
         KSR.sl.sl_send_reply(404, "Not Found")
 
     def _to_service(self, service: str) -> None:

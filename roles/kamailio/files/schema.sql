@@ -1,9 +1,7 @@
--- Kamailio's tables in the appliance database, in their own schema so that generic names
--- (version, location) never meet the appliance's tables. Kamailio 5.6 table versions
--- (from /usr/share/kamailio/postgres/*-create.sql); the module refuses to start on a mismatch.
--- Applied by the kamailio role once, when the schema marker row is missing.
-CREATE SCHEMA IF NOT EXISTS kamailio;
-SET search_path = kamailio;
+-- Kamailio's tables, Kamailio 5.6 layout and table versions (from
+-- /usr/share/kamailio/postgres/*-create.sql; a module refuses to start on a version mismatch).
+-- The kamailio role runs this as the kamailio login with search_path set to its own schema, so
+-- generic names (version, location) never meet the appliance's tables. Safe to run again.
 
 CREATE TABLE IF NOT EXISTS version (
     id SERIAL PRIMARY KEY NOT NULL,

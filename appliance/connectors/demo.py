@@ -1,0 +1,334 @@
+"""The demo business backend on PostgreSQL: order status, logistics tracking, change of delivery address,
+returns and tickets, with the lines the bot speaks for each result in English and Mandarin."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+from aicc.appliance.connectors.base import ConnectorError
+from aicc.models.engines.base import Language, ToolSpec
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+ORDER_ID = {"type": "string", "pattern": r"^\d{6}$", "description": "the 6-digit order number"}
+
+TOOLS: list[ToolSpec] = [
+    ToolSpec(
+        "get_order_status",
+        "status of an order (processing, shipped, delivered) and its expected delivery date",
+        {
+            "type": "object",
+            "properties": {"order_id": ORDER_ID},
+            "required": ["order_id"],
+            "additionalProperties": False,
+        },
+    ),
+    ToolSpec(
+        "track_shipment",
+        "where the parcel of an order is now: carrier, tracking number and last scan",
+        {
+            "type": "object",
+            "properties": {"order_id": ORDER_ID},
+            "required": ["order_id"],
+            "additionalProperties": False,
+        },
+    ),
+    ToolSpec(
+        "change_address",
+        "change the delivery address of an order that is not delivered yet",
+        {
+            "type": "object",
+            "properties": {
+                "order_id": ORDER_ID,
+                "new_address": {
+                    "type": "string",
+                    "minLength": 4,
+                    "maxLength": 200,
+                    "description": "the full new delivery address",
+                },
+            },
+            "required": ["order_id", "new_address"],
+            "additionalProperties": False,
+        },
+        write=True,
+    ),
+    ToolSpec(
+        "create_return",
+        "start a return of a delivered order",
+        {
+            "type": "object",
+            "properties": {
+                "order_id": ORDER_ID,
+                "reason": {
+                    "type": "string",
+                    "minLength": 2,
+                    "maxLength": 200,
+                    "description": "why the caller returns it",
+                },
+            },
+            "required": ["order_id", "reason"],
+            "additionalProperties": False,
+        },
+        write=True,
+    ),
+    ToolSpec(
+        # A ticket records the caller's problem for staff; it changes no order, so no confirmation.
+        "create_ticket",
+        "open a support ticket for a problem no other tool solves",
+        {
+            "type": "object",
+            "properties": {
+                "summary": {"type": "string", "minLength": 3, "maxLength": 300},
+                "category": {
+                    "type": "string",
+                    "enum": ["delivery", "product", "payment", "account", "other"],
+                },
+                "order_id": ORDER_ID,
+            },
+            "required": ["summary", "category"],
+            "additionalProperties": False,
+        },
+    ),
+]
+
+_STATUS = {
+    "processing": {"en": "is being prepared", "zh": "正在备货"},
+    "shipped": {"en": "has shipped", "zh": "已发货"},
+    "delivered": {"en": "was delivered", "zh": "已签收"},
+    "cancelled": {"en": "was cancelled", "zh": "已取消"},
+    "returned": {"en": "was returned", "zh": "已退货"},
+}
+_EVENT = {
+    "picked_up": {"en": "was picked up", "zh": "已揽收"},
+    "in_transit": {"en": "is in transit", "zh": "运输中"},
+    "out_for_delivery": {"en": "is out for delivery", "zh": "正在派送"},
+    "delivered": {"en": "was delivered", "zh": "已签收"},
+}
+_CARRIER_ZH = {"SF Express": "顺丰速运", "JD Logistics": "京东物流", "YTO Express": "圆通速递"}
+
+
+def _date(value: Any, language: Language) -> str:
+    if not isinstance(value, str):
+        return ""
+    d = dt.date.fromisoformat(value)
+    return f"{d.month}月{d.day}日" if language == "zh" else d.strftime("%B %-d")
+
+
+def _digits(order_id: str, language: Language) -> str:
+    # Spoken digit by digit so TTS does not read "one hundred thousand two hundred thirty-four".
+    return " ".join(order_id) if language == "en" else order_id
+
+
+class DemoBackend:
+    """Connector to the demo backend tables (aicc.demo_*)."""
+
+    name = "demo"
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    def tools(self) -> list[ToolSpec]:
+        return list(TOOLS)
+
+    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
+        handler = getattr(self, f"_tool_{tool}", None)
+        if handler is None:
+            raise ConnectorError(f"no tool {tool!r}", kind="invalid")
+        try:
+            async with self.pool.connection() as conn:
+                conn.row_factory = dict_row  # type: ignore[assignment]
+                try:
+                    result: dict[str, Any] = await handler(conn, arguments, caller)
+                finally:
+                    conn.row_factory = tuple_row  # type: ignore[assignment]  # the pool shares connections
+                return result
+        except ConnectorError:
+            raise
+        except (psycopg.Error, OSError) as exc:
+            raise ConnectorError(
+                f"demo backend unavailable: {type(exc).__name__}", kind="unavailable"
+            ) from exc
+
+    async def _order(self, conn: Any, order_id: str) -> dict[str, Any]:
+        cur = await conn.execute("SELECT * FROM aicc.demo_orders WHERE id = %s", (order_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise ConnectorError(f"order {order_id} not found", kind="not_found")
+        return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
+
+    async def _tool_get_order_status(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+        o = await self._order(conn, args["order_id"])
+        return {
+            "order_id": o["id"],
+            "status": o["status"],
+            "eta": o["eta"],
+            "item_en": o["item_en"],
+            "item_zh": o["item_zh"],
+            "carrier": o["carrier"],
+        }
+
+    async def _tool_track_shipment(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+        o = await self._order(conn, args["order_id"])
+        cur = await conn.execute(
+            "SELECT at, location_en, location_zh, event FROM aicc.demo_shipment_events WHERE order_id = %s "
+            "ORDER BY at DESC LIMIT 1",
+            (o["id"],),
+        )
+        last = await cur.fetchone()
+        return {
+            "order_id": o["id"],
+            "status": o["status"],
+            "carrier": o["carrier"],
+            "tracking_no": o["tracking_no"],
+            "eta": o["eta"],
+            "last_event": None
+            if last is None
+            else {
+                "at": last["at"].isoformat(),
+                "location_en": last["location_en"],
+                "location_zh": last["location_zh"],
+                "event": last["event"],
+            },
+        }
+
+    async def _tool_change_address(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT status, delivery_address FROM aicc.demo_orders WHERE id = %s FOR UPDATE",
+                (args["order_id"],),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise ConnectorError(f"order {args['order_id']} not found", kind="not_found")
+            if row["status"] in ("delivered", "cancelled", "returned"):
+                return {"order_id": args["order_id"], "changed": False, "status": row["status"]}
+            await conn.execute(
+                "UPDATE aicc.demo_orders SET delivery_address = %s WHERE id = %s",
+                (args["new_address"], args["order_id"]),
+            )
+            await conn.execute(
+                "INSERT INTO aicc.demo_address_changes (order_id, old_address, new_address, via) VALUES (%s, %s, %s, %s)",
+                (args["order_id"], row["delivery_address"], args["new_address"], "voicebot"),
+            )
+        return {
+            "order_id": args["order_id"],
+            "changed": True,
+            "new_address": args["new_address"],
+            "status": row["status"],
+        }
+
+    async def _tool_create_return(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+        async with conn.transaction():
+            o = await self._order(conn, args["order_id"])
+            if o["status"] != "delivered":
+                return {"order_id": o["id"], "created": False, "status": o["status"]}
+            cur = await conn.execute(
+                "INSERT INTO aicc.demo_returns (order_id, reason, via) VALUES (%s, %s, 'voicebot') RETURNING id",
+                (o["id"], args["reason"]),
+            )
+            row = await cur.fetchone()
+        return {"order_id": o["id"], "created": True, "return_id": row["id"]}
+
+    async def _tool_create_ticket(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+        if args.get("order_id"):
+            await self._order(conn, args["order_id"])
+        cur = await conn.execute(
+            "INSERT INTO aicc.demo_tickets (summary, category, order_id, caller) VALUES (%s, %s, %s, %s) RETURNING id",
+            (args["summary"], args["category"], args.get("order_id"), caller),
+        )
+        row = await cur.fetchone()
+        await conn.commit()
+        return {"ticket_id": row["id"]}
+
+    # --- what the caller hears --------------------------------------------------------------------
+
+    def describe(
+        self, tool: str, arguments: dict[str, Any], result: dict[str, Any], language: Language
+    ) -> str:
+        zh = language == "zh"
+        oid = _digits(str(result.get("order_id", arguments.get("order_id", ""))), language)
+        if tool == "get_order_status":
+            status = _STATUS[result["status"]][language]
+            item = result["item_zh"] if zh else result["item_en"]
+            eta = _date(result.get("eta"), language)
+            if zh:
+                line = f"您的订单{oid}（{item}）{status}。"
+                if result["status"] in ("processing", "shipped") and eta:
+                    line += f"预计{eta}送达。"
+                return line
+            line = f"Your order {oid}, {item}, {status}."
+            if result["status"] in ("processing", "shipped") and eta:
+                line += f" It is expected to arrive on {eta}."
+            return line
+        if tool == "track_shipment":
+            carrier = result.get("carrier")
+            last = result.get("last_event")
+            if not carrier or last is None:
+                return (
+                    f"订单{oid}还没有发货，暂时没有物流信息。"
+                    if zh
+                    else f"Order {oid} has not shipped yet, so there is no tracking information."
+                )
+            event = _EVENT[last["event"]][language]
+            if zh:
+                return f"订单{oid}由{_CARRIER_ZH.get(carrier, carrier)}承运，包裹在{last['location_zh']}{event}。"
+            return f"Order {oid} is with {carrier}. The parcel {event} in {last['location_en']}."
+        if tool == "change_address":
+            if not result.get("changed"):
+                return (
+                    f"订单{oid}{_STATUS[result['status']]['zh']}，无法修改地址。"
+                    if zh
+                    else f"Order {oid} {_STATUS[result['status']]['en']}, so its address can't be changed."
+                )
+            return (
+                f"好的，订单{oid}的收货地址已改为{result['new_address']}。"
+                if zh
+                else f"Done. The delivery address of order {oid} is now {result['new_address']}."
+            )
+        if tool == "create_return":
+            if not result.get("created"):
+                return (
+                    f"订单{oid}{_STATUS[result['status']]['zh']}，签收后才能申请退货。"
+                    if zh
+                    else f"Order {oid} {_STATUS[result['status']]['en']}; a return can start once it is "
+                    "delivered."
+                )
+            return (
+                f"退货申请已提交，退货单号{result['return_id']}。"
+                if zh
+                else f"Your return is registered, return number {result['return_id']}."
+            )
+        if tool == "create_ticket":
+            return (
+                f"已为您创建工单，工单号{result['ticket_id']}，我们会尽快处理。"
+                if zh
+                else f"I've opened ticket number {result['ticket_id']}; a colleague will follow up."
+            )
+        raise ValueError(f"no description for tool {tool!r}")
+
+    def confirm_line(self, tool: str, arguments: dict[str, Any], language: Language) -> str:
+        oid = _digits(str(arguments.get("order_id", "")), language)
+        if tool == "change_address":
+            return (
+                f"请确认：把订单{oid}的收货地址改为{arguments['new_address']}，对吗？"
+                if language == "zh"
+                else f"To confirm: change the delivery address of order {oid} to {arguments['new_address']}. "
+                "Shall I go ahead?"
+            )
+        if tool == "create_return":
+            return (
+                f"请确认：为订单{oid}申请退货，对吗？"
+                if language == "zh"
+                else f"To confirm: start a return for order {oid}. Shall I go ahead?"
+            )
+        return "请确认，对吗？" if language == "zh" else "Shall I go ahead?"
+
+    def not_found_line(self, tool: str, arguments: dict[str, Any], language: Language) -> str:
+        oid = _digits(str(arguments.get("order_id", "")), language)
+        return (
+            f"抱歉，没有找到订单{oid}，请核对订单号。"
+            if language == "zh"
+            else f"Sorry, I couldn't find order {oid}. Please check the number."
+        )

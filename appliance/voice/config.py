@@ -1,0 +1,89 @@
+"""Gateway settings: /etc/aicc/voicebot.yml on a [voicebot] host (rendered by roles/voicebot),
+overridable by AICC_VOICE_* environment variables. Secrets come from files, never from this file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ConfigError(Exception):
+    pass
+
+
+class EngineEndpoints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    llm_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8081/v1"],
+        description="OpenAI-compatible LLM servers (llama-server or vLLM).",
+    )
+    llm_model: str = Field("qwen2.5-1.5b-instruct", description="Model name sent to the LLM server.")
+    model_dir: Path = Field(
+        Path("/var/lib/aicc/models"), description="Where the model store put the weights."
+    )
+    asr_threads: int = Field(2, ge=1, le=64)
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sip_ip: str = Field("0.0.0.0", description="Address the SIP socket binds.")
+    sip_port: Port = Field(5080, description="SIP/UDP port Kamailio dispatches calls to.")
+    advertised_ip: str = Field("127.0.0.1", description="Address written into Contact and SDP.")
+    rtp_port_min: Port = Field(40000)
+    rtp_port_max: Port = Field(40999)
+    max_calls: int = Field(20, ge=1, le=5000, description="Concurrent calls; beyond it INVITEs get 503.")
+    session_expires_s: int = Field(1800, ge=90, le=86400, description="RFC 4028 session interval.")
+    min_se_s: int = Field(90, ge=90, le=86400)
+    rtp_timeout_s: float = Field(30.0, ge=5, le=3600, description="No RTP this long ends the call.")
+    max_call_s: float = Field(600.0, ge=10, le=86400, description="Maximum call length.")
+    no_input_s: float = Field(8.0, ge=1, le=120, description="Silence before the bot re-prompts.")
+    jitter_depth: int = Field(3, ge=1, le=20, description="Jitter buffer depth in 20 ms packets.")
+    agent_target: str = Field("1001", description="Where transfers go until the ACD exists.")
+    sip_domain: str = Field("aicc.local")
+    proxy: str = Field("127.0.0.1:5060", description="Kamailio address for calls the gateway places.")
+    services: dict[str, Literal["en", "zh"]] = Field(
+        default_factory=lambda: {"voicebot": "en", "voicebot-zh": "zh", "4000": "en", "4001": "zh"},
+        description="X-AICC-Service value (or dialled number) -> the bot's starting language.",
+    )
+    metrics_port: Port = Field(9161)
+    metrics_ip: str = Field("0.0.0.0")
+    database_dsn_file: Path | None = Field(None, description="File holding the PostgreSQL conninfo (0600).")
+    engines: EngineEndpoints = Field(default_factory=EngineEndpoints)
+    mode: Literal["bot", "echo"] = Field("bot", description="echo: replace the bot by an echo (media tests).")
+
+    @model_validator(mode="after")
+    def _ports(self) -> GatewayConfig:
+        if self.rtp_port_max - self.rtp_port_min < 3:
+            raise ValueError("rtp_port_max must be at least 4 above rtp_port_min")
+        return self
+
+    @property
+    def proxy_addr(self) -> tuple[str, int]:
+        host, _, port = self.proxy.rpartition(":")
+        return host, int(port)
+
+
+def load_config(path: Path | None) -> GatewayConfig:
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+        data = loaded
+    try:
+        return GatewayConfig(**data)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path or 'defaults'}: {errors}") from None

@@ -1,0 +1,92 @@
+"""Seconds from `lab up` to every host SSH-ready: cold (empty image cache) and warm; RAM per host.
+
+Run as root: `.venv/bin/python bench/lab_boot.py [--hosts 3]`. The cold run builds the base image
+into a temporary cache folder (AICC_LAB_CACHE), so the real cache under /var/cache/aicc/lab is
+neither used nor destroyed. The lab is `aiccbnch` on 10.231.202.0/24 and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from aicc.installer.lab import lifecycle
+from aicc.installer.lab.state import LabState
+from aicc.installer.lab.steps import Steps
+
+NAME, SUBNET = "aiccbnch", "10.231.202.0/24"
+
+
+def children_of() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        tree.setdefault(ppid, []).append(int(d.name))
+    return tree
+
+
+def pss_mib(root_pid: int) -> float:
+    """Proportional set size of a container: nspawn and every process below it."""
+    tree, todo, total = children_of(), [root_pid], 0
+    while todo:
+        pid = todo.pop()
+        todo += tree.get(pid, [])
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def timed_up(hosts: int, site: Path, cache: Path) -> tuple[float, LabState]:
+    started = time.monotonic()
+    state = lifecycle.up(NAME, SUBNET, hosts, site, force=True, cache=cache, steps=Steps(quiet=True))
+    return time.monotonic() - started, state
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds to wait before measuring RAM")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    work = Path(tempfile.mkdtemp(prefix="aicc-lab-bench-", dir="/var/tmp"))
+    cache, site = work / "cache", work / "site"
+    try:
+        cold, _ = timed_up(args.hosts, site, cache)
+        lifecycle.down(NAME, Steps(quiet=True))
+        warm, state = timed_up(args.hosts, site, cache)
+        time.sleep(args.settle)
+        ram = [
+            pss_mib(r.pid)
+            for r in state.resources
+            if r.name.startswith("systemd-nspawn") and r.pid is not None
+        ]
+    finally:
+        lifecycle.down(NAME, Steps(quiet=True))
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"hosts: {args.hosts}")
+    print(f"cold (image built, then boot to SSH-ready): {cold:.1f} s")
+    print(f"warm (cached image, boot to SSH-ready):     {warm:.1f} s")
+    print(f"cold/warm: {cold / warm:.1f}x")
+    print(
+        f"RAM per idle host (PSS, {args.settle:.0f} s after boot): " + ", ".join(f"{m:.0f} MiB" for m in ram)
+    )
+    print(f"RAM per host, mean: {sum(ram) / len(ram):.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""`aicc demo`: the whole product on this one machine: lab hosts, preflight, install, (smoke call).
+
+It says what it does step by step and ends with where to look. Until the voice bot and `aicc smoke`
+exist it stops after the install with a plain message instead of pretending to place a call.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from aicc.installer import output
+from aicc.installer.errors import EXIT_FAILED, AiccError
+from aicc.installer.inventory import load_inventory
+from aicc.installer.lab import lifecycle
+from aicc.installer.lab.steps import Steps
+from aicc.installer.site import Site
+
+DEMO_NAME = "demo"
+DEMO_SUBNET = "10.231.100.0/24"
+
+
+def demo(
+    site: Annotated[
+        Path, typer.Option(help="Site folder the demo writes (settings, secrets, inventory).")
+    ] = Path("aicc-demo"),
+    hosts: Annotated[int, typer.Option(help="Number of lab hosts.")] = 3,
+    name: Annotated[str, typer.Option(help="Lab name of the demo's hosts.")] = DEMO_NAME,
+    subnet: Annotated[str, typer.Option(help="The demo lab's network (inside 10.231.0.0/16).")] = DEMO_SUBNET,
+    force: Annotated[bool, typer.Option(help="Recreate the demo's hosts even if they are up.")] = False,
+) -> None:
+    """Run the whole contact center on this machine: boot local Debian 12 hosts (systemd-nspawn),
+    check them, install every role, and show where to look. Needs root. Remove with
+    `aicc lab down --name demo`."""
+    steps = Steps(output.err_console)
+    console = output.console
+    try:
+        console.rule("1/4 lab hosts")
+        state = lifecycle.up(name, subnet, hosts, site, force=force, steps=steps)
+        the_site = Site(Path(state.site))
+        inv = load_inventory(the_site.inventory_path)
+        settings = the_site.settings()
+
+        console.rule("2/4 preflight")
+        from aicc.installer import preflight as pf
+
+        checks = pf.evaluate(inv, settings, pf.gather(list(inv.hosts.values()), inv, settings))
+        failed = [c for c in checks if c.status == "fail"]
+        if failed:
+            rows = [(c.host, c.check, c.status, c.message, c.fix) for c in failed]
+            console.print(
+                output.table("preflight", ["host", "check", "status", "message", "how to fix"], rows)
+            )
+            raise typer.Exit(EXIT_FAILED)
+        counts = pf.summary(checks)
+        console.print(f"preflight passed: {counts['ok']} ok, {counts['warn']} warnings")
+
+        console.rule("3/4 install")
+        from aicc.installer.cli import print_install_report
+        from aicc.installer.playbook import run_playbook
+
+        report = run_playbook(the_site, inv, console=console, show_progress=True)
+        print_install_report(report)
+        if not report.ok:
+            console.print(
+                f"the install failed; fix it and run `aicc install -i {the_site.inventory_path} --resume`"
+            )
+            raise typer.Exit(EXIT_FAILED)
+    except AiccError as exc:
+        output.err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+    console.rule("4/4 test call")
+    if importlib.util.find_spec("aicc.installer.smoke") is None:
+        console.print(
+            "The smoke call (a real SIP call to the voice bot, checking what it hears back) is not "
+            "available in this version yet: the demo stops after the install."
+        )
+    _where_to_look(
+        the_site, inv_groups=_first_host_by_group(the_site), prom_port=settings.monitoring.prometheus_port
+    )
+    console.print(
+        f"total {steps.elapsed():.0f} s. Remove the demo's hosts with `aicc lab down --name {name} --yes`."
+    )
+
+
+def _first_host_by_group(site: Site) -> dict[str, str]:
+    inv = load_inventory(site.inventory_path)
+    found: dict[str, str] = {}
+    for host in inv.hosts.values():
+        for g in host.groups:
+            found.setdefault(g, host.address)
+    return found
+
+
+def _where_to_look(site: Site, inv_groups: dict[str, str], prom_port: int) -> None:
+    rows = [
+        ("Prometheus", f"http://{inv_groups['monitoring']}:{prom_port}/targets"),
+        ("services, versions, ports", f"aicc status -i {site.inventory_path}"),
+        ("install logs", str(site.logs)),
+        ("a shell on a host", "aicc lab ssh lab1 --name <lab>"),
+    ]
+    output.console.print(output.table("where to look", ["what", "where"], rows))

@@ -1,0 +1,88 @@
+"""Session fixture `installed_site`: the full `aicc install` run once on the test lab.
+
+Tests of every role share it, so the lab converges once per run. A second install (for the
+changed=0 check) runs lazily, once, when a test first asks for it. Both install times are printed
+in pytest's terminal summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+AICC = str(Path(sys.executable).parent / "aicc")
+TIMINGS: dict[str, float] = {}
+
+
+def run_install(inventory: Path) -> tuple[dict[str, Any], float, str]:
+    started = time.monotonic()
+    proc = subprocess.run([AICC, "install", "-i", str(inventory), "--json"], capture_output=True, text=True,
+                          timeout=3600, check=False, env={**os.environ})
+    seconds = time.monotonic() - started
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        report = {"ok": False, "error": proc.stdout[-2000:] + proc.stderr[-2000:]}
+    return report, seconds, proc.stderr
+
+
+@dataclass
+class InstalledSite:
+    lab: Any
+    report: dict[str, Any]
+    seconds: float
+    _second: dict[str, Any] | None = field(default=None)
+
+    @property
+    def site(self) -> Path:
+        return Path(self.lab.site)
+
+    @property
+    def inventory(self) -> Path:
+        return Path(self.lab.inventory)
+
+    @property
+    def hosts(self) -> dict[str, str]:
+        return dict(self.lab.hosts)
+
+    def ssh(self, host: str, cmd: str) -> subprocess.CompletedProcess[str]:
+        result: subprocess.CompletedProcess[str] = self.lab.ssh(host, cmd)
+        return result
+
+    def hosts_in(self, group: str) -> list[str]:
+        from aicc.installer.inventory import load_inventory
+
+        return [h.name for h in load_inventory(self.inventory).group(group)]
+
+    def address_of(self, group: str) -> str:
+        return self.hosts[self.hosts_in(group)[0]]
+
+    def second_install(self) -> dict[str, Any]:
+        if self._second is None:
+            self._second, TIMINGS["second install (s)"], _ = run_install(self.inventory)
+        return self._second
+
+
+@pytest.fixture(scope="session")
+def installed_site(lab: Any) -> InstalledSite:
+    report, seconds, stderr = run_install(Path(lab.inventory))
+    TIMINGS["first install (s)"] = seconds
+    if not report.get("ok"):
+        failures = report.get("failures") or report.get("error") or stderr[-3000:]
+        pytest.fail(f"aicc install failed on the test lab after {seconds:.0f} s: {failures}\nlog: {report.get('log')}")
+    return InstalledSite(lab=lab, report=report, seconds=seconds)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TIMINGS:
+        terminalreporter.section("aicc install timings")
+        for name, value in TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {value:.1f}")

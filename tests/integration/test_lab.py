@@ -1,0 +1,175 @@
+"""The lab hosts themselves: they boot, answer SSH, see each other and nothing outside the lab."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aicc.installer.lab import lifecycle
+from aicc.installer.lab.state import load_state
+from aicc.installer.lab.steps import Steps
+
+from tests.integration.conftest import Lab, processes_of
+
+pytestmark = pytest.mark.lab
+AICC = str(Path(sys.executable).parent / "aicc")
+
+# A TCP connect from Python: prints "ok" or the errno name, so failures are told apart.
+CONNECT = (
+    "python3 -c 'import socket,sys,errno\n"
+    "s=socket.socket(); s.settimeout(3)\n"
+    'try:\n s.connect((sys.argv[1], int(sys.argv[2]))); print("ok")\n'
+    "except OSError as e: print(errno.errorcode.get(e.errno, str(e)))' {addr} {port}"
+)
+
+
+def aicc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AICC, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_every_host_boots_systemd_to_running(lab: Lab) -> None:
+    for host in lab.hosts:
+        res = lab.ssh(host, "systemctl is-system-running --wait; systemctl --failed --no-legend --plain")
+        assert res.stdout.splitlines()[0] == "running", (host, res.stdout, res.stderr)
+
+
+def test_ssh_reaches_each_host_with_its_own_identity(lab: Lab) -> None:
+    machine_ids = set()
+    for host, address in lab.hosts.items():
+        res = lab.ssh(host, "hostname; cat /etc/machine-id; ip -4 -o addr show dev eth0")
+        assert res.returncode == 0, res.stderr
+        name, machine_id, addr_line = res.stdout.splitlines()
+        assert name == host
+        assert f"inet {address}/" in addr_line
+        machine_ids.add(machine_id)
+    assert len(machine_ids) == len(lab.hosts)
+    # Host keys differ per host and are pinned in known_hosts (StrictHostKeyChecking=yes above).
+    keys = [line.split()[2] for line in (lab.site / "ssh" / "known_hosts").read_text().splitlines()]
+    assert len(set(keys)) == len(lab.hosts)
+
+
+def test_hosts_reach_each_other_and_the_bridge(lab: Lab) -> None:
+    for host in lab.hosts:
+        for other, address in lab.hosts.items():
+            res = lab.ssh(host, CONNECT.format(addr=address, port=22))
+            assert res.stdout.strip() == "ok", (host, other, res.stdout, res.stderr)
+        res = lab.ssh(host, CONNECT.format(addr=lab.bridge_address, port=3142))
+        assert res.stdout.strip() == "ok", (host, "apt cache on the bridge", res.stdout, res.stderr)
+
+
+def test_hosts_have_no_route_out_of_the_lab(lab: Lab) -> None:
+    for host in lab.hosts:
+        routes = json.loads(lab.ssh(host, "ip -j -4 route show table all").stdout)
+        main = [r["dst"] for r in routes if r.get("table", "main") == "main"]
+        assert main == [lab.subnet], (host, routes)
+        v6 = lab.ssh(host, "ip -6 route show default").stdout.strip()
+        assert v6 == "", (host, v6)
+        # No route means the kernel refuses locally: no packet leaves the host.
+        for outside in ("192.0.2.1", "10.231.254.1"):
+            res = lab.ssh(host, CONNECT.format(addr=outside, port=80))
+            assert res.stdout.strip() == "ENETUNREACH", (host, outside, res.stdout, res.stderr)
+
+
+def test_apt_works_through_the_lab_cache_only(lab: Lab) -> None:
+    host = next(iter(lab.hosts))
+    conf = lab.ssh(host, "apt-config dump Acquire::http::Proxy").stdout
+    assert f"http://{lab.bridge_address}:3142" in conf
+    res = lab.ssh(host, "apt-get -q -o Acquire::Retries=3 update", timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    # The shared apt-cacher-ng listens on loopback only, never on every address.
+    listening = subprocess.run(
+        ["ss", "-H", "-ltn", "sport = :3142"], capture_output=True, text=True, check=True
+    )
+    addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening.stdout.splitlines()}
+    assert "0.0.0.0" not in addresses and "*" not in addresses and "[::]" not in addresses, addresses
+    assert {"127.0.0.1", lab.bridge_address} <= addresses, addresses
+
+
+def test_lab_cli_status_ssh_and_second_up(lab: Lab) -> None:
+    res = aicc("lab", "status", "--name", lab.name, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["healthy"] and [h["name"] for h in doc["hosts"]] == list(lab.hosts)
+    assert all(h["running"] and h["ssh_ok"] for h in doc["hosts"])
+
+    res = aicc("lab", "ssh", "lab1", "--name", lab.name, "--", "hostname")
+    assert res.returncode == 0 and res.stdout.strip() == "lab1", res.stdout + res.stderr
+
+    secrets_before = (lab.site / "secrets.yml").read_bytes()
+    state_before = lab.state()
+    res = aicc(
+        "lab",
+        "up",
+        "--name",
+        lab.name,
+        "--subnet",
+        lab.subnet,
+        "--hosts",
+        str(len(lab.hosts)),
+        "--site",
+        str(lab.site),
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "already up" in res.stderr
+    assert lab.state().resources == state_before.resources  # nothing was recreated
+    assert (lab.site / "secrets.yml").read_bytes() == secrets_before
+
+    res = aicc("lab", "up", "--name", lab.name, "--subnet", "10.231.1.0/24", "--site", str(lab.site))
+    assert res.returncode == 2 and "already up" in res.stderr, res.stderr
+
+
+def test_preflight_passes_on_the_lab(lab: Lab) -> None:
+    res = aicc("preflight", "-i", str(lab.inventory), "--json")
+    doc = json.loads(res.stdout)
+    failed = [c for c in doc["checks"] if c["status"] == "fail"]
+    assert res.returncode == 0, failed
+
+
+def test_preflight_names_a_stopped_host(lab: Lab) -> None:
+    victim = list(lab.hosts)[-1]
+    lab.stop_host(victim)
+    try:
+        res = aicc("preflight", "-i", str(lab.inventory), "--json")
+        doc = json.loads(res.stdout)
+        failed_hosts = {c["host"] for c in doc["checks"] if c["status"] == "fail"}
+        assert res.returncode == 1
+        assert victim in failed_hosts, doc["checks"]
+        table = aicc("preflight", "-i", str(lab.inventory))
+        assert table.returncode == 1
+        rows = [line for line in table.stdout.splitlines() if victim in line and "fail" in line]
+        assert rows, table.stdout
+    finally:
+        lab.start_host(victim)
+    assert lab.ssh(victim, "hostname").stdout.strip() == victim
+
+
+def test_second_lab_coexists_and_recovers_from_a_crash(lab: Lab, tmp_path: Path) -> None:
+    """A 1-host lab beside the test lab: killed hard, `lab up` cleans and reboots it; down twice."""
+    name, subnet = "aicctcr", "10.231.201.0/24"
+    site = tmp_path / "site"
+    try:
+        state = lifecycle.up(name, subnet, 1, site, force=True, steps=Steps(quiet=True))
+        inventory = (site / "inventory.ini").read_text()
+        for group in ("sip_proxy", "media", "voicebot", "speech", "llm", "app", "db", "monitoring"):
+            assert f"[{group}]\nlab1" in inventory
+        secrets_before = (site / "secrets.yml").read_bytes()
+        nspawn = next(r for r in state.resources if r.name.startswith("systemd-nspawn"))
+        assert nspawn.pid is not None
+        subprocess.run(["kill", "-9", str(nspawn.pid)], check=True)
+        lifecycle.up(name, subnet, 1, site, steps=Steps(quiet=True))
+        again = load_state(name)
+        assert again is not None and again.complete
+        assert lifecycle.lab_health(again).healthy
+        assert (site / "secrets.yml").read_bytes() == secrets_before
+        # The test lab was not touched.
+        assert all(h.running and h.ssh_ok for h in lifecycle.lab_health(lab.state()).hosts)
+    finally:
+        lifecycle.down(name, Steps(quiet=True))
+    assert lifecycle.find_leftovers(name) == []
+    assert processes_of(name, "10.231.201.1") == []
+    assert lifecycle.down(name, Steps(quiet=True)) is False  # safe to run twice
+    res = aicc("lab", "down", "--name", name, "--yes")
+    assert res.returncode == 0 and "not up" in res.stdout

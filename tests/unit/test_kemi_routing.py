@@ -1,0 +1,458 @@
+"""The KEMI routing file (roles/kamailio/files/kamailio_routing.py) driven by a fake KSR.
+
+Behaviour, not implementation: what the proxy answers, where it relays, what it stores.
+The same file is exercised for real in tests/integration/test_kamailio.py and bench/sip_cps.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.unit.fake_ksr import FakeKSR, Request
+
+ROUTING = Path(__file__).resolve().parents[2] / "roles" / "kamailio" / "files" / "kamailio_routing.py"
+REALM = "aicc.local"
+VOICEBOT = "10.231.21.13"
+
+
+@pytest.fixture(scope="module")
+def routing() -> Iterator[ModuleType]:
+    saved = sys.modules.get("KSR")
+    sys.modules["KSR"] = FakeKSR()  # type: ignore[assignment]  # a module stand-in
+    try:
+        spec = importlib.util.spec_from_file_location("aicc_kamailio_routing_under_test", ROUTING)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        # dataclasses resolve the module's annotations through sys.modules.
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("aicc_kamailio_routing_under_test", None)
+        if saved is None:
+            sys.modules.pop("KSR", None)
+        else:
+            sys.modules["KSR"] = saved
+
+
+def make(routing: ModuleType, request: Request | None = None, **cfg: Any) -> tuple[Any, FakeKSR]:
+    ksr = FakeKSR(request or Request())
+    routing.__dict__["KSR"] = ksr  # the module global the routing calls
+    config = routing.RoutingConfig.from_mapping({"realm": REALM, **cfg})
+    return routing.kamailio(config), ksr
+
+
+def voicebot_source(ksr: FakeKSR) -> None:
+    ksr.returns["dispatcher.ds_is_from_list"] = lambda group: 1 if ksr.request.source == VOICEBOT else -1
+
+
+# --- request checks --------------------------------------------------------------------------
+
+
+def test_malformed_request_is_dropped_without_routing(routing: ModuleType) -> None:
+    app, ksr = make(routing)
+    ksr.returns["sanity.sanity_check"] = -1
+    assert app.ksr_request_route(None) == 1
+    assert ksr.called("sanity.sanity_check") == [(routing.SANITY_MSG_CHECKS, routing.SANITY_URI_CHECKS)]
+    assert ksr.replies() == []
+    assert not ksr.called("tm.t_relay")
+    assert not ksr.called("htable.sht_get") or ksr.called("htable.sht_get") == [("ipban", "198.51.100.7")]
+
+
+def test_max_forwards_exceeded_gets_483(routing: ModuleType) -> None:
+    app, ksr = make(routing, max_forwards=12)
+    ksr.returns["maxfwd.process_maxfwd"] = -1
+    app.ksr_request_route(None)
+    assert ksr.called("maxfwd.process_maxfwd") == [(12,)]
+    assert ksr.replies() == [(483, "Too Many Hops")]
+    assert not ksr.called("tm.t_relay")
+
+
+def test_sip_on_the_metrics_port_is_ignored(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="OPTIONS", ruri_user=None, transport="tcp", received_port=9151))
+    app.ksr_request_route(None)
+    assert ksr.replies() == []
+    assert not ksr.called("pike.pike_check_req")
+
+
+def test_retransmission_is_absorbed_by_tm(routing: ModuleType) -> None:
+    app, ksr = make(routing)
+    ksr.returns["tmx.t_precheck_trans"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("tm.t_check_trans") == [()]
+    assert not ksr.called("rr.record_route")
+    assert ksr.replies() == []
+
+
+# --- OPTIONS -----------------------------------------------------------------------------------
+
+
+def test_options_to_the_proxy_gets_200(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="OPTIONS", ruri_user=None))
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(200, "Keepalive")]
+
+
+def test_options_to_a_user_is_not_answered_as_keepalive(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="OPTIONS", ruri_user="1001"))
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(404, "Not Found")]
+
+
+def test_unsupported_method_gets_405_with_allow(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="SUBSCRIBE", ruri_user="1001"))
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(405, "Method Not Allowed")]
+    (allow,) = ksr.called("hdr.append_to_reply")
+    assert allow[0].startswith("Allow: INVITE")
+
+
+# --- REGISTER ----------------------------------------------------------------------------------
+
+
+def test_register_without_credentials_is_challenged(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="REGISTER", ruri_user=None))
+    app.ksr_request_route(None)
+    assert ksr.called("auth_db.auth_check") == [(REALM, "subscriber", 1)]
+    assert ksr.called("auth.auth_challenge") == [(REALM, 1)]
+    assert not ksr.called("registrar.save")
+
+
+def test_register_with_wrong_password_gets_403_and_is_not_saved(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="REGISTER", ruri_user=None))
+    ksr.returns["auth_db.auth_check"] = -2  # invalid password
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(403, "Forbidden")]
+    assert not ksr.called("auth.auth_challenge")
+    assert not ksr.called("registrar.save")
+
+
+def test_register_with_stale_nonce_is_challenged_again(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="REGISTER", ruri_user=None))
+    ksr.returns["auth_db.auth_check"] = -4  # nonce expired
+    app.ksr_request_route(None)
+    assert ksr.called("auth.auth_challenge") == [(REALM, 1)]
+
+
+def test_register_with_right_password_is_saved(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="REGISTER", ruri_user=None))
+    ksr.returns["auth_db.auth_check"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("registrar.save") == [("location", 0)]
+    assert ksr.called("auth.consume_credentials") == [()]
+    assert not ksr.called("nathelper.fix_nated_register")
+    assert ksr.replies() == []  # registrar answers 200 itself
+
+
+def test_register_from_a_browser_stores_where_it_connected(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="REGISTER", ruri_user=None, transport="wss", received_port=8443))
+    ksr.returns["auth_db.auth_check"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("nathelper.fix_nated_register") == [()]
+    assert ksr.called("registrar.save") == [("location", 0)]
+
+
+def test_register_save_failure_gets_an_error_reply(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="REGISTER", ruri_user=None))
+    ksr.returns["auth_db.auth_check"] = 1
+    ksr.returns["registrar.save"] = -1
+    app.ksr_request_route(None)
+    assert ksr.called("sl.sl_reply_error") == [()]
+
+
+# --- INVITE: DIDs and agents --------------------------------------------------------------------
+
+
+def test_unknown_did_gets_404(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="9999"))
+    ksr.htables["did"] = {"4000": "voicebot"}
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(404, "Not Found")]
+    assert ksr.called("xhttp_prom.counter_inc_l0") == [("unknown_number", 1)]
+    assert not ksr.called("tm.t_relay")
+    assert not ksr.called("dispatcher.ds_select_dst")
+
+
+def test_known_did_goes_to_the_voicebot_set_with_its_service(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000", headers={"X-AICC-Service": "spoofed"}), voicebot_set=3)
+    ksr.htables["did"] = {"4000": "voicebot"}
+    app.ksr_request_route(None)
+    assert ksr.called("rr.record_route") == [()]
+    assert ksr.called("dispatcher.ds_select_dst") == [(3, 4)]
+    # The caller's own X-AICC-Service is removed before ours is added.
+    names = ksr.names()
+    assert names.index("hdr.remove") < names.index("hdr.append")
+    assert ("X-AICC-Service",) in ksr.called("hdr.remove")
+    assert ksr.called("hdr.append") == [("X-AICC-Service: voicebot\r\n",)]
+    assert ksr.called("tm.t_on_failure") == [("ksr_failure_dispatch",)]
+    assert ksr.called("tm.t_relay") == [()]
+    assert ksr.replies() == []
+
+
+def test_known_did_with_no_voicebot_up_gets_503(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000"))
+    ksr.htables["did"] = {"4000": "voicebot"}
+    ksr.returns["dispatcher.ds_select_dst"] = -1
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(503, "Service Unavailable")]
+    assert not ksr.called("tm.t_relay")
+
+
+def test_invite_for_another_domain_is_not_relayed(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000", myself_ruri=False))
+    ksr.htables["did"] = {"4000": "voicebot"}
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(403, "Relaying Forbidden")]
+    assert not ksr.called("tm.t_relay")
+
+
+def test_call_to_registered_agent_from_outside_needs_credentials(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="1001"))
+    ksr.returns["registrar.registered"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("auth_db.auth_check") == [(REALM, "subscriber", 0)]
+    assert ksr.called("auth.auth_challenge") == [(REALM, 1)]
+    assert not ksr.called("registrar.lookup")
+    assert not ksr.called("tm.t_relay")
+
+
+def test_authenticated_call_to_registered_agent_is_relayed_to_its_contact(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="1001"))
+    ksr.returns["registrar.registered"] = 1
+    ksr.returns["auth_db.auth_check"] = 1
+    ksr.returns["registrar.lookup"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("registrar.lookup") == [("location",)]
+    assert ksr.called("tm.t_relay") == [()]
+
+
+def test_voicebot_host_transfers_to_an_agent_without_auth(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="1001", source=VOICEBOT))
+    voicebot_source(ksr)
+    ksr.returns["registrar.registered"] = 1
+    ksr.returns["registrar.lookup"] = 1
+    app.ksr_request_route(None)
+    assert not ksr.called("auth_db.auth_check")
+    assert ksr.called("tm.t_relay") == [()]
+
+
+def test_agent_gone_between_check_and_lookup_gets_480(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="1001", source=VOICEBOT))
+    voicebot_source(ksr)
+    ksr.returns["registrar.registered"] = 1
+    ksr.returns["registrar.lookup"] = -1
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(480, "Temporarily Unavailable")]
+
+
+# --- flood limits ------------------------------------------------------------------------------
+
+
+def test_flooding_source_is_blocked_and_stays_blocked(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="OPTIONS", ruri_user=None, source="203.0.113.9"))
+    ksr.pike_allowed = False
+    app.ksr_request_route(None)
+    assert ksr.htables["ipban"] == {"203.0.113.9": 1}
+    assert ksr.called("xhttp_prom.counter_inc_l0") == [("flood_blocked", 1)]
+    assert ksr.replies() == []
+    # Next request from the same source: dropped before pike or anything else looks at it.
+    ksr.pike_allowed = True
+    ksr.calls.clear()
+    app.ksr_request_route(None)
+    assert ksr.replies() == []
+    assert not ksr.called("pike.pike_check_req")
+    assert not ksr.called("maxfwd.process_maxfwd")
+
+
+def test_other_sources_are_not_affected_by_a_ban(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="OPTIONS", ruri_user=None, source="203.0.113.10"))
+    ksr.htables["ipban"] = {"203.0.113.9": 1}
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(200, "Keepalive")]
+
+
+def test_voicebot_hosts_are_not_flood_limited(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000", source=VOICEBOT))
+    voicebot_source(ksr)
+    ksr.pike_allowed = False
+    ksr.htables["did"] = {"4000": "voicebot"}
+    app.ksr_request_route(None)
+    assert not ksr.called("pike.pike_check_req")
+    assert ksr.htables["ipban"] == {}
+    assert ksr.called("tm.t_relay") == [()]
+
+
+def test_configured_trunk_networks_are_not_flood_limited(routing: ModuleType) -> None:
+    app, ksr = make(
+        routing,
+        Request(method="OPTIONS", ruri_user=None, source="192.0.2.77"),
+        trusted_sources=["192.0.2.0/24"],
+    )
+    ksr.pike_allowed = False
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(200, "Keepalive")]
+    app2, ksr2 = make(
+        routing,
+        Request(method="OPTIONS", ruri_user=None, source="192.0.3.77"),
+        trusted_sources=["192.0.2.0/24"],
+    )
+    ksr2.pike_allowed = False
+    app2.ksr_request_route(None)
+    assert ksr2.htables["ipban"] == {"192.0.3.77": 1}
+
+
+# --- in-dialog, CANCEL, failover -----------------------------------------------------------------
+
+
+def test_in_dialog_bye_follows_the_route_set(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="BYE", to_tag=True))
+    ksr.returns["rr.loose_route"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("tm.t_relay") == [()]
+    assert not ksr.called("rr.record_route")
+
+
+def test_in_dialog_request_without_route_gets_404(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="BYE", to_tag=True))
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(404, "Not Here")]
+    assert not ksr.called("tm.t_relay")
+
+
+def test_cancel_relayed_only_for_a_known_transaction(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="CANCEL"))
+    app.ksr_request_route(None)
+    assert not ksr.called("tm.t_relay")
+    app, ksr = make(routing, Request(method="CANCEL"))
+    ksr.returns["tm.t_check_trans"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("tm.t_relay") == [()]
+
+
+def test_failed_voicebot_is_marked_down_and_the_next_is_tried(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000"))
+    ksr.returns["tm.t_check_status"] = 1  # a 503 from the gateway
+    ksr.returns["dispatcher.ds_next_dst"] = 1
+    app.ksr_failure_dispatch(None)
+    assert ksr.called("dispatcher.ds_mark_dst_state") == [("ip",)]
+    assert ksr.called("tm.t_relay") == [()]
+
+
+def test_no_failover_for_a_cancelled_call(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000"))
+    ksr.returns["tm.t_is_canceled"] = 1
+    app.ksr_failure_dispatch(None)
+    assert not ksr.called("dispatcher.ds_mark_dst_state")
+    assert not ksr.called("tm.t_relay")
+
+
+# --- media --------------------------------------------------------------------------------------
+
+
+def test_rtpengine_manages_offer_and_answer(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000"), rtpengine=True)
+    ksr.htables["did"] = {"4000": "voicebot"}
+    app.ksr_request_route(None)
+    assert ksr.called("tm.t_on_branch") == [("ksr_branch_manage",)]
+    assert ksr.called("tm.t_on_reply") == [("ksr_onreply_manage",)]
+    ksr.request.destination = f"sip:{VOICEBOT}:5080"
+    app.ksr_branch_manage(None)
+    assert ksr.called("rtpengine.rtpengine_manage") == [(routing.RTP_PLAIN,)]
+
+
+def test_browser_callee_gets_webrtc_media(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="1001", destination="sip:10.0.0.5:51234;transport=ws"))
+    app.ksr_branch_manage(None)
+    assert ksr.called("rtpengine.rtpengine_manage") == [(routing.RTP_WEBRTC,)]
+
+
+def test_answer_to_a_browser_caller_is_webrtc(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000", transport="wss", received_port=8443))
+    ksr.htables["did"] = {"4000": "voicebot"}
+    app.ksr_request_route(None)  # marks the caller as WebSocket
+    ksr.request.transport = "udp"  # the 200 comes from the gateway over UDP
+    ksr.request.reply_status = 200
+    app.ksr_onreply_manage(None)
+    assert ksr.called("rtpengine.rtpengine_manage") == [(routing.RTP_WEBRTC,)]
+
+
+def test_no_rtpengine_when_the_site_has_no_media_hosts(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000"), rtpengine=False)
+    ksr.htables["did"] = {"4000": "voicebot"}
+    app.ksr_request_route(None)
+    assert not ksr.called("tm.t_on_branch")
+    assert ksr.called("tm.t_relay") == [()]
+
+
+def test_error_replies_do_not_touch_media(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(reply_status=486))
+    app.ksr_onreply_manage(None)
+    assert not ksr.called("rtpengine.rtpengine_manage")
+
+
+# --- HTTP: metrics and WebSocket ------------------------------------------------------------------
+
+
+def test_metrics_are_served_on_the_metrics_port(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(transport="tcp", received_port=9151, http_uri="/metrics"))
+    app.ksr_xhttp_event(None, "xhttp:request")
+    assert ksr.called("xhttp_prom.dispatch") == [()]
+    assert not ksr.called("websocket.handle_handshake")
+
+
+def test_other_paths_on_the_metrics_port_get_404(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(transport="tcp", received_port=9151, http_uri="/admin"))
+    app.ksr_xhttp_event(None, "xhttp:request")
+    assert not ksr.called("xhttp_prom.dispatch")
+    assert ksr.called("xhttp.xhttp_reply")[0][0] == 404
+
+
+def test_websocket_upgrade_on_the_wss_port_is_handed_to_websocket(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(transport="tls", received_port=8443, headers={"Upgrade": "websocket"}))
+    app.ksr_xhttp_event(None, "xhttp:request")
+    assert ksr.called("websocket.handle_handshake") == [()]
+    assert not ksr.called("xhttp.xhttp_reply")
+
+
+def test_plain_http_elsewhere_is_refused(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(transport="tls", received_port=5061, headers={"Upgrade": "websocket"}))
+    app.ksr_xhttp_event(None, "xhttp:request")
+    assert not ksr.called("websocket.handle_handshake")
+    assert ksr.called("xhttp.xhttp_reply")[0][0] == 403
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def test_config_file_is_read_from_the_environment_path(
+    routing: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "aicc-routing.json"
+    path.write_text(
+        json.dumps(
+            {
+                "realm": "example.org",
+                "voicebot_set": 2,
+                "trusted_sources": ["10.1.0.0/16"],
+                "rtpengine": False,
+            }
+        )
+    )
+    monkeypatch.setenv(routing.CONFIG_ENV, str(path))
+    cfg = routing.load_config()
+    assert (cfg.realm, cfg.voicebot_set, cfg.rtpengine) == ("example.org", 2, False)
+    assert [str(n) for n in cfg.networks] == ["10.1.0.0/16"]
+    assert isinstance(routing.mod_init(), routing.kamailio)
+
+
+def test_bad_trusted_network_fails_at_load(routing: ModuleType) -> None:
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
+        routing.RoutingConfig.from_mapping({"realm": REALM, "trusted_sources": ["10.1.0.0/33"]})

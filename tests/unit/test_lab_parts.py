@@ -1,0 +1,125 @@
+"""Pure parts of the lab: image recipe hash, host files, state, prerequisites, apt forwarder, site."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from aicc.installer.lab import aptcache, hosts, image, prereqs
+from aicc.installer.lab.plan import make_plan
+from aicc.installer.lab.sitefiles import write_site
+from aicc.installer.lab.state import (
+    LabState,
+    Resource,
+    load_state,
+    proc_start_time,
+    process_alive,
+    save_state,
+)
+from aicc.installer.settings import load_settings
+from aicc.installer.site import load_secrets
+
+
+def test_recipe_hash_follows_the_code_that_builds_the_image() -> None:
+    source = Path(image.__file__).read_bytes()
+    assert image.recipe_hash() == image.recipe_hash(source)
+    assert image.recipe_hash(source + b"\n# changed") != image.recipe_hash(source)
+    assert len(image.recipe_hash()) == 64
+    assert image.image_dir(Path("/c")).name == f"base-{image.recipe_hash()[:16]}"
+
+
+def test_recipe_hash_follows_the_package_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = image.recipe_hash()
+    monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "curl"))
+    assert image.recipe_hash() != before
+
+
+def test_a_half_built_image_is_not_taken_for_a_cached_one(tmp_path: Path) -> None:
+    (image.rootfs(tmp_path)).mkdir(parents=True)
+    assert not image.is_cached(tmp_path)  # recipe.json is written last, just before the rename
+    (image.image_dir(tmp_path) / "recipe.json").write_text("{}")
+    assert image.is_cached(tmp_path)
+
+
+def test_cache_root_env_and_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(image.CACHE_ENV, raising=False)
+    assert image.cache_root() == Path("/var/cache/aicc/lab")
+    monkeypatch.setenv(image.CACHE_ENV, str(tmp_path))
+    assert image.cache_root() == tmp_path
+    assert image.cache_root(tmp_path / "x") == tmp_path / "x"
+
+
+def test_host_files_name_the_host_and_point_apt_at_the_bridge() -> None:
+    plan = make_plan("dev1", "10.231.1.0/24", 3)
+    text = hosts.etc_hosts(plan)
+    assert "10.231.1.12\tlab2" in text and "127.0.0.1\tlocalhost" in text
+    assert 'Acquire::http::Proxy "http://10.231.1.1:3142";' in hosts.apt_proxy_conf(plan)
+    assert "nameserver" not in hosts.RESOLV_CONF
+
+
+def test_nspawn_command_has_every_flag_the_lab_needs(tmp_path: Path) -> None:
+    plan = make_plan("dev1", "10.231.1.0/24", 1)
+    cmd = hosts.nspawn_command(tmp_path / "lower", tmp_path / "upper", plan.hosts[0])
+    for flag in ("--boot", "--register=no", "--keep-unit", "--timezone=off", "--resolv-conf=off"):
+        assert flag in cmd
+    assert "--network-namespace-path=/run/netns/aicc-dev1-lab1" in cmd
+    assert f"--overlay={tmp_path / 'lower'}:{tmp_path / 'upper'}:/" in cmd
+    assert cmd[cmd.index("--machine") + 1] == "dev1-lab1"
+
+
+def test_prepare_upper_keeps_folder_modes_and_makes_a_host_key(tmp_path: Path) -> None:
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for d, mode in (("etc", 0o755), ("etc/ssh", 0o755), ("root", 0o700), ("etc/apt/apt.conf.d", 0o755)):
+        (lower / d).mkdir(parents=True, exist_ok=True)
+        (lower / d).chmod(mode)
+    plan = make_plan("dev1", "10.231.1.0/24", 2)
+    pub = hosts.prepare_upper(upper, lower, plan, plan.hosts[1], "ssh-ed25519 AAAAtest lab")
+    assert pub.startswith("ssh-ed25519 ") and pub.endswith("root@lab2")
+    assert (upper / "etc/hostname").read_text() == "lab2\n"
+    assert stat.S_IMODE((upper / "root").stat().st_mode) == 0o700
+    assert stat.S_IMODE((upper / "root/.ssh/authorized_keys").stat().st_mode) == 0o600
+    assert stat.S_IMODE((upper / "etc/ssh/ssh_host_ed25519_key").stat().st_mode) == 0o600
+    assert len((upper / "etc/machine-id").read_text().strip()) == 32
+
+
+def test_state_round_trips_and_process_identity_includes_start_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AICC_LAB_STATE", str(tmp_path))
+    plan = make_plan("dev1", "10.231.1.0/24", 1)
+    me = Resource(kind="process", name="me", pid=os.getpid(), start_time=proc_start_time(os.getpid()))
+    state = LabState(plan=plan, site="/s", image="/i", resources=[me])
+    save_state(state)
+    assert load_state("dev1") == state
+    assert process_alive(me)
+    assert not process_alive(me.model_copy(update={"start_time": (me.start_time or 0) + 1}))  # a recycled pid
+    assert load_state("other") is None
+
+
+def test_missing_prerequisites_are_named_by_package() -> None:
+    assert prereqs.missing_packages(lambda cmd: None) == list(prereqs.HOST_PACKAGES)
+    present = {"systemd-nspawn", "mmdebstrap", "ip", "ssh-keygen", "socat"}
+    assert prereqs.missing_packages(lambda cmd: cmd if cmd in present else None) == ["apt-cacher-ng"]
+
+
+def test_apt_forwarder_listens_on_the_bridge_address_only() -> None:
+    cmd = aptcache.forwarder_command("10.231.5.1")
+    assert "TCP-LISTEN:3142,bind=10.231.5.1,reuseaddr,fork" in cmd
+    assert "TCP:127.0.0.1:3142" in cmd
+    assert "ForceManaged: 1" in aptcache.ACNG_CONF
+
+
+def test_site_keeps_secrets_and_follows_a_new_subnet(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    write_site(site, make_plan("dev1", "10.231.1.0/24", 3))
+    secrets = load_secrets(site / "secrets.yml")
+    settings = load_settings(site / "aicc.yml")
+    assert settings.profile == "lab" and settings.packages.source == "proxy"
+    assert settings.packages.url == "http://10.231.1.1:3142"
+
+    write_site(site, make_plan("dev1", "10.231.7.0/24", 1))
+    assert load_secrets(site / "secrets.yml") == secrets
+    assert load_settings(site / "aicc.yml").packages.url == "http://10.231.7.1:3142"
+    assert "lab1 ansible_host=10.231.7.11" in (site / "inventory.ini").read_text()

@@ -1,0 +1,249 @@
+"""Dialogue manager: planning, validation, confirmation, compound requests, transfer, graceful lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aicc.appliance.calls.record import CallRecord
+from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams, digit_runs, yes_or_no
+from aicc.appliance.voice.frames import (
+    DTMFFrame,
+    Frame,
+    HangupFrame,
+    LLMTextFrame,
+    NoInputFrame,
+    SpeakFrame,
+    StartFrame,
+    ToolResultFrame,
+    TranscriptionFrame,
+    TransferFrame,
+)
+from aicc.appliance.voice.pipeline import Pipeline
+
+from tests.unit.test_voice_fakes import FakeConnector, FakeLLM, anyio_backend  # noqa: F401
+
+pytestmark = pytest.mark.anyio
+
+STATUS = {"intent": "tools", "actions": [{"tool": "get_order_status", "arguments": {"order_id": "100234"}}]}
+COMPOUND = {
+    "intent": "tools",
+    "actions": [
+        {"tool": "get_order_status", "arguments": {"order_id": "100234"}},
+        {"tool": "change_address", "arguments": {"order_id": "100234", "new_address": "88 Nanjing Road"}},
+    ],
+}
+
+
+class Harness:
+    def __init__(self, llm: FakeLLM, connector: FakeConnector, language: str = "en", **params: Any) -> None:
+        self.out: list[Frame] = []
+        self.metrics: list[tuple[str, float, dict[str, str]]] = []
+        self.record = CallRecord(call_id="t1")
+        self.dm = DialogueManager(llm, connector, self.record, DialogueParams(notice=False, **params))
+
+        async def sink(frame: Frame) -> None:
+            self.out.append(frame)
+
+        self.pipeline = Pipeline(
+            [self.dm], downstream_sink=sink, reporter=lambda n, v, labels: self.metrics.append((n, v, labels))
+        )
+        self.language = language
+
+    async def __aenter__(self) -> Harness:
+        self.pipeline.start()
+        self.pipeline.queue(StartFrame(call_id="t1", language=self.language, caller="+86138"))  # type: ignore[arg-type]
+        await self.pipeline.idle()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pipeline.stop()
+
+    async def say(self, text: str, confidence: float = 0.9, language: str = "en") -> list[Frame]:
+        start = len(self.out)
+        self.pipeline.queue(
+            TranscriptionFrame(text=text, language=language, confidence=confidence, duration_s=1.0)
+        )
+        await self.pipeline.idle()
+        return self.out[start:]
+
+    async def send(self, frame: Frame) -> list[Frame]:
+        start = len(self.out)
+        self.pipeline.queue(frame)
+        await self.pipeline.idle()
+        return self.out[start:]
+
+
+def spoken(frames: list[Frame]) -> list[str]:
+    return [f.text for f in frames if isinstance(f, SpeakFrame)]
+
+
+async def test_greeting_in_service_language() -> None:
+    async with Harness(FakeLLM({}), FakeConnector(), language="zh") as h:
+        assert spoken(h.out) == [PROMPTS["greeting"]["zh"]]
+
+
+async def test_order_status_runs_tool_and_speaks_result() -> None:
+    conn = FakeConnector()
+    async with Harness(FakeLLM({"order": STATUS}), conn) as h:
+        out = await h.say("what is the status of order 1 0 0 2 3 4")
+    assert conn.calls == [("get_order_status", {"order_id": "100234"})]
+    assert spoken(out)[0] == "Order 100234 has shipped."
+    assert any(isinstance(f, ToolResultFrame) and f.ok for f in out)
+    assert h.record.tool_calls[0].tool == "get_order_status"
+    assert ("tool_calls", 1.0, {"tool": "get_order_status", "result": "ok"}) in h.metrics
+
+
+async def test_plan_schema_constrains_to_tool_names() -> None:
+    llm = FakeLLM({"order": STATUS})
+    async with Harness(llm, FakeConnector()) as h:
+        await h.say("order 100234")
+    variants = llm.schemas[0]["properties"]["actions"]["items"]["anyOf"]
+    assert {v["properties"]["tool"]["const"] for v in variants} == {"get_order_status", "change_address"}
+
+
+async def test_compound_request_confirms_write_then_runs_both() -> None:
+    conn = FakeConnector()
+    async with Harness(FakeLLM({"address": COMPOUND}), conn) as h:
+        out = await h.say("status of order 100234 and change the address to 88 Nanjing Road")
+        assert spoken(out)[0] == "Order 100234 has shipped."
+        assert "88 Nanjing Road" in spoken(out)[1]
+        assert conn.addresses["100234"] == "old street"  # not before the caller confirms
+        out = await h.say("yes please")
+    assert conn.addresses["100234"] == "88 Nanjing Road"
+    assert "Address changed." in spoken(out)
+    assert [c[0] for c in conn.calls] == ["get_order_status", "change_address"]
+    assert h.record.tool_calls[-1].confirmed is True
+
+
+async def test_write_declined_changes_nothing() -> None:
+    conn = FakeConnector()
+    async with Harness(FakeLLM({"address": COMPOUND}), conn, language="zh") as h:
+        await h.say("查询订单100234并修改地址 address")
+        out = await h.say("不用了，取消")
+    assert conn.addresses["100234"] == "old street"
+    assert spoken(out) == [PROMPTS["cancelled"]["zh"]]
+
+
+async def test_invalid_arguments_are_not_executed() -> None:
+    conn = FakeConnector()
+    bad = {"intent": "tools", "actions": [{"tool": "get_order_status", "arguments": {"order_id": "12"}}]}
+    async with Harness(FakeLLM({"order": bad}), conn) as h:
+        out = await h.say("what about my order")
+    assert conn.calls == []
+    assert spoken(out) == [PROMPTS["ask_order"]["en"]]
+
+
+async def test_transfer_on_request_in_chinese() -> None:
+    async with Harness(FakeLLM({}), FakeConnector(), language="zh") as h:
+        out = await h.say("转人工", language="zh")
+    transfers = [f for f in out if isinstance(f, TransferFrame)]
+    assert transfers and transfers[0].reason == "requested" and transfers[0].target == "1001"
+    assert spoken(out) == [PROMPTS["transfer"]["zh"]]
+    assert h.record.transfer_target == "1001"
+
+
+async def test_transfer_after_repeated_misunderstanding() -> None:
+    async with Harness(FakeLLM({}), FakeConnector()) as h:
+        first = await h.say("blah blah")
+        await h.say("blah blah")
+        third = await h.say("blah blah")
+    assert spoken(first) == [PROMPTS["unclear"]["en"]]
+    assert any(isinstance(f, TransferFrame) and f.reason == "misunderstood" for f in third)
+
+
+async def test_low_confidence_reprompts_then_transfers() -> None:
+    async with Harness(FakeLLM({}), FakeConnector()) as h:
+        first = await h.say("order", confidence=0.1)
+        await h.say("order", confidence=0.1)
+        third = await h.say("order", confidence=0.1)
+    assert spoken(first) == [PROMPTS["sorry_asr"]["en"]]
+    assert any(isinstance(f, TransferFrame) and f.reason == "low_confidence" for f in third)
+
+
+async def test_connector_failure_gives_graceful_line() -> None:
+    async with Harness(FakeLLM({"order": STATUS}), FakeConnector(fail=True)) as h:
+        out = await h.say("order 100234")
+    assert spoken(out)[0] == PROMPTS["connector_trouble"]["en"]
+    assert h.record.tool_calls[0].ok is False
+
+
+async def test_connector_timeout_gives_graceful_line() -> None:
+    async with Harness(FakeLLM({"order": STATUS}), FakeConnector(delay_s=1.0), tool_timeout_s=0.05) as h:
+        out = await h.say("order 100234")
+    assert spoken(out)[0] == PROMPTS["connector_trouble"]["en"]
+    assert h.record.tool_calls[0].error == "timeout"
+
+
+async def test_not_found_order_is_an_answer_not_an_error() -> None:
+    plan = {"intent": "tools", "actions": [{"tool": "get_order_status", "arguments": {"order_id": "999999"}}]}
+    async with Harness(FakeLLM({"order": plan}), FakeConnector()) as h:
+        out = await h.say("order 999999")
+    assert spoken(out)[0] == "I couldn't find that order."
+
+
+async def test_llm_failure_transfers_with_graceful_line() -> None:
+    async with Harness(FakeLLM({}, fail=True), FakeConnector()) as h:
+        out = await h.say("order 100234")
+    assert spoken(out) == [PROMPTS["engine_trouble"]["en"]]
+    assert any(isinstance(f, TransferFrame) and f.reason == "engine_failure" for f in out)
+
+
+async def test_chat_streams_llm_tokens() -> None:
+    async with Harness(FakeLLM({"open": {"intent": "chat", "actions": []}}), FakeConnector()) as h:
+        out = await h.say("when are you open")
+    text = "".join(f.text for f in out if isinstance(f, LLMTextFrame))
+    assert text.strip() == "We are open nine to six."
+
+
+async def test_language_follows_the_caller() -> None:
+    plan = {"intent": "tools", "actions": [{"tool": "get_order_status", "arguments": {"order_id": "100234"}}]}
+    async with Harness(FakeLLM({"订单": plan}), FakeConnector(), language="en") as h:
+        out = await h.say("查询订单一零零二三四", language="zh")
+    assert spoken(out)[0] == "订单100234已发货。"
+    assert h.record.language == "zh"
+
+
+async def test_dtmf_zero_transfers_and_nine_repeats() -> None:
+    async with Harness(FakeLLM({}), FakeConnector()) as h:
+        again = await h.send(DTMFFrame(digit="9"))
+        out = await h.send(DTMFFrame(digit="0"))
+    assert spoken(again) == [PROMPTS["greeting"]["en"]]
+    assert any(isinstance(f, TransferFrame) and f.reason == "dtmf" for f in out)
+
+
+async def test_dtmf_confirms_pending_write() -> None:
+    conn = FakeConnector()
+    async with Harness(FakeLLM({"address": COMPOUND}), conn) as h:
+        await h.say("order 100234 and address 88 Nanjing Road")
+        await h.send(DTMFFrame(digit="1"))
+    assert conn.addresses["100234"] == "88 Nanjing Road"
+
+
+async def test_no_input_reprompts_then_hangs_up() -> None:
+    async with Harness(FakeLLM({}), FakeConnector()) as h:
+        first = await h.send(NoInputFrame(count=1))
+        last = await h.send(NoInputFrame(count=3))
+    assert spoken(first) == [PROMPTS["no_input"]["en"]]
+    hang = [f for f in last if isinstance(f, HangupFrame)]
+    assert hang and hang[0].outcome == "abandoned"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("查询订单一零零二三四，地址改成南京路88号", ["100234", "88"]),
+        ("order 1 0 0 2 3 4 and 12 Main Street", ["100234", "12"]),
+        ("order one zero zero two three four", ["100234"]),
+    ],
+)
+def test_digit_runs(text: str, expected: list[str]) -> None:
+    assert digit_runs(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("不是", False), ("是的", True), ("yes please", True), ("don't do it", False), ("hmm", None)],
+)
+def test_yes_or_no(text: str, expected: bool | None) -> None:
+    assert yes_or_no(text) is expected

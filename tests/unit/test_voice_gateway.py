@@ -1,0 +1,381 @@
+"""The gateway over real UDP on loopback: SIP answers (200/400/422/481/487/488/503), SDP offer/answer
+with G.711 and G.722, RTP echo, DTMF, re-INVITE, session timer and RTP timeouts, and the transfer
+bridge to an agent carrying the transcript header. Engines are fakes; SIP and RTP are real."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+from aicc.appliance.calls.record import CallRecord
+from aicc.appliance.voice import sdp, sip
+from aicc.appliance.voice.audio import tone
+from aicc.appliance.voice.bot import BotEngines
+from aicc.appliance.voice.caller import Caller
+from aicc.appliance.voice.config import GatewayConfig
+from aicc.appliance.voice.dialog import CallFailed
+from aicc.appliance.voice.gateway import TRANSCRIPT_HEADER, Gateway
+from aicc.appliance.voice.transport import SipTransport
+from aicc.models.engines.base import Audio, Language
+
+from tests.unit.test_voice_fakes import FakeASR, FakeConnector, FakeLLM, FakeTTS, FakeVAD, anyio_backend  # noqa: F401
+
+pytestmark = pytest.mark.anyio
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(**over: object) -> GatewayConfig:
+    base: dict[str, object] = {
+        "sip_ip": "127.0.0.1",
+        "sip_port": free_port(),
+        "advertised_ip": "127.0.0.1",
+        "mode": "echo",
+        "max_calls": 3,
+        "rtp_port_min": 43000,
+        "rtp_port_max": 43999,
+    }
+    base.update(over)
+    return GatewayConfig(**base)  # type: ignore[arg-type]
+
+
+def dominant_hz(pcm: bytes, rate: int) -> float:
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    return float(np.argmax(np.abs(np.fft.rfft(x))) * rate / len(x))
+
+
+class SlowTTS(FakeTTS):
+    async def synthesize(self, text: str, *, language: Language) -> AsyncIterator[Audio]:
+        await asyncio.sleep(1.0)
+        async for chunk in super().synthesize(text, language=language):
+            yield chunk
+
+
+def engines(tts: FakeTTS | None = None) -> BotEngines:
+    return BotEngines(
+        llm=FakeLLM({}), asr=FakeASR({}), tts=tts or FakeTTS(), vad=FakeVAD, connector=FakeConnector()
+    )
+
+
+async def start_gateway(
+    cfg: GatewayConfig, eng: BotEngines | None = None, records: list[CallRecord] | None = None
+) -> Gateway:
+    async def save(rec: CallRecord) -> None:
+        if records is not None:
+            records.append(rec)
+
+    gw = Gateway(cfg, eng, saver=save)
+    await gw.start()
+    return gw
+
+
+async def raw_request(
+    gw: Gateway,
+    method: str,
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+    ctype: str = "application/sdp",
+) -> sip.SipMessage:
+    t = SipTransport(lambda m, a: None)
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(lambda: t, local_addr=("127.0.0.1", 0))
+    msg = sip.SipMessage(method=method, uri=f"sip:4000@127.0.0.1:{gw.cfg.sip_port}")
+    msg.headers = [
+        ("Via", f"SIP/2.0/UDP 127.0.0.1:{t.local[1]};branch={sip.new_branch()}"),
+        ("Max-Forwards", "70"),
+        ("From", f"<sip:t@127.0.0.1>;tag={sip.new_tag()}"),
+        ("To", "<sip:4000@127.0.0.1>"),
+        ("Call-ID", sip.new_call_id("127.0.0.1")),
+        ("CSeq", f"1 {method}"),
+        ("Contact", f"<sip:t@127.0.0.1:{t.local[1]}>"),
+        *(headers or []),
+    ]
+    if body:
+        msg.headers.append(("Content-Type", ctype))
+    msg.body = body
+    try:
+        return await t.request(msg, ("127.0.0.1", gw.cfg.sip_port), timeout=5)
+    finally:
+        t.close()
+
+
+OFFER_G729 = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n"
+)
+
+
+async def test_echo_call_carries_audio_both_ways() -> None:
+    gw = await start_gateway(config())
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        assert caller.setup_s is not None and caller.setup_s < 1.0
+        caller.play(tone(400, 1.0, 8000), 8000)
+        await caller.played()
+        await asyncio.sleep(0.3)
+        assert caller.answer is not None and b"PCMU/8000" in caller.answer.body
+        assert abs(dominant_hz(caller.heard.pcm(), 8000) - 400) < 10
+        assert await caller.hangup() == 200
+        await asyncio.sleep(0.1)
+        assert not gw.calls
+    finally:
+        await caller.close()
+        await gw.stop()
+
+
+async def test_g722_is_chosen_when_offered_and_carries_wideband() -> None:
+    gw = await start_gateway(config())
+    caller = Caller(codecs=("G722", "PCMU"))
+    await caller.start()
+    try:
+        await caller.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        assert caller.answer is not None and b"G722/8000" in caller.answer.body
+        assert caller.sample_rate == 16000
+        caller.play(tone(5000, 1.0, 16000), 16000)  # above the G.711 band: only wideband carries it
+        await caller.played()
+        await asyncio.sleep(0.3)
+        assert abs(dominant_hz(caller.heard.pcm(), 16000) - 5000) < 30
+        await caller.hangup()
+    finally:
+        await caller.close()
+        await gw.stop()
+
+
+async def test_unsupported_codec_gets_488() -> None:
+    gw = await start_gateway(config())
+    try:
+        res = await raw_request(gw, "INVITE", OFFER_G729)
+        assert res.status == 488
+        assert "none of the offered codecs" in (res.get("Warning") or "")
+        assert not gw.calls
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"v=0\r\nm=audio\r\n",  # no o= line, bad m= line
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 not-an-ip\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+        b"hello",
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",  # no c=
+    ],
+)
+async def test_malformed_sdp_gets_400(body: bytes) -> None:
+    gw = await start_gateway(config())
+    try:
+        res = await raw_request(gw, "INVITE", body)
+        assert res.status == 400
+        assert "SDP" in res.reason
+    finally:
+        await gw.stop()
+
+
+async def test_malformed_sip_gets_400_and_the_gateway_keeps_working() -> None:
+    gw = await start_gateway(config())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2)
+    try:
+        bad = (
+            b"INVITE sip:4000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:4000@127.0.0.1>\r\nCall-ID: x1\r\nCSeq: abc INVITE\r\n\r\n"
+        )
+        await asyncio.get_running_loop().run_in_executor(
+            None, sock.sendto, bad, ("127.0.0.1", gw.cfg.sip_port)
+        )
+        data, _ = await asyncio.get_running_loop().run_in_executor(None, sock.recvfrom, 4096)
+        assert data.startswith(b"SIP/2.0 400 Bad Request (bad CSeq)")
+        for junk in (b"\x00\xff" * 50, b"GARBAGE\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n"):
+            sock.sendto(junk, ("127.0.0.1", gw.cfg.sip_port))
+        await asyncio.sleep(0.1)
+        assert gw.transport.stats.malformed >= 4
+        res = await raw_request(gw, "OPTIONS")
+        assert res.status == 200
+    finally:
+        sock.close()
+        await gw.stop()
+
+
+async def test_calls_beyond_the_cap_get_a_clean_503() -> None:
+    gw = await start_gateway(config(max_calls=2))
+    callers = [Caller() for _ in range(3)]
+    try:
+        for c in callers:
+            await c.start()
+        for c in callers[:2]:
+            await c.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        with pytest.raises(CallFailed) as err:
+            await callers[2].call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        assert err.value.status == 503
+        assert (await raw_request(gw, "OPTIONS")).status == 503  # the dispatcher probe sees it is full
+        await callers[0].hangup()
+        await asyncio.sleep(0.1)
+        await callers[2].call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+    finally:
+        for c in callers:
+            await c.hangup()
+            await c.close()
+        await gw.stop()
+
+
+async def test_cancel_before_answer_gets_487() -> None:
+    gw = await start_gateway(config(mode="bot"), engines(SlowTTS()))
+    t = SipTransport(lambda m, a: None)
+    await asyncio.get_running_loop().create_datagram_endpoint(lambda: t, local_addr=("127.0.0.1", 0))
+    try:
+        offer = sdp.offer("127.0.0.1", 44000)
+        msg = sip.SipMessage(method="INVITE", uri=f"sip:4000@127.0.0.1:{gw.cfg.sip_port}")
+        msg.headers = [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{t.local[1]};branch={sip.new_branch()}"),
+            ("From", f"<sip:t@127.0.0.1>;tag={sip.new_tag()}"),
+            ("To", "<sip:4000@127.0.0.1>"),
+            ("Call-ID", "cancel-test"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", "<sip:t@127.0.0.1>"),
+            ("Content-Type", "application/sdp"),
+        ]
+        msg.body = offer
+        pending = asyncio.ensure_future(t.request(msg, ("127.0.0.1", gw.cfg.sip_port), timeout=5))
+        await asyncio.sleep(0.3)
+        cancel = sip.SipMessage(method="CANCEL", uri=msg.uri)
+        cancel.headers = [
+            ("Via", msg.get_all("Via")[0]),
+            ("From", msg.get("From") or ""),
+            ("To", msg.get("To") or ""),
+            ("Call-ID", "cancel-test"),
+            ("CSeq", "1 CANCEL"),
+        ]
+        assert (await t.request(cancel, ("127.0.0.1", gw.cfg.sip_port), timeout=5)).status == 200
+        assert (await pending).status == 487
+        await asyncio.sleep(1.2)
+        assert not gw.calls
+    finally:
+        t.close()
+        await gw.stop()
+
+
+async def test_reinvite_switches_codec_and_session_timer_is_negotiated() -> None:
+    gw = await start_gateway(config())
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(
+            f"sip:4000@127.0.0.1:{gw.cfg.sip_port}",
+            ("127.0.0.1", gw.cfg.sip_port),
+            headers=[("Session-Expires", "120"), ("Supported", "timer")],
+        )
+        assert caller.answer is not None
+        assert caller.answer.get("Session-Expires") == "120;refresher=uac"
+        assert caller.answer.get("Require") == "timer"
+        assert caller.dialog is not None and caller.rtp is not None
+        req = caller.dialog.request(
+            "INVITE",
+            via_host=caller.transport.local,
+            body=sdp.offer("127.0.0.1", caller._port, codecs=("PCMA",)),
+            headers=[("Session-Expires", "120")],
+        )
+        res = await caller.transport.request(req, caller.dialog.next_hop())
+        assert res.status == 200 and b"PCMA/8000" in res.body
+        from aicc.appliance.voice.dialog import send_ack
+
+        caller.dialog.invite_cseq = req.cseq[0]
+        send_ack(caller.transport, caller.dialog)
+        call = next(iter(gw.calls.values()))
+        assert call.rtp is not None and call.rtp.codec.name == "PCMA"
+    finally:
+        await caller.hangup()
+        await caller.close()
+        await gw.stop()
+
+
+async def test_too_small_session_interval_gets_422() -> None:
+    gw = await start_gateway(config())
+    try:
+        res = await raw_request(
+            gw, "INVITE", sdp.offer("127.0.0.1", 44002), headers=[("Session-Expires", "30")]
+        )
+        assert res.status == 422 and res.get("Min-SE") == "90"
+    finally:
+        await gw.stop()
+
+
+async def test_dead_peer_is_hung_up_by_rtp_timeout() -> None:
+    records: list[CallRecord] = []
+    gw = await start_gateway(config(), records=records)
+    gw.cfg.rtp_timeout_s = 1.5
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        assert caller.rtp is not None
+        caller.rtp.sending = False  # the caller's phone died
+        await asyncio.wait_for(caller.remote_bye.wait(), 5)
+        await asyncio.sleep(0.2)
+        assert records[-1].end_reason == "rtp_timeout"
+        assert not gw.calls
+    finally:
+        await caller.close()
+        await gw.stop()
+
+
+async def test_in_dialog_requests_for_unknown_calls_get_481_and_unknown_methods_405() -> None:
+    gw = await start_gateway(config())
+    try:
+        assert (await raw_request(gw, "BYE")).status == 481
+        assert (await raw_request(gw, "MESSAGE")).status == 405
+        assert (
+            await raw_request(gw, "INVITE", sdp.offer("127.0.0.1", 44004), ctype="text/plain")
+        ).status == 415
+        assert (await raw_request(gw, "INVITE")).status == 488  # no offer
+    finally:
+        await gw.stop()
+
+
+async def test_bot_greets_at_once_and_dtmf_zero_bridges_to_the_agent_with_the_transcript() -> None:
+    agent_cfg = config()
+    agent = await start_gateway(agent_cfg)  # an echo UA stands in for the agent's phone
+    records: list[CallRecord] = []
+    bot_cfg = config(mode="bot", proxy=f"127.0.0.1:{agent_cfg.sip_port}", sip_domain="127.0.0.1")
+    gw = await start_gateway(bot_cfg, engines(), records)
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(f"sip:4000@127.0.0.1:{bot_cfg.sip_port}", ("127.0.0.1", bot_cfg.sip_port))
+        answered = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.5)
+        first = caller.heard.first_voice_after(0)
+        assert first is not None and first - answered < 0.3, "greeting not ready at pickup"
+        caller.dtmf("0")
+        for _ in range(100):
+            if agent.calls:
+                break
+            await asyncio.sleep(0.1)
+        assert agent.calls, "the agent leg never arrived"
+        agent_call = next(iter(agent.calls.values()))
+        header = agent_call.invite.get(TRANSCRIPT_HEADER) or ""
+        call_id = caller.dialog.call_id if caller.dialog else ""
+        assert header == f"/api/calls/{call_id}/transcript"
+        assert records and records[-1].outcome == "transferred"
+        assert any("<DTMF 0>" in ln.text for ln in records[-1].lines)
+        await asyncio.sleep(0.3)
+        caller.heard.frames.clear()
+        caller.play(tone(600, 1.0, 8000), 8000)  # through the bridge to the agent's echo and back
+        await caller.played()
+        await asyncio.sleep(0.4)
+        assert abs(dominant_hz(caller.heard.pcm(), 8000) - 600) < 10
+        await caller.hangup()
+        await asyncio.sleep(0.3)
+        assert not gw.calls and not agent.calls
+    finally:
+        await caller.close()
+        await gw.stop()
+        await agent.stop()
