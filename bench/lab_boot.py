@@ -35,19 +35,22 @@ def children_of() -> dict[int, list[int]]:
     return tree
 
 
-def pss_mib(root_pid: int) -> float:
-    """Proportional set size of a container: nspawn and every process below it."""
-    tree, todo, total = children_of(), [root_pid], 0
+def memory_mib(root_pid: int) -> tuple[float, float]:
+    """(PSS, RSS) of a container: nspawn and every process below it. PSS shares the pages of the
+    common image between hosts; RSS counts them in full for each host (an upper bound)."""
+    tree, todo, pss, rss = children_of(), [root_pid], 0, 0
     while todo:
         pid = todo.pop()
         todo += tree.get(pid, [])
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
-                    total += int(line.split()[1])
+                    pss += int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss += int(line.split()[1])
         except OSError:
             continue
-    return total / 1024
+    return pss / 1024, rss / 1024
 
 
 def timed_up(hosts: int, site: Path, cache: Path) -> tuple[float, LabState]:
@@ -71,7 +74,7 @@ def main() -> None:
         warm, state = timed_up(args.hosts, site, cache)
         time.sleep(args.settle)
         ram = [
-            pss_mib(r.pid)
+            memory_mib(r.pid)
             for r in state.resources
             if r.name.startswith("systemd-nspawn") and r.pid is not None
         ]
@@ -82,10 +85,10 @@ def main() -> None:
     print(f"cold (image built, then boot to SSH-ready): {cold:.1f} s")
     print(f"warm (cached image, boot to SSH-ready):     {warm:.1f} s")
     print(f"cold/warm: {cold / warm:.1f}x")
-    print(
-        f"RAM per idle host (PSS, {args.settle:.0f} s after boot): " + ", ".join(f"{m:.0f} MiB" for m in ram)
-    )
-    print(f"RAM per host, mean: {sum(ram) / len(ram):.0f} MiB")
+    print(f"RAM per idle host, {args.settle:.0f} s after boot (PSS / RSS):")
+    for i, (pss, rss) in enumerate(ram, start=1):
+        print(f"  lab{i}: {pss:.0f} MiB / {rss:.0f} MiB")
+    print(f"RAM per host, mean PSS: {sum(p for p, _ in ram) / len(ram):.0f} MiB")
 
 
 if __name__ == "__main__":

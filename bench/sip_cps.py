@@ -8,13 +8,19 @@ the dispatcher (the UAS is the one "voicebot" gateway), topology hiding.
 Both proxies run the role's own kamailio.cfg template (same modules and parameters); only the
 routing block differs: roles/kamailio/files/kamailio_routing.py vs bench/native/routes.cfg.
 They take turns under the same load (sipp -m CALLS -r RATE, bounded by -timeout and a wall-clock
-limit), and the best round of each is compared.
+limit). Two figures per engine:
+- calls/s achieved at the offered rate (all calls must succeed for a round to count);
+- capacity: calls per second of Kamailio CPU (1000 / CPU ms per call, summed over all its
+  processes), i.e. what one core sustains with that routing. On a shared 2-core machine sipp
+  takes a core of its own, so offering more than Kamailio can take measures sipp's collapse
+  (retransmissions), not the router; the CPU-based capacity is the fair comparison and the
+  KEMI/native ratio below is computed from it.
 
 Runs on loopback on this machine (127.0.0.1 proxy, 127.0.0.2 caller, 127.0.0.3 callee): sipp and
-Kamailio share the CPU, so the figures are lower bounds; the ratio is what this measures. No media
-relay (rtpengine) and no PostgreSQL: the database modules read Kamailio's db_text files instead.
+Kamailio share the CPU. No media relay (rtpengine) and no PostgreSQL: the database modules read
+Kamailio's db_text files instead (no query is made per call: the DIDs are in a hash table).
 
-    .venv/bin/python bench/sip_cps.py [--calls 15000] [--rate 4000] [--rounds 2]
+    .venv/bin/python bench/sip_cps.py [--calls 10000] [--rate 1000] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -286,9 +292,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--calls", type=int, default=15000, help="calls per round and engine")
+    parser.add_argument("--calls", type=int, default=10000, help="calls per round and engine")
     parser.add_argument(
-        "--rate", type=int, default=4000, help="offered calls/s (above capacity: measures the most)"
+        "--rate", type=int, default=1000, help="offered calls/s (keep it below what both engines carry)"
     )
     parser.add_argument("--limit", type=int, default=2000, help="most calls in progress at once")
     parser.add_argument("--rounds", type=int, default=2, help="rounds; engines alternate in each")
@@ -350,19 +356,24 @@ def main() -> int:
             os.kill(int(line), signal.SIGTERM)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    best = {e: max(rs, key=lambda r: r.cps) for e, rs in results.items()}
-    ratio = best["kemi"].cps / best["native"].cps
-    cpu_ratio = best["kemi"].cpu_ms_per_call / best["native"].cpu_ms_per_call
+    clean = {e: [r for r in rs if r.calls_failed == 0] for e, rs in results.items()}
+    if not all(clean.values()):
+        print("no round without failed calls for an engine: lower --rate (the load exceeded the machine)")
+        return 1
+    best = {e: min(rs, key=lambda r: r.cpu_ms_per_call) for e, rs in clean.items()}
+    cps_ratio = best["kemi"].cps / best["native"].cps
+    ratio = best["native"].cpu_ms_per_call / best["kemi"].cpu_ms_per_call
+    for label, engine in (("native routes", "native"), ("Python KEMI  ", "kemi")):
+        r = best[engine]
+        print(
+            f"{label}: {r.cps:6.0f} calls/s at {args.rate}/s offered; "
+            f"capacity {1000 / r.cpu_ms_per_call:6.0f} calls per Kamailio CPU-second "
+            f"({r.cpu_ms_per_call:.3f} ms/call)"
+        )
+    verdict = "met" if ratio >= 0.8 else "NOT met"
     print(
-        f"native routes : {best['native'].cps:7.0f} calls/s  "
-        f"({best['native'].cpu_ms_per_call:.3f} ms CPU/call)"
-    )
-    print(
-        f"Python KEMI   : {best['kemi'].cps:7.0f} calls/s  ({best['kemi'].cpu_ms_per_call:.3f} ms CPU/call)"
-    )
-    print(
-        f"KEMI/native   : {ratio:.2f} (target >= 0.80: {'met' if ratio >= 0.8 else 'NOT met'}); "
-        f"KEMI uses {cpu_ratio:.2f}x the Kamailio CPU per call"
+        f"KEMI/native capacity ratio: {ratio:.2f} (target >= 0.80: {verdict}); "
+        f"achieved calls/s ratio {cps_ratio:.2f}"
     )
     return 0 if ratio >= 0.8 else 1
 

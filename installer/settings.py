@@ -128,6 +128,38 @@ class EngineSettings(_Section):
     )
 
 
+class VoicebotSettings(_Section):
+    """Voice gateway and AI voice bot on [voicebot] hosts."""
+
+    sip_port: Port = Field(
+        5080, description="SIP/UDP port of the gateway; Kamailio's dispatcher sends calls here."
+    )
+    rtp_port_min: Port = Field(40000, description="First RTP port of the gateway (two per call at most).")
+    rtp_port_max: Port = Field(40999, description="Last RTP port of the gateway.")
+    max_calls: int = Field(
+        20, ge=1, le=5000, description="Concurrent calls per host; beyond it new calls get 503 (next host)."
+    )
+    metrics_port: Port = Field(9161, description="Prometheus metrics of the gateway.")
+    no_input_s: int = Field(
+        8, ge=2, le=120, description="Seconds of caller silence before the bot re-prompts."
+    )
+    max_call_s: int = Field(600, ge=30, le=86400, description="Maximum length of a bot call in seconds.")
+    agent_extension: str = Field(
+        "1001",
+        pattern=r"^[0-9A-Za-z_.-]{1,32}$",
+        description="Where the bot transfers calls (until the ACD exists).",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> VoicebotSettings:
+        if self.rtp_port_max - self.rtp_port_min + 1 < 2 * self.max_calls:
+            raise ValueError(
+                f"rtp_port_min..rtp_port_max ({self.rtp_port_min}-{self.rtp_port_max}) must hold 2 ports "
+                f"per call for max_calls={self.max_calls}"
+            )
+        return self
+
+
 class SiteSettings(BaseSettings):
     """One site: the settings of every host the inventory lists."""
 
@@ -151,6 +183,7 @@ class SiteSettings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     engines: EngineSettings = Field(default_factory=EngineSettings)
+    voicebot: VoicebotSettings = Field(default_factory=VoicebotSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -303,4 +336,19 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "monitoring_retention_days": s.monitoring.retention_days,
         "monitoring_prometheus_port": s.monitoring.prometheus_port,
         "monitoring_alertmanager_port": s.monitoring.alertmanager_port,
+        "llm_engine": s.engines.llm,
+        "llm_min_gpu_memory_gib": s.engines.min_gpu_memory_gib,
+        "speech_engine": s.engines.speech,
+        "kamailio_voicebot_port": s.voicebot.sip_port,
+        "voicebot_sip_port": s.voicebot.sip_port,
+        "voicebot_sip_domain": s.sip.domain,
+        "voicebot_rtp_port_min": s.voicebot.rtp_port_min,
+        "voicebot_rtp_port_max": s.voicebot.rtp_port_max,
+        "voicebot_max_calls": s.voicebot.max_calls,
+        "voicebot_metrics_port": s.voicebot.metrics_port,
+        "voicebot_no_input_s": s.voicebot.no_input_s,
+        "voicebot_max_call_s": s.voicebot.max_call_s,
+        "voicebot_agent_target": s.voicebot.agent_extension,
+        "voicebot_db_port": s.database.port,
+        "voicebot_db_name": s.database.name,
     }

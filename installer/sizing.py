@@ -62,6 +62,10 @@ def listeners(group: str, settings: SiteSettings) -> list[Listener]:
             Listener(s.media.control_port, "udp", "rtpengine", "rtpengine ng control"),
             Listener(s.media.metrics_port, "tcp", "rtpengine", "rtpengine metrics"),
         ],
+        "voicebot": [
+            Listener(s.voicebot.sip_port, "udp", "python", "voice gateway SIP/UDP"),
+            Listener(s.voicebot.metrics_port, "tcp", "python", "voice gateway metrics"),
+        ],
         "db": [
             Listener(s.database.port, "tcp", "postgres", "PostgreSQL"),
             Listener(s.database.exporter_port, "tcp", "prometheus-post", "postgres_exporter"),
@@ -102,6 +106,7 @@ def host_minimum(groups: list[str], lab: bool) -> Minimum:
 SERVICES: dict[str, list[tuple[str, str]]] = {
     "sip_proxy": [("kamailio", "kamailio")],
     "media": [("rtpengine-daemon", "rtpengine-daemon")],
+    "voicebot": [("aicc-voicebot", "python3-venv")],
     "db": [
         ("postgresql@15-main", "postgresql-15"),
         ("prometheus-postgres-exporter", "prometheus-postgres-exporter"),

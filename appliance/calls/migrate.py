@@ -73,7 +73,8 @@ def apply(conninfo: str, migrations: list[Migration]) -> list[str]:
                 with conn.transaction():
                     conn.execute(m.sql.encode())
                     conn.execute(
-                        "INSERT INTO aicc.schema_migrations (component, version, name, sha256) VALUES (%s, %s, %s, %s)",
+                        "INSERT INTO aicc.schema_migrations (component, version, name, sha256) "
+                        "VALUES (%s, %s, %s, %s)",
                         (m.component, m.version, m.name, m.sha256),
                     )
                 applied_now.append(f"{m.component}/{m.name}")

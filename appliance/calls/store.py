@@ -32,7 +32,8 @@ class CallStore:
     async def save(self, rec: CallRecord) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
-                """INSERT INTO aicc.calls (call_id, caller, service, language, started_at, answered_at, ended_at,
+                """INSERT INTO aicc.calls (call_id, caller, service, language, started_at, answered_at,
+                       ended_at,
                        outcome, end_reason, transfer_target, setup_s, barge_ins)
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (call_id) DO UPDATE SET language = EXCLUDED.language,
@@ -59,7 +60,8 @@ class CallStore:
                 await conn.execute(_DELETE[table], (rec.call_id,))
             async with conn.cursor() as cur:
                 await cur.executemany(
-                    "INSERT INTO aicc.call_lines (call_id, seq, speaker, text, at_s, duration_s, language, confidence) "
+                    "INSERT INTO aicc.call_lines (call_id, seq, speaker, text, at_s, duration_s, language, "
+                    "confidence) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
@@ -76,8 +78,8 @@ class CallStore:
                     ],
                 )
                 await cur.executemany(
-                    "INSERT INTO aicc.call_tool_calls (call_id, seq, tool, arguments, ok, result, error, seconds, at_s, "
-                    "confirmed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "INSERT INTO aicc.call_tool_calls (call_id, seq, tool, arguments, ok, result, error, "
+                    "seconds, at_s, confirmed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
                             rec.call_id,

@@ -12,7 +12,7 @@ from aicc.models.engines.base import Language, ToolSpec
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-ORDER_ID = {"type": "string", "pattern": r"^\d{6}$", "description": "the 6-digit order number"}
+ORDER_ID = {"type": "string", "pattern": "^[0-9]{6}$", "description": "the 6-digit order number"}
 
 TOOLS: list[ToolSpec] = [
     ToolSpec(
@@ -138,11 +138,11 @@ class DemoBackend:
             raise ConnectorError(f"no tool {tool!r}", kind="invalid")
         try:
             async with self.pool.connection() as conn:
-                conn.row_factory = dict_row  # type: ignore[assignment]
+                conn.row_factory = dict_row
                 try:
                     result: dict[str, Any] = await handler(conn, arguments, caller)
                 finally:
-                    conn.row_factory = tuple_row  # type: ignore[assignment]  # the pool shares connections
+                    conn.row_factory = tuple_row  # the pool shares connections
                 return result
         except ConnectorError:
             raise
@@ -209,7 +209,8 @@ class DemoBackend:
                 (args["new_address"], args["order_id"]),
             )
             await conn.execute(
-                "INSERT INTO aicc.demo_address_changes (order_id, old_address, new_address, via) VALUES (%s, %s, %s, %s)",
+                "INSERT INTO aicc.demo_address_changes (order_id, old_address, new_address, via) "
+                "VALUES (%s, %s, %s, %s)",
                 (args["order_id"], row["delivery_address"], args["new_address"], "voicebot"),
             )
         return {
@@ -225,7 +226,8 @@ class DemoBackend:
             if o["status"] != "delivered":
                 return {"order_id": o["id"], "created": False, "status": o["status"]}
             cur = await conn.execute(
-                "INSERT INTO aicc.demo_returns (order_id, reason, via) VALUES (%s, %s, 'voicebot') RETURNING id",
+                "INSERT INTO aicc.demo_returns (order_id, reason, via) "
+                "VALUES (%s, %s, 'voicebot') RETURNING id",
                 (o["id"], args["reason"]),
             )
             row = await cur.fetchone()
@@ -235,7 +237,8 @@ class DemoBackend:
         if args.get("order_id"):
             await self._order(conn, args["order_id"])
         cur = await conn.execute(
-            "INSERT INTO aicc.demo_tickets (summary, category, order_id, caller) VALUES (%s, %s, %s, %s) RETURNING id",
+            "INSERT INTO aicc.demo_tickets (summary, category, order_id, caller) "
+            "VALUES (%s, %s, %s, %s) RETURNING id",
             (args["summary"], args["category"], args.get("order_id"), caller),
         )
         row = await cur.fetchone()
@@ -273,7 +276,8 @@ class DemoBackend:
                 )
             event = _EVENT[last["event"]][language]
             if zh:
-                return f"订单{oid}由{_CARRIER_ZH.get(carrier, carrier)}承运，包裹在{last['location_zh']}{event}。"
+                carrier_zh = _CARRIER_ZH.get(carrier, carrier)
+                return f"订单{oid}由{carrier_zh}承运，包裹在{last['location_zh']}{event}。"
             return f"Order {oid} is with {carrier}. The parcel {event} in {last['location_en']}."
         if tool == "change_address":
             if not result.get("changed"):

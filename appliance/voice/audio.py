@@ -24,11 +24,11 @@ def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
     """
     if src_rate == dst_rate or not pcm:
         return pcm
-    x = to_array(pcm).astype(np.float32)
+    x: npt.NDArray[np.float64] = to_array(pcm).astype(np.float64)
     if dst_rate < src_rate:
         width = math.ceil(src_rate / dst_rate)
         if width > 1 and len(x) >= width:
-            x = np.convolve(x, np.ones(width, dtype=np.float32) / width, mode="same")
+            x = np.convolve(x, np.ones(width, dtype=np.float64) / width, mode="same")
     n_out = int(len(x) * dst_rate / src_rate)
     if n_out <= 0:
         return b""

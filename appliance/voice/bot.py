@@ -3,6 +3,7 @@ playback, or the echo pipeline that replaces the bot when only the media plane i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -10,15 +11,18 @@ from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.connectors.base import Connector
 from aicc.appliance.voice.asr import ASRProcessor
 from aicc.appliance.voice.bargein import BargeInProcessor
-from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams
+from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams, system_prompt
 from aicc.appliance.voice.echo import EchoProcessor
 from aicc.appliance.voice.pipeline import FrameProcessor, Pipeline
 from aicc.appliance.voice.playback import Playback
 from aicc.appliance.voice.sentences import SentenceAggregator
 from aicc.appliance.voice.timers import CallTimersProcessor
+from aicc.appliance.voice.toolargs import plan_schema
 from aicc.appliance.voice.tts import TTSProcessor
 from aicc.appliance.voice.vad import EchoReference, VADProcessor
-from aicc.models.engines.base import ASREngine, Language, LLMClient, TTSEngine, VADEngine
+from aicc.models.engines.base import ASREngine, ChatMessage, Language, LLMClient, TTSEngine, VADEngine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,8 +32,30 @@ class BotEngines:
     tts: TTSEngine
     vad: Callable[[], VADEngine]  # one per call: a VAD keeps state between frames
     connector: Connector
-    # Prompt audio shared by all calls, keyed by (text, language, rate): synthesised once per process.
-    prompt_cache: dict[tuple[str, str, int], bytes] = field(default_factory=dict)
+    # Prompt audio shared by all calls, keyed by (text, language), at the TTS rate: synthesised once
+    # per process (warm_prompts at start-up), resampled to each call's codec rate by its playback.
+    prompt_cache: dict[tuple[str, str], bytes] = field(default_factory=dict)
+
+    async def warm_llm(self) -> None:
+        """One plan request so the LLM server caches the (fixed) system prompt and schema prefix:
+        the first caller then does not pay for evaluating it."""
+        tools = self.connector.tools()
+        messages = [ChatMessage("system", system_prompt(tools)), ChatMessage("user", "hello")]
+        await self.llm.complete_json(messages, plan_schema(tools), max_tokens=64)
+
+    async def warm_prompts(self) -> None:
+        """Synthesise every prompt of both languages; run in the background when the gateway starts.
+
+        A generous timeout: the first synthesis loads the voice, on a busy host that takes a while."""
+        try:
+            await self.warm_llm()
+        except Exception as exc:  # the bot still works, the first plan is just slower
+            log.warning("warming the LLM prompt cache failed: %s", exc)
+        warm = TTSProcessor(self.tts, self.tts.sample_rate, timeout_s=120.0)
+        lines = DialogueManager.prewarm_lines("en") + DialogueManager.prewarm_lines("zh")
+        for text, lang in dict.fromkeys(lines):
+            if (text, lang) not in self.prompt_cache:
+                self.prompt_cache[(text, lang)] = await warm.synthesize_all(text, lang)
 
 
 @dataclass
@@ -39,17 +65,15 @@ class BotSession:
     tts: TTSProcessor | None
 
     async def prepare(self, language: Language, engines: BotEngines | None) -> None:
-        """Synthesise the greeting and the graceful lines before the call is answered."""
+        """Have the notice and greeting audio ready before the call is answered (synthesised now if the
+        start-up warm-up has not made them yet); every other prompt already made is shared too."""
         if self.tts is None or engines is None:
             return
-        rate = self.tts.out_rate
-        lines = DialogueManager.prewarm_lines(language)
-        missing = [(t, lang) for t, lang in lines if (t, lang, rate) not in engines.prompt_cache]
+        needed = [(PROMPTS[k][language], language) for k in ("notice", "greeting")]
+        missing = [line for line in needed if line not in engines.prompt_cache]
         await self.tts.prewarm(missing)
-        for (text, lang), pcm in self.tts.cache.items():
-            engines.prompt_cache[(text, lang, rate)] = pcm
-        for text, lang in lines:
-            self.tts.cache[(text, lang)] = engines.prompt_cache[(text, lang, rate)]
+        engines.prompt_cache.update(self.tts.cache)
+        self.tts.cache.update(engines.prompt_cache)
         self.tts.fallback = {"en": PROMPTS["engine_trouble"]["en"], "zh": PROMPTS["engine_trouble"]["zh"]}
 
 
@@ -64,7 +88,7 @@ def build_bot(
 ) -> BotSession:
     echo = EchoReference()
     playback = Playback(out_rate, echo)
-    tts = TTSProcessor(engines.tts, out_rate)
+    tts = TTSProcessor(engines.tts, engines.tts.sample_rate)  # playback resamples to the codec rate
     procs: list[FrameProcessor] = [
         VADProcessor(engines.vad(), echo),
         ASRProcessor(engines.asr),

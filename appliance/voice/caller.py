@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from aicc.appliance.voice import dialog as dlg
 from aicc.appliance.voice import sdp, sip
 from aicc.appliance.voice.audio import resample, rms
-from aicc.appliance.voice.rtp import MediaClock, RtpSession, open_session
+from aicc.appliance.voice.codecs import SUPPORTED
+from aicc.appliance.voice.rtp import NO_PEER, MediaClock, RtpSession, open_session
 from aicc.appliance.voice.sip import SipMessage
 from aicc.appliance.voice.transport import Addr, SipTransport
 
@@ -61,6 +62,7 @@ class Caller:
         self.received: list[SipMessage] = []
         self._out: list[bytes] = []
         self._record = True
+        self._hung_up = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -116,9 +118,9 @@ class Caller:
     ) -> None:
         """Place the call; raises dlg.CallFailed with the final status when it is not answered."""
         self.rtp = RtpSession(
-            sdp.SUPPORTED[self.codecs[0]],
-            sdp.SUPPORTED[self.codecs[0]].payload_type,
-            ("0.0.0.0", 0),
+            SUPPORTED[self.codecs[0]],
+            SUPPORTED[self.codecs[0]].payload_type,
+            NO_PEER,
             dtmf_pt=101,
             on_audio=self._heard,
             on_dtmf=lambda d: None,
@@ -173,8 +175,10 @@ class Caller:
         self.rtp.send_dtmf(digit)
 
     async def hangup(self) -> int:
-        if self.dialog is None:
+        """Send BYE once (idempotent); 200 when the far end had already hung up."""
+        if self.dialog is None or self._hung_up:
             return 0
+        self._hung_up = True
         if self.rtp is not None:
             self.clock.sessions.discard(self.rtp)
         if self.remote_bye.is_set():

@@ -20,20 +20,24 @@ class EngineEndpoints(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     llm_urls: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8081/v1"],
+        default_factory=lambda: ["http://127.0.0.1:8081"],
         description="OpenAI-compatible LLM servers (llama-server or vLLM).",
     )
     llm_model: str = Field("qwen2.5-1.5b-instruct", description="Model name sent to the LLM server.")
     model_dir: Path = Field(
-        Path("/var/lib/aicc/models"), description="Where the model store put the weights."
+        Path("/var/cache/aicc/models"), description="The model store (aicc models fetch) holding the weights."
     )
     asr_threads: int = Field(2, ge=1, le=64)
+
+
+def _default_services() -> dict[str, Literal["en", "zh"]]:
+    return {"voicebot": "en", "voicebot-zh": "zh", "4000": "en", "4001": "zh"}
 
 
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sip_ip: str = Field("0.0.0.0", description="Address the SIP socket binds.")
+    sip_ip: str = Field("0.0.0.0", description="Address the SIP socket binds.")  # noqa: S104  # host firewall limits it
     sip_port: Port = Field(5080, description="SIP/UDP port Kamailio dispatches calls to.")
     advertised_ip: str = Field("127.0.0.1", description="Address written into Contact and SDP.")
     rtp_port_min: Port = Field(40000)
@@ -44,16 +48,17 @@ class GatewayConfig(BaseModel):
     rtp_timeout_s: float = Field(30.0, ge=5, le=3600, description="No RTP this long ends the call.")
     max_call_s: float = Field(600.0, ge=10, le=86400, description="Maximum call length.")
     no_input_s: float = Field(8.0, ge=1, le=120, description="Silence before the bot re-prompts.")
+    llm_timeout_s: float = Field(20.0, ge=1, le=120, description="A plan slower than this: transfer.")
     jitter_depth: int = Field(3, ge=1, le=20, description="Jitter buffer depth in 20 ms packets.")
     agent_target: str = Field("1001", description="Where transfers go until the ACD exists.")
     sip_domain: str = Field("aicc.local")
     proxy: str = Field("127.0.0.1:5060", description="Kamailio address for calls the gateway places.")
     services: dict[str, Literal["en", "zh"]] = Field(
-        default_factory=lambda: {"voicebot": "en", "voicebot-zh": "zh", "4000": "en", "4001": "zh"},
+        default_factory=_default_services,
         description="X-AICC-Service value (or dialled number) -> the bot's starting language.",
     )
     metrics_port: Port = Field(9161)
-    metrics_ip: str = Field("0.0.0.0")
+    metrics_ip: str = Field("0.0.0.0", description="Address of the metrics listener.")  # noqa: S104
     database_dsn_file: Path | None = Field(None, description="File holding the PostgreSQL conninfo (0600).")
     engines: EngineEndpoints = Field(default_factory=EngineEndpoints)
     mode: Literal["bot", "echo"] = Field("bot", description="echo: replace the bot by an echo (media tests).")
@@ -83,7 +88,7 @@ def load_config(path: Path | None) -> GatewayConfig:
             raise ConfigError(f"{path}: expected a mapping")
         data = loaded
     try:
-        return GatewayConfig(**data)  # type: ignore[arg-type]
+        return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path or 'defaults'}: {errors}") from None

@@ -210,7 +210,7 @@ def digit_runs(text: str) -> list[str]:
         digit = token if token.isdigit() else _CN_DIGITS.get(token) or _EN_DIGITS.get(token)
         if digit is not None:
             current += digit
-        elif token.isspace() or token in "-":
+        elif token.isspace() or token in ("-", "‐"):
             continue  # "1 0 0 2 3 4" and "100-234" are one number
         elif current:
             runs.append(current)

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aicc.appliance.calls.record import CallRecord, Outcome
 from aicc.appliance.voice import dialog as dlg
@@ -33,7 +34,7 @@ from aicc.appliance.voice.frames import (
     TransferFrame,
 )
 from aicc.appliance.voice.metrics import VoiceMetrics
-from aicc.appliance.voice.rtp import MediaClock, RtpSession, open_session
+from aicc.appliance.voice.rtp import NO_PEER, MediaClock, RtpSession, open_session
 from aicc.appliance.voice.sip import SipMessage
 from aicc.appliance.voice.transport import Addr, SipTransport
 
@@ -93,7 +94,7 @@ class Call:
         if self.gw.engines is None or cfg.mode == "echo":
             self.bot = build_echo(out_rate)
         else:
-            params = DialogueParams(agent_target=cfg.agent_target)
+            params = DialogueParams(agent_target=cfg.agent_target, llm_timeout_s=cfg.llm_timeout_s)
             self.bot = build_bot(
                 self.gw.engines,
                 self.record,
@@ -115,9 +116,7 @@ class Call:
             jitter_depth=cfg.jitter_depth,
         )
         self.rtp.sending = self.neg.direction in ("sendrecv", "sendonly")
-        self.rtp_port = await open_session(
-            self.rtp, cfg.sip_ip if cfg.sip_ip != "0.0.0.0" else "0.0.0.0", cfg.rtp_port_min, cfg.rtp_port_max
-        )
+        self.rtp_port = await open_session(self.rtp, cfg.sip_ip, cfg.rtp_port_min, cfg.rtp_port_max)
         await self.bot.prepare(self.language, self.gw.engines)  # type: ignore[arg-type]
 
     def answer_sdp(self) -> bytes:
@@ -273,7 +272,7 @@ class Call:
         agent_rtp = RtpSession(
             self.neg.codec,
             self.neg.payload_type,
-            ("0.0.0.0", 0),
+            NO_PEER,
             dtmf_pt=101,
             on_audio=self._audio_from_agent,
             on_dtmf=lambda d: None,
@@ -283,7 +282,7 @@ class Call:
         self._to_agent: deque[bytes] = deque(maxlen=10)
         self._to_caller: deque[bytes] = deque(maxlen=10)
         try:
-            port = await open_session(agent_rtp, "0.0.0.0", cfg.rtp_port_min, cfg.rtp_port_max)
+            port = await open_session(agent_rtp, cfg.sip_ip, cfg.rtp_port_min, cfg.rtp_port_max)
             offer = sdp.offer(cfg.advertised_ip, port, codecs=(self.neg.codec.name,))
             headers = [
                 (TRANSCRIPT_HEADER, f"/api/calls/{self.call_id}/transcript"),
@@ -356,15 +355,15 @@ class Call:
                 await self.bot.pipeline.broadcast(EndFrame(reason=reason))
             await self.bot.pipeline.stop()
         if send_bye and self.dialog is not None:
-            with contextlib.suppress(Exception):
-                await dlg.bye(self.gw.transport, self.dialog)
+            # Retransmitted until answered or 32 s: in the background, so a dead peer does not hold up
+            # the record, the metrics or the freed capacity.
+            self.gw._spawn(self._bye(self.dialog))
         if self.agent_leg is not None:
             agent_dialog, agent_rtp = self.agent_leg
             self.gw.clock.sessions.discard(agent_rtp)
             self.gw.agent_dialogs.pop(agent_dialog.call_id, None)
             if reason != "agent_hangup":
-                with contextlib.suppress(Exception):
-                    await dlg.bye(self.gw.transport, agent_dialog)
+                self.gw._spawn(self._bye(agent_dialog))
             agent_rtp.close()
         if self.rtp is not None:
             self._media_metrics(self.rtp)
@@ -376,6 +375,10 @@ class Call:
         self.gw.metrics.finished.labels(outcome=outcome).inc()
         log.info("call ended: %s (%s), %.1f s", outcome, reason, time.monotonic() - self.received_at)
         await self.gw.save(self.record)
+
+    async def _bye(self, dialog: dlg.Dialog) -> None:
+        with contextlib.suppress(Exception):
+            await dlg.bye(self.gw.transport, dialog)
 
     def _media_metrics(self, rtp: RtpSession) -> None:
         m = self.gw.metrics
@@ -425,6 +428,19 @@ class Gateway:
         self.clock.on_tick_error = lambda exc: self.metrics.processor_errors.labels(processor="media").inc()
         self.clock.start()
         self._late = loop.create_task(self._late_ticks())
+        if self.engines is not None and self.cfg.mode == "bot":
+            self._spawn(self._warm())
+
+    async def _warm(self) -> None:
+        assert self.engines is not None
+        started = time.monotonic()
+        try:
+            await self.engines.warm_prompts()
+            log.info("prompts synthesised in %.1f s", time.monotonic() - started)
+        except Exception:
+            # Calls still work: each one synthesises its greeting; graceful lines may then be missing.
+            log.exception("synthesising the prompts at start-up failed")
+            self.metrics.engine_errors.labels(engine="tts").inc()
 
     async def _late_ticks(self) -> None:
         seen = 0
@@ -437,6 +453,7 @@ class Gateway:
     async def stop(self) -> None:
         for call in list(self.calls.values()):
             await call.end("shutdown", "abandoned", send_bye=True)
+        await asyncio.sleep(0.1)  # let the BYE tasks put their first transmission on the wire
         self._late.cancel()
         await self.clock.stop()
         self.transport.close()
@@ -450,8 +467,8 @@ class Gateway:
             log.exception("storing the call record failed")
             self.metrics.engine_errors.labels(engine="call_store").inc()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -18,6 +18,8 @@ from aicc.appliance.voice.codecs import Codec, Coder
 log = logging.getLogger(__name__)
 
 DTMF_EVENTS = "0123456789*#ABCD"
+# The remote address of a session before the answer names it.
+NO_PEER: tuple[str, int] = ("0.0.0.0", 0)  # noqa: S104
 
 
 class RtpError(ValueError):

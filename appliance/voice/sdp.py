@@ -165,7 +165,7 @@ def negotiate(offer: SessionDescription, preference: tuple[str, ...] = PREFERENC
     # The offerer's order expresses its preference, but wideband wins for ASR if the caller offers it.
     for name in preference:
         if name in offered:
-            address = audio.connection or offer.connection or "0.0.0.0"
+            address = audio.connection or offer.connection or ""
             return Negotiated(
                 SUPPORTED[name],
                 offered[name],

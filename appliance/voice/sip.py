@@ -74,7 +74,9 @@ def canonical(name: str) -> str:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas outside quotes and angle brackets (Via, Record-Route, Contact)."""
-    parts, depth, quoted, cur = [], 0, False, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quoted = 0, False
     for ch in value:
         if ch == '"':
             quoted = not quoted
@@ -110,10 +112,10 @@ class NameAddr:
 def _params(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in text.split(";"):
-        part = part.strip()
-        if not part:
+        item = part.strip()
+        if not item:
             continue
-        key, _, value = part.partition("=")
+        key, _, value = item.partition("=")
         out[key.strip().lower()] = value.strip()
     return out
 

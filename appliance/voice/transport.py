@@ -64,7 +64,7 @@ class SipTransport(asyncio.DatagramProtocol):
         self.on_malformed = on_malformed
         self.on_stray_response = on_stray_response
         self.transport: asyncio.DatagramTransport | None = None
-        self.local: Addr = ("0.0.0.0", 0)
+        self.local: Addr = ("", 0)
         self.stats = TransportStats()
         self._server: dict[tuple[str, str], _ServerTx] = {}
         self._client: dict[tuple[str, str], _ClientTx] = {}

@@ -144,10 +144,19 @@ def ensure_shared_cache() -> None:
                 return
             stop_process(current)
         if port_open(LOOPBACK, PORT):
+            holder = _listener(PORT)
+            fix = f"stop it (see `ss -ltnp 'sport = :{PORT}'`), then run `aicc lab up` again"
+            if "apt-cacher-ng" in holder:
+                # Typically the distribution's service, started when the package was installed.
+                fix = (
+                    "the lab runs its own apt-cacher-ng on 127.0.0.1 only; stop and disable the packaged "
+                    "service: `systemctl disable --now apt-cacher-ng` (without systemd: "
+                    "`service apt-cacher-ng stop && update-rc.d apt-cacher-ng disable`)"
+                )
             raise RunFailed(
-                f"something else listens on {LOOPBACK}:{PORT}",
+                f"port {PORT} on {LOOPBACK} is already taken: {holder or 'unknown process'}",
                 where="apt cache for lab hosts",
-                fix=f"stop it (see `ss -ltnp 'sport = :{PORT}'`), then run `aicc lab up` again",
+                fix=fix,
             )
         for sub in ("log", "run", "conf"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -163,6 +172,17 @@ def ensure_shared_cache() -> None:
                 where=str(d / "log"),
                 fix="read its logs there",
             )
+
+
+def _listener(port: int) -> str:
+    """`ss`'s description of who listens on a TCP port on loopback (address and process), or ""."""
+    proc = subprocess.run(
+        ["ss", "-H", "-ltnp", f"sport = :{port}"], capture_output=True, text=True, check=False
+    )
+    # Only listeners that answer on loopback: the lab forwarders on bridge addresses are not in the way.
+    loopback = {LOOPBACK, "0.0.0.0", "*", "[::]", "[::ffff:127.0.0.1]"}  # noqa: S104 - we only read ss
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    return "; ".join(" ".join(r[3:]) for r in rows if len(r) > 3 and r[3].rsplit(":", 1)[0] in loopback)
 
 
 def stop_shared_cache_if_unused(leaving: str) -> bool:

@@ -110,7 +110,11 @@ def _status_table(h: lifecycle.LabHealth, ssh_checked: bool) -> object:
         )
         for x in h.hosts
     ]
-    title = f"lab {h.name}: {h.subnet}, bridge {h.bridge} {h.bridge_address}, site {h.site}"
+    cache = "ok" if h.apt_cache else "DOWN (run `aicc lab up` again to restart it)"
+    title = (
+        f"lab {h.name}: {h.subnet}, bridge {h.bridge} {h.bridge_address}, site {h.site}, "
+        f"apt cache {h.bridge_address}:3142 {cache}"
+    )
     return table(title, ["host", "address", "running", "ssh", "groups"], rows)
 
 
@@ -158,3 +162,19 @@ def down(
     except AiccError as exc:
         raise _fail(exc) from None
     console.print(f"lab {name!r} removed" if removed else f"lab {name!r} is not up; nothing to remove")
+
+
+@app.command()
+def prune(
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Base image cache (default /var/cache/aicc/lab or $AICC_LAB_CACHE).")
+    ] = None,
+) -> None:
+    """Remove cached base images of older recipes that no lab uses (the current one is kept)."""
+    from aicc.installer.lab.cache import prune as prune_images
+    from aicc.installer.lab.image import cache_root
+
+    removed = prune_images(cache_root(cache_dir))
+    for path in removed:
+        console.print(f"removed {path}")
+    console.print(f"{len(removed)} old image(s) removed")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aicc.installer.errors import RunFailed
+from aicc.installer.lab.fsutil import remove_tree
 from aicc.installer.lab.locks import file_lock
 
 CACHE_ENV = "AICC_LAB_CACHE"
@@ -106,25 +106,28 @@ def ensure_image(root: Path, log: Path | None = None) -> tuple[Path, bool]:
 @contextmanager
 def _build_dir(root: Path) -> Iterator[Path]:
     tmp = root / f".tmp-base-{recipe_hash()[:16]}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp)
     tmp.mkdir()
     try:
         yield tmp
     finally:
         # After the rename there is nothing left here; after a failure the half image goes away.
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
 
 
 def _remove_stale_builds(root: Path) -> None:
     """Temporary folders of builds that crashed (we hold the build lock, so none is in progress)."""
     for stale in root.glob(".tmp-base-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        remove_tree(stale)
 
 
 def _build(tmp: Path, log: Path) -> None:
     target = tmp / "rootfs"
     cmd = [
         "mmdebstrap",
+        # unshare: its /proc, /sys and /dev mounts live in a private mount namespace and vanish
+        # with it, so a build killed midway cannot leave mounts inside the cache folder.
+        "--mode=unshare",
         f"--variant={VARIANT}",
         "--include=" + ",".join(PACKAGES),
         "--format=directory",

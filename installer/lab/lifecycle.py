@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
 from aicc.installer.errors import InputError, RunFailed
 from aicc.installer.lab import aptcache, hosts, image, net, prereqs
+from aicc.installer.lab.fsutil import remove_tree
 from aicc.installer.lab.groups import groups_by_host
 from aicc.installer.lab.locks import file_lock
 from aicc.installer.lab.plan import LabPlan, make_plan, validate_name
@@ -49,11 +50,16 @@ class LabHealth(BaseModel):
     site: str
     inventory: str
     complete: bool
+    apt_cache: bool  # the lab's forwarder on the bridge and the shared apt-cacher-ng both run
     hosts: list[HostHealth]
 
     @property
     def healthy(self) -> bool:
-        return self.complete and all(h.running and h.ssh_ok for h in self.hosts)
+        return self.complete and self.apt_cache and self.hosts_ok
+
+    @property
+    def hosts_ok(self) -> bool:
+        return all(h.running and h.ssh_ok for h in self.hosts)
 
 
 def _lock(name: str) -> Path:
@@ -101,7 +107,7 @@ def up(
             _create(state, lower, site, steps, ssh_timeout)
         except BaseException:
             steps.say(f"[red]lab {name!r} did not come up; removing what was created[/red]")
-            teardown(state, steps)
+            teardown(state)
             raise
         return state
 
@@ -111,12 +117,17 @@ def _keep_existing(existing: LabState, plan: LabPlan, site: Path, force: bool, s
     name = plan.name
     health = lab_health(existing, check_ssh=True)
     same = existing.plan == plan and Path(existing.site) == site
+    if health.complete and health.hosts_ok and not health.apt_cache and same and not force:
+        with steps.step("restarting the lab's apt cache"):
+            _repair_apt_cache(existing)
+        health = lab_health(existing, check_ssh=True)
     if health.healthy and not force:
         if same:
             steps.say(
                 f"lab {name!r} is already up ({len(plan.hosts)} hosts on {plan.subnet}, "
                 f"site {existing.site}); use --force to recreate it"
             )
+            _write_site_files(existing)  # in case the site's files were removed meanwhile
             return True
         raise InputError(
             f"lab {name!r} is already up with {len(existing.plan.hosts)} hosts on "
@@ -125,19 +136,18 @@ def _keep_existing(existing: LabState, plan: LabPlan, site: Path, force: bool, s
             fix=f"use the same options, pass --force to recreate it, or run `aicc lab down --name {name}`",
         )
     down_hosts = [h.name for h in health.hosts if not (h.running and h.ssh_ok)]
-    reason = (
-        "recreating (--force)"
-        if health.healthy
-        else f"lab {name!r} is half up (not answering: {', '.join(down_hosts) or 'unfinished'})"
-    )
+    if health.healthy:
+        reason = "recreating (--force)"
+    elif down_hosts:
+        reason = f"lab {name!r} is half up (not answering: {', '.join(down_hosts)})"
+    else:
+        reason = f"lab {name!r} did not finish coming up last time"
     with steps.step(f"{reason}: removing what it left"):
-        teardown(existing, steps)
+        teardown(existing)
     return False
 
 
 def _check_subnet_free(plan: LabPlan) -> None:
-    import ipaddress
-
     mine = ipaddress.ip_network(plan.subnet)
     for other in all_labs():
         if other == plan.name:
@@ -166,7 +176,7 @@ def _create(state: LabState, lower: Path, site: Path, steps: Steps, ssh_timeout:
     with steps.step("apt cache for lab hosts (apt-cacher-ng on 127.0.0.1:3142)"):
         aptcache.ensure_shared_cache()
     with steps.step(f"network: bridge {plan.bridge} {plan.bridge_address}/{plan.prefixlen}"):
-        record(state, Resource(kind="bridge", name=plan.bridge))
+        _claim(state, Resource(kind="bridge", name=plan.bridge))
         net.create_bridge(plan.bridge, plan.bridge_address, plan.prefixlen)
         fwd = aptcache.spawn(aptcache.forwarder_command(plan.bridge_address), ldir / "socat.log", "socat")
         record(state, fwd)
@@ -176,17 +186,15 @@ def _create(state: LabState, lower: Path, site: Path, steps: Steps, ssh_timeout:
                 where=str(ldir / "socat.log"),
             )
         for h in plan.hosts:
-            record(state, Resource(kind="netns", name=h.netns))
+            _claim(state, Resource(kind="netns", name=h.netns))
             net.create_netns(h.netns)
-            record(state, Resource(kind="veth", name=h.veth))
+            _claim(state, Resource(kind="veth", name=h.veth))
             net.create_veth(h.veth, h.netns, h.address, plan.prefixlen, plan.bridge)
     with steps.step(f"hosts: keys and files for {len(plan.hosts)} hosts"):
         pub = ensure_keypair(site, f"aicc-lab-{plan.name}")
-        host_keys: dict[str, str] = {}
         for h in plan.hosts:
-            upper = hosts.upper_dir(ldir, h)
-            host_keys[h.address] = hosts.prepare_upper(upper, lower, plan, h, pub)
-        write_known_hosts(site, host_keys)
+            hosts.prepare_upper(hosts.upper_dir(ldir, h), lower, plan, h, pub)
+        write_known_hosts(site, _host_keys(state))
     t_boot = time.monotonic()
     with steps.step("booting " + ", ".join(h.name for h in plan.hosts)) as s:
         for h in plan.hosts:
@@ -206,9 +214,38 @@ def _create(state: LabState, lower: Path, site: Path, steps: Steps, ssh_timeout:
             steps.say(f"  {h.name} {h.address}: SSH ready after {time.monotonic() - t_boot:.1f} s")
         s["note"] = f"(all hosts SSH-ready {time.monotonic() - t_boot:.1f} s after boot)"
     with steps.step(f"site {site}"):
-        write_site(site, plan)
+        _write_site_files(state)
     state.complete = True
     save_state(state)
+
+
+def _claim(state: LabState, res: Resource) -> None:
+    """Record a kernel object before creating it, refusing one that already exists (not ours)."""
+    netns = res.kind == "netns"
+    if net.netns_exists(res.name) if netns else net.link_exists(res.name):
+        remove = f"ip netns del {res.name}" if netns else f"ip link del {res.name}"
+        raise RunFailed(
+            f"{res.kind} {res.name} already exists and was not made by this `lab up`",
+            where=res.name,
+            fix=f"remove it (`{remove}`) if it is a leftover, or pick another --name",
+        )
+    record(state, res)
+
+
+def _host_keys(state: LabState) -> dict[str, str]:
+    """address -> host public key, read from each host's overlay (no trust on first use)."""
+    ldir = lab_dir(state.plan.name)
+    return {
+        h.address: (hosts.upper_dir(ldir, h) / "etc/ssh/ssh_host_ed25519_key.pub").read_text(encoding="utf-8")
+        for h in state.plan.hosts
+    }
+
+
+def _write_site_files(state: LabState) -> None:
+    site = Path(state.site)
+    ensure_keypair(site, f"aicc-lab-{state.plan.name}")
+    write_known_hosts(site, _host_keys(state))
+    write_site(site, state.plan)
 
 
 def _tail(path: Path, lines: int = 12) -> str:
@@ -218,7 +255,7 @@ def _tail(path: Path, lines: int = 12) -> str:
         return ""
 
 
-def teardown(state: LabState, steps: Steps | None = None) -> None:
+def teardown(state: LabState) -> None:
     """Remove, in reverse order, everything the state says this lab created. Safe to repeat."""
     procs = [r for r in state.resources if r.kind == "process"]
     # Ask every container to shut down at once (nspawn turns SIGTERM into an orderly shutdown).
@@ -235,8 +272,8 @@ def teardown(state: LabState, steps: Steps | None = None) -> None:
         elif r.kind == "bridge":
             net.delete_link(r.name)
         elif r.kind == "dir":
-            shutil.rmtree(r.name, ignore_errors=True)
-    shutil.rmtree(lab_dir(state.plan.name), ignore_errors=True)
+            remove_tree(Path(r.name))
+    remove_tree(lab_dir(state.plan.name))
     aptcache.stop_shared_cache_if_unused(state.plan.name)
 
 
@@ -257,7 +294,7 @@ def down(name: str, steps: Steps | None = None) -> bool:
                 )
             return False
         with steps.step(f"stopping lab {name!r} ({len(state.plan.hosts)} hosts)"):
-            teardown(state, steps)
+            teardown(state)
         return True
 
 
@@ -320,8 +357,34 @@ def lab_health(state: LabState, check_ssh: bool = True) -> LabHealth:
         site=str(site),
         inventory=str(site / "inventory.ini"),
         complete=state.complete,
+        apt_cache=_forwarder_alive(state) and aptcache.shared_cache_running(),
         hosts=host_health,
     )
+
+
+def _forwarder(state: LabState) -> Resource | None:
+    return next((r for r in state.resources if r.kind == "process" and r.name == "socat"), None)
+
+
+def _forwarder_alive(state: LabState) -> bool:
+    r = _forwarder(state)
+    return r is not None and process_alive(r)
+
+
+def _repair_apt_cache(state: LabState) -> None:
+    """Restart the apt cache pieces of a lab whose hosts are fine (no need to recreate the hosts)."""
+    aptcache.ensure_shared_cache()
+    if _forwarder_alive(state):
+        return
+    old = _forwarder(state)
+    plan = state.plan
+    fwd = aptcache.spawn(
+        aptcache.forwarder_command(plan.bridge_address), lab_dir(plan.name) / "socat.log", "socat"
+    )
+    state.resources = [r for r in state.resources if r is not old]
+    record(state, fwd)
+    if not aptcache.wait_port(plan.bridge_address, aptcache.PORT, 10):
+        raise RunFailed(f"the apt forwarder did not listen on {plan.bridge_address}:{aptcache.PORT}")
 
 
 def host_process(state: LabState, host: str) -> Resource | None:

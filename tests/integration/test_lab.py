@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,27 @@ def test_lab_cli_status_ssh_and_second_up(lab: Lab) -> None:
     assert res.returncode == 2 and "already up" in res.stderr, res.stderr
 
 
+def test_ansible_reaches_every_host_with_the_lab_inventory_alone(lab: Lab, tmp_path: Path) -> None:
+    """The inventory carries key, pinned host keys and interpreter: plain Ansible needs nothing else."""
+    env = {
+        **os.environ,
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path),
+        "HOME": str(tmp_path),
+    }  # no ~/.ssh or ansible.cfg of this machine helps
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "all", "-i", str(lab.inventory), "-m", "ping"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.count("SUCCESS") == len(lab.hosts), res.stdout
+
+
 def test_preflight_passes_on_the_lab(lab: Lab) -> None:
     res = aicc("preflight", "-i", str(lab.inventory), "--json")
     doc = json.loads(res.stdout)
@@ -173,3 +195,30 @@ def test_second_lab_coexists_and_recovers_from_a_crash(lab: Lab, tmp_path: Path)
     assert lifecycle.down(name, Steps(quiet=True)) is False  # safe to run twice
     res = aicc("lab", "down", "--name", name, "--yes")
     assert res.returncode == 0 and "not up" in res.stdout
+
+
+def test_a_dead_apt_forwarder_is_reported_and_restarted_without_touching_hosts(lab: Lab) -> None:
+    state = lab.state()
+    fwd = next(r for r in state.resources if r.name == "socat")
+    hosts_before = [r for r in state.resources if r.name.startswith("systemd-nspawn")]
+    assert fwd.pid is not None
+    subprocess.run(["kill", str(fwd.pid)], check=True)
+    res = aicc("lab", "status", "--name", lab.name, "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["apt_cache"] is False
+    res = aicc(
+        "lab",
+        "up",
+        "--name",
+        lab.name,
+        "--subnet",
+        lab.subnet,
+        "--hosts",
+        str(len(lab.hosts)),
+        "--site",
+        str(lab.site),
+    )
+    assert res.returncode == 0, res.stderr
+    assert "restarting the lab's apt cache" in res.stderr
+    after = lab.state()
+    assert [r for r in after.resources if r.name.startswith("systemd-nspawn")] == hosts_before
+    assert json.loads(aicc("lab", "status", "--name", lab.name, "--json").stdout)["healthy"] is True

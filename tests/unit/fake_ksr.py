@@ -166,6 +166,7 @@ class FakeKSR:
         r = self.request
         values: dict[str, Any] = {
             "$si": r.source,
+            "$rm": r.method,
             "$rU": r.ruri_user,
             "$Rp": r.received_port,
             "$du": r.destination,

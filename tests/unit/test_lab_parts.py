@@ -82,6 +82,7 @@ def test_prepare_upper_keeps_folder_modes_and_makes_a_host_key(tmp_path: Path) -
     assert stat.S_IMODE((upper / "root/.ssh/authorized_keys").stat().st_mode) == 0o600
     assert stat.S_IMODE((upper / "etc/ssh/ssh_host_ed25519_key").stat().st_mode) == 0o600
     assert len((upper / "etc/machine-id").read_text().strip()) == 32
+    assert (upper / "etc/systemd/system/systemd-remount-fs.service").readlink() == Path("/dev/null")
 
 
 def test_state_round_trips_and_process_identity_includes_start_time(
@@ -123,3 +124,34 @@ def test_site_keeps_secrets_and_follows_a_new_subnet(tmp_path: Path) -> None:
     assert load_secrets(site / "secrets.yml") == secrets
     assert load_settings(site / "aicc.yml").packages.url == "http://10.231.7.1:3142"
     assert "lab1 ansible_host=10.231.7.11" in (site / "inventory.ini").read_text()
+
+
+def test_prune_keeps_the_current_image_and_images_labs_run_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from aicc.installer.lab.cache import prunable, prune
+
+    monkeypatch.setenv("AICC_LAB_STATE", str(tmp_path / "state"))
+    root = tmp_path / "cache"
+    current, used, old = image.image_dir(root), root / "base-0000000000000001", root / "base-0000000000000002"
+    for d in (current, used, old):
+        (d / "rootfs").mkdir(parents=True)
+    plan = make_plan("dev1", "10.231.1.0/24", 1)
+    save_state(LabState(plan=plan, site="/s", image=str(used / "rootfs")))
+    assert prunable(root) == [old]
+    assert prune(root) == [old]
+    assert current.is_dir() and used.is_dir() and not old.exists()
+
+
+def test_removal_refuses_a_folder_with_a_mount_below_it(tmp_path: Path) -> None:
+    from aicc.installer.lab.fsutil import mounts_under
+
+    base = tmp_path / "cache" / ".tmp-base-x"
+    info = (
+        f"40 23 0:5 / {base}/rootfs/proc rw - proc proc rw\n"
+        f"41 23 0:6 / {tmp_path}/cache/.tmp-base-xy rw - tmpfs tmpfs rw\n"
+        "42 23 0:7 / /proc rw - proc proc rw\n"
+    )
+    assert mounts_under(base, info) == [f"{base}/rootfs/proc"]
+    assert mounts_under(tmp_path / "elsewhere", info) == []
+    assert "rootfs/proc" in " ".join(mounts_under(tmp_path, info))

@@ -92,7 +92,9 @@ def pg_dsn() -> Iterator[str]:
         yield f"host=127.0.0.1 port={port} user=aicc_owner dbname=aicc"
     finally:
         subprocess.run(
-            [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+            [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
         )
         shutil.rmtree(root, ignore_errors=True)
 
@@ -124,7 +126,8 @@ async def test_demo_backend_tools(pool: AsyncConnectionPool[Any]) -> None:
     status = await demo.call("get_order_status", {"order_id": "100234"}, caller="+86")
     assert status["status"] == "shipped" and status["eta"] == "2026-11-27"
     assert demo.describe("get_order_status", {}, status, "en") == (
-        "Your order 1 0 0 2 3 4, a pair of running shoes, has shipped. It is expected to arrive on November 27."
+        "Your order 1 0 0 2 3 4, a pair of running shoes, has shipped. "
+        "It is expected to arrive on November 27."
     )
     assert (
         demo.describe("get_order_status", {}, status, "zh")

@@ -121,7 +121,7 @@ class FakeLLM:
             yield LLMDelta(word + " ")
 
 
-ORDER = {"type": "string", "pattern": r"^\d{6}$"}
+ORDER = {"type": "string", "pattern": "^[0-9]{6}$"}
 
 
 class FakeConnector:

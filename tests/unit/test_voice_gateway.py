@@ -165,7 +165,8 @@ async def test_unsupported_codec_gets_488() -> None:
     "body",
     [
         b"v=0\r\nm=audio\r\n",  # no o= line, bad m= line
-        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 not-an-ip\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 not-an-ip\r\nt=0 0\r\n"
+        b"m=audio 4000 RTP/AVP 0\r\n",
         b"hello",
         b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",  # no c=
     ],

@@ -46,6 +46,9 @@ RTP_WEBRTC = "replace-origin replace-session-connection ICE=force DTLS=passive R
 
 SERVICE_HEADER = "X-AICC-Service"
 
+# Requests whose SDP (or end of call) rtpengine must see.
+MEDIA_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "UPDATE"})
+
 
 @dataclass(frozen=True)
 class RoutingConfig:
@@ -112,11 +115,13 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
             KSR.info("malformed request dropped from " + str(KSR.pv.get("$si")) + "\n")
             return 1
 
-        if KSR.is_CANCEL():
+        # One look at the method instead of an is_*() call per check: each KSR call costs.
+        method = str(KSR.pv.get("$rm"))
+        if method == "CANCEL":
             if KSR.tm.t_check_trans() > 0:
-                self._relay()
+                self._relay(method)
             return 1
-        if not KSR.is_ACK():
+        if method != "ACK":
             if KSR.tmx.t_precheck_trans() > 0:
                 # A retransmission of a request still being processed: tm resends the reply.
                 KSR.tm.t_check_trans()
@@ -125,12 +130,12 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
                 return 1
 
         if KSR.siputils.has_totag() > 0:
-            self._within_dialog()
+            self._within_dialog(method)
             return 1
-        if KSR.is_ACK():
+        if method == "ACK":
             # ACK for a negative reply of a stateful transaction: tm relays it hop by hop.
             if KSR.tm.t_check_trans() > 0:
-                self._relay()
+                self._relay(method)
             return 1
 
         # Initial request: a preloaded Route is not honoured (no open relay through us).
@@ -138,18 +143,17 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
         if KSR.is_WSX():
             KSR.setflag(FLAG_SRC_WS)
 
-        if KSR.is_OPTIONS():
-            if KSR.is_myself_ruri() and not KSR.pv.get("$rU"):
-                KSR.sl.sl_send_reply(200, "Keepalive")
-                return 1
-        if KSR.is_REGISTER():
-            self._register()
-            return 1
-        if KSR.is_INVITE():
+        if method == "INVITE":
             self._invite()
             return 1
-        if KSR.is_OPTIONS():
-            KSR.sl.sl_send_reply(404, "Not Found")
+        if method == "REGISTER":
+            self._register()
+            return 1
+        if method == "OPTIONS":
+            if KSR.is_myself_ruri() and not KSR.pv.get("$rU"):
+                KSR.sl.sl_send_reply(200, "Keepalive")
+            else:
+                KSR.sl.sl_send_reply(404, "Not Found")
             return 1
         KSR.hdr.append_to_reply("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO\r\n")
         KSR.sl.sl_send_reply(405, "Method Not Allowed")
@@ -182,17 +186,17 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
             return False
         return True
 
-    def _within_dialog(self) -> None:
+    def _within_dialog(self, method: str) -> None:
         if KSR.rr.loose_route() > 0:
             # Agents on WebSocket carry an alias in their contact: route to where they connected.
             KSR.nathelper.handle_ruri_alias()
-            if KSR.is_INVITE() or KSR.is_UPDATE():
+            if method in ("INVITE", "UPDATE"):
                 KSR.rr.record_route()
-            self._relay()
+            self._relay(method)
             return
-        if KSR.is_ACK():
+        if method == "ACK":
             if KSR.tm.t_check_trans() > 0:
-                self._relay()
+                self._relay(method)
             return
         KSR.sl.sl_send_reply(404, "Not Here")
 
@@ -240,7 +244,7 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
             KSR.sl.sl_send_reply(503, "Service Unavailable")
             return
         KSR.tm.t_on_failure("ksr_failure_dispatch")
-        self._relay()
+        self._relay("INVITE")
 
     def _to_agent(self) -> None:
         # Agents calling agents must authenticate; the voicebot hosts (the ACD's transfers) are trusted.
@@ -261,11 +265,10 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
             else:
                 KSR.sl.sl_send_reply(480, "Temporarily Unavailable")
             return
-        self._relay()
+        self._relay("INVITE")
 
-    def _relay(self) -> None:
-        if self.cfg.rtpengine and (KSR.is_INVITE() or KSR.is_BYE() or KSR.is_CANCEL()
-                                   or KSR.is_UPDATE() or KSR.is_ACK()):
+    def _relay(self, method: str) -> None:
+        if self.cfg.rtpengine and method in MEDIA_METHODS:
             KSR.tm.t_on_branch("ksr_branch_manage")
             KSR.tm.t_on_reply("ksr_onreply_manage")
         if KSR.tm.t_relay() < 0:
@@ -298,7 +301,7 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
             KSR.dispatcher.ds_mark_dst_state("ip")
             if KSR.dispatcher.ds_next_dst() > 0:
                 KSR.tm.t_on_failure("ksr_failure_dispatch")
-                self._relay()
+                self._relay("INVITE")
                 return 1
         if self.cfg.rtpengine:
             KSR.rtpengine.rtpengine_delete0()

@@ -1,0 +1,292 @@
+"""Bot turn latency per stage with the embedded engines, over real SIP/RTP on loopback.
+
+Starts (unless given) llama-server with the catalog's GGUF model and a throwaway PostgreSQL with the
+demo backend, runs the gateway in this process with the embedded ASR/TTS/VAD, and calls it with a
+caller that speaks synthesised utterances (English via service 4000, Mandarin via 4001), one turn
+after the other. Stage latencies come from the pipeline's own clock (the call records); the caller
+also measures the turn end to end. Prints p50/p95 per stage and language and what dominates.
+
+    python bench/bot_turn_latency.py [--turns 20] [--llm-url http://127.0.0.1:8081] [--dsn CONNINFO]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aicc.appliance.calls.migrate import all_migrations, apply
+from aicc.appliance.calls.record import CallRecord
+from aicc.appliance.connectors.demo import DemoBackend
+from aicc.appliance.voice.bot import BotEngines
+from aicc.appliance.voice.caller import Caller
+from aicc.appliance.voice.config import GatewayConfig
+from aicc.appliance.voice.engines import open_engines
+from aicc.appliance.voice.gateway import Gateway
+from psycopg_pool import AsyncConnectionPool
+
+STORE = Path(os.environ.get("AICC_MODEL_STORE", "/var/cache/aicc/models"))
+GGUF = STORE / "qwen2.5-coder-1.5b-instruct-q4km" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+UTTERANCES = {
+    "en": [
+        "What is the status of order 1 0 0 2 3 4?",
+        "Where is the parcel of order 1 0 0 2 3 7?",
+        "When will order 1 0 0 2 3 6 arrive?",
+        "Can you track order 1 0 0 2 3 5 for me?",
+        "What is the status of order 1 0 0 2 3 8?",
+    ],
+    "zh": [
+        "请帮我查一下订单一零零二三四的状态。",
+        "订单一零零二三七的包裹到哪里了？",
+        "订单一零零二三六什么时候能到？",
+        "帮我查一下订单一零零二三五的物流。",
+        "订单一零零二三八现在是什么状态？",
+    ],
+}
+STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "turn")
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def llama_server(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    binary = next(Path("/var/cache/aicc/llama-server").glob("*/llama-server"), None)
+    if binary is None or not GGUF.exists():
+        raise SystemExit("llama-server or the GGUF model is missing: aicc models fetch; build llama-server")
+    port = free_port(socket.SOCK_STREAM)
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "--model",
+            str(GGUF),
+            "--alias",
+            "bench",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--threads",
+            "2",
+            "--ctx-size",
+            "4096",
+            "--parallel",
+            "1",
+            "--jinja",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@contextmanager
+def postgres(dsn: str | None) -> Iterator[str]:
+    if dsn:
+        yield dsn
+        return
+    root = Path(tempfile.mkdtemp(prefix="aicc-bench-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        root.chmod(0o755)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = free_port(socket.SOCK_STREAM)
+    subprocess.run(
+        [
+            *prefix,
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(root / "d"),
+            "-U",
+            "aicc_owner",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *prefix,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(root / "d"),
+            "-w",
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            [
+                "psql",
+                f"host=127.0.0.1 port={port} user=aicc_owner dbname=postgres",
+                "-qc",
+                "CREATE DATABASE aicc",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"host=127.0.0.1 port={port} user=aicc_owner dbname=aicc"
+    finally:
+        subprocess.run(
+            [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(root / "d"), "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def speak_turns(gw: Gateway, lang: str, utterances: list[str], tts: Any) -> list[float]:
+    """One call: wait for the greeting, then each utterance and its reply. Returns caller-side turns."""
+    caller = Caller()
+    await caller.start()
+    measured: list[float] = []
+    try:
+        await caller.call(
+            f"sip:{'4000' if lang == 'en' else '4001'}@127.0.0.1:{gw.cfg.sip_port}",
+            ("127.0.0.1", gw.cfg.sip_port),
+        )
+        await wait_quiet(caller, time.monotonic(), 30)
+        for text in utterances:
+            parts = [c async for c in tts.synthesize(text, language=lang)]
+            caller.play(b"".join(p.pcm for p in parts), parts[0].sample_rate)
+            end = await caller.played()
+            start = await wait_quiet(caller, end, 60)
+            if start is not None:
+                measured.append(start - end)
+        await caller.hangup()
+    finally:
+        await caller.close()
+    return measured
+
+
+async def wait_quiet(caller: Caller, since: float, timeout: float) -> float | None:
+    deadline = time.monotonic() + timeout
+    start = None
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        start = start or caller.heard.first_voice_after(since)
+        last = caller.heard.last_voice()
+        if start is not None and last is not None and time.monotonic() - last > 1.6:
+            return start
+    return start
+
+
+async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
+    apply(dsn, all_migrations())
+    cfg = GatewayConfig(
+        sip_ip="127.0.0.1",
+        sip_port=free_port(),
+        advertised_ip="127.0.0.1",
+        mode="bot",
+        rtp_port_min=48000,
+        rtp_port_max=48999,
+        llm_timeout_s=120,
+        no_input_s=60,
+    )
+    cfg.engines.llm_urls = [llm_url]
+    cfg.engines.llm_model = "bench"
+    llm, asr, tts, vad = await open_engines(cfg)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
+    await pool.open(wait=True)
+    records: list[CallRecord] = []
+
+    async def save(rec: CallRecord) -> None:
+        if rec.ended_at is not None:
+            records.append(rec)
+
+    engines = BotEngines(llm=llm, asr=asr, tts=tts, vad=vad, connector=DemoBackend(pool))
+    print("warming up: prompts and the LLM prompt cache ...", flush=True)
+    await engines.warm_prompts()
+    gw = Gateway(cfg, engines, saver=save)
+    await gw.start()
+    caller_turns: dict[str, list[float]] = {"en": [], "zh": []}
+    per_call = len(UTTERANCES["en"])
+    for lang in ("en", "zh"):
+        done = 0
+        while done < args.turns:
+            batch = UTTERANCES[lang][: min(per_call, args.turns - done)]
+            caller_turns[lang] += await speak_turns(gw, lang, batch, tts)
+            done += len(batch)
+            print(f"{lang}: {done}/{args.turns} turns", flush=True)
+    await asyncio.sleep(1)
+    await gw.stop()
+    await pool.close()
+    report(records, caller_turns)
+
+
+def report(records: list[CallRecord], caller_turns: dict[str, list[float]]) -> None:
+    print(f"\n{'lang':<5}{'stage':<17}{'n':>4}{'p50 s':>9}{'p95 s':>9}")
+    for lang in ("en", "zh"):
+        turns = [t for r in records if r.service == ("4000" if lang == "en" else "4001") for t in r.turns]
+        for stage in STAGES:
+            values = [t[stage] for t in turns if stage in t]
+            print(f"{lang:<5}{stage:<17}{len(values):>4}{pct(values, 50):>9.3f}{pct(values, 95):>9.3f}")
+        c = caller_turns[lang]
+        print(f"{lang:<5}{'caller-measured':<17}{len(c):>4}{pct(c, 50):>9.3f}{pct(c, 95):>9.3f}")
+        medians = {s: pct([t[s] for t in turns if s in t], 50) for s in STAGES if s != "turn"}
+        if medians:
+            top = max(medians, key=lambda s: medians[s])
+            total = pct([t["turn"] for t in turns if "turn" in t], 50)
+            print(f"      dominated by {top}: p50 {medians[top]:.3f} s of a {total:.3f} s turn")
+        tools = [
+            tc for r in records if r.service == ("4000" if lang == "en" else "4001") for tc in r.tool_calls
+        ]
+        ok = sum(1 for tc in tools if tc.ok)
+        print(f"      tool calls: {ok}/{len(tools)} ok")
+    print(f"host load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--turns", type=int, default=20, help="turns per language")
+    ap.add_argument("--llm-url", default=None)
+    ap.add_argument("--dsn", default=None)
+    args = ap.parse_args()
+    with llama_server(args.llm_url) as url, postgres(args.dsn) as dsn:
+        asyncio.run(run(args, url, dsn))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""The voice bot on the lab: real calls from the installer host through Kamailio and rtpengine to the
+[voicebot] hosts, with the embedded engines and the demo backend on the [db] host.
+
+Needs the lab converged with the voicebot role (installed_site). Under CI=true a missing lab or
+voicebot host fails these tests; they never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from aicc.appliance.voice import dialog as dlg
+from aicc.appliance.voice import sdp, sip
+from aicc.appliance.voice.audio import rms
+from aicc.appliance.voice.caller import Caller
+from aicc.appliance.voice.transport import Addr, SipTransport
+from aicc.installer.site import load_secrets
+from aicc.installer.smoke import SmokeParams, local_ip_towards, run_smoke
+
+from tests.integration.site_fixture import InstalledSite
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def proxy_of(site: InstalledSite) -> Addr:
+    return site.address_of("sip_proxy"), 5060
+
+
+def sql(site: InstalledSite, query: str) -> list[dict[str, Any]]:
+    db = site.hosts_in("db")[0]
+    cmd = f"runuser -u postgres -- psql -d aicc -AtXc \"SELECT coalesce(json_agg(t), '[]') FROM ({query}) t\""
+    res = site.ssh(db, cmd)
+    assert res.returncode == 0, res.stderr
+    rows: list[dict[str, Any]] = json.loads(res.stdout.strip() or "[]")
+    return rows
+
+
+def tool_calls(site: InstalledSite, call_id: str) -> list[dict[str, Any]]:
+    return sql(
+        site,
+        f"SELECT tool, arguments, ok, confirmed FROM aicc.call_tool_calls WHERE call_id = '{call_id}' "
+        "ORDER BY seq",
+    )
+
+
+@pytest.fixture(scope="module")
+def voicebot(installed_site: InstalledSite) -> InstalledSite:
+    assert installed_site.hosts_in("voicebot"), "the lab inventory has no [voicebot] host"
+    return installed_site
+
+
+async def converse(site: InstalledSite, number: str, turns: list[str], lang: str) -> tuple[Caller, list[str]]:
+    """Call, wait for the greeting, say each turn (local TTS), transcribe each reply (local ASR)."""
+    from aicc.installer.smoke import _open_asr, _open_tts, _transcribe, _wait_quiet
+
+    tts = await asyncio.to_thread(_open_tts, SmokeParams.model_store, lang)  # type: ignore[arg-type]
+    asr = await asyncio.to_thread(_open_asr, SmokeParams.model_store)
+    proxy = proxy_of(site)
+    caller = Caller(local_ip=local_ip_towards(*proxy))
+    await caller.start()
+    replies: list[str] = []
+    await caller.call(f"sip:{number}@aicc.local", proxy)
+    await _wait_quiet(caller, time.monotonic(), timeout=30, silence=1.6)
+    for text in turns:
+        parts = [c async for c in tts.synthesize(text, language=lang)]
+        caller.play(b"".join(p.pcm for p in parts), parts[0].sample_rate)
+        end = await caller.played()
+        start, stop = await _wait_quiet(caller, end, timeout=90, silence=1.6)
+        pcm = b"".join(
+            f for at, f in caller.heard.frames if start is not None and start - 0.1 <= at <= stop + 0.1
+        )
+        replies.append(await _transcribe(asr, pcm, caller.sample_rate, lang))  # type: ignore[arg-type]
+    return caller, replies
+
+
+def test_smoke_verb_gets_the_demo_order_status(voicebot: InstalledSite) -> None:
+    params = SmokeParams(proxy=proxy_of(voicebot), target="sip:4000@aicc.local", lang="en")
+    result = asyncio.run(run_smoke(params))
+    assert result.ok, result
+    assert result.setup_s is not None and result.setup_s < 3.0
+
+
+@pytest.mark.parametrize(
+    ("number", "lang", "turns", "order"),
+    [
+        (
+            "4000",
+            "en",
+            [
+                "What is the status of order 1 0 0 2 3 6, and please change its delivery address to "
+                "8 Nanjing Road, Shanghai.",
+                "Yes, go ahead.",
+            ],
+            "100236",
+        ),
+        (
+            "4001",
+            "zh",
+            ["查询订单一零零二三七的状态，再把收货地址改成上海市南京路八号。", "对，确认。"],
+            "100237",
+        ),
+    ],
+)
+def test_compound_request_runs_every_tool_after_confirmation(
+    voicebot: InstalledSite, number: str, lang: str, turns: list[str], order: str
+) -> None:
+    async def run() -> str:
+        caller, _ = await converse(voicebot, number, turns, lang)
+        call_id = caller.dialog.call_id if caller.dialog else ""
+        await caller.hangup()
+        await caller.close()
+        return call_id
+
+    call_id = asyncio.run(run())
+    time.sleep(2)
+    calls = tool_calls(voicebot, call_id)
+    assert [c["tool"] for c in calls if c["ok"]] == ["get_order_status", "change_address"], calls
+    assert all(c["arguments"]["order_id"] == order for c in calls)
+    assert calls[1]["confirmed"] is True
+
+
+class Agent:
+    """The demo agent's phone: registers extension 1001 on Kamailio and auto-answers with echo audio."""
+
+    def __init__(self, proxy: Addr, password: str) -> None:
+        self.proxy = proxy
+        self.password = password
+        self.invites: list[sip.SipMessage] = []
+        self.transport = SipTransport(self._on_request)
+
+    async def register(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(
+            lambda: self.transport, local_addr=(local_ip_towards(*self.proxy), 0)
+        )
+        local = self.transport.local
+        uri = "sip:aicc.local"
+        call_id, tag = sip.new_call_id(local[0]), sip.new_tag()
+        auth: list[tuple[str, str]] = []
+        for cseq in (1, 2):
+            req = sip.SipMessage(method="REGISTER", uri=uri)
+            req.headers = [
+                ("Via", f"SIP/2.0/UDP {local[0]}:{local[1]};branch={sip.new_branch()};rport"),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:1001@aicc.local>;tag={tag}"),
+                ("To", "<sip:1001@aicc.local>"),
+                ("Call-ID", call_id),
+                ("CSeq", f"{cseq} REGISTER"),
+                ("Contact", f"<sip:1001@{local[0]}:{local[1]}>"),
+                ("Expires", "300"),
+                *auth,
+            ]
+            res = await self.transport.request(req, self.proxy, timeout=5)
+            if res.status == 401 and not auth:
+                creds = dlg.Credentials("1001", self.password)
+                auth = [
+                    (
+                        "Authorization",
+                        dlg.digest_response(res.get("WWW-Authenticate") or "", creds, "REGISTER", uri),
+                    )
+                ]
+                continue
+            assert res.status == 200, f"REGISTER got {res.status} {res.reason}"
+            return
+
+    def _on_request(self, req: sip.SipMessage, addr: Addr) -> None:
+        if req.method == "INVITE":
+            self.invites.append(req)
+            answer = sdp.offer(self.transport.local[0], 49000, codecs=("PCMU",))
+            self.transport.respond(
+                req,
+                sip.response(
+                    req,
+                    200,
+                    "OK",
+                    to_tag=sip.new_tag(),
+                    body=answer,
+                    headers=[("Contact", f"<sip:1001@{self.transport.local[0]}:{self.transport.local[1]}>")],
+                ),
+                addr,
+                reliable_2xx=True,
+            )
+        elif req.method in ("BYE", "CANCEL", "OPTIONS"):
+            self.transport.respond(req, sip.response(req, 200, "OK"), addr)
+
+
+def test_transfer_request_reaches_the_registered_agent_with_the_transcript(voicebot: InstalledSite) -> None:
+    password = load_secrets(voicebot.site / "secrets.yml")["kamailio_demo_agent_password"]
+
+    async def run() -> tuple[list[sip.SipMessage], str]:
+        agent = Agent(proxy_of(voicebot), password)
+        await agent.register()
+        caller, _ = await converse(voicebot, "4001", ["转人工"], "zh")
+        for _ in range(300):
+            if agent.invites:
+                break
+            await asyncio.sleep(0.1)
+        call_id = caller.dialog.call_id if caller.dialog else ""
+        await caller.hangup()
+        await caller.close()
+        agent.transport.close()
+        return agent.invites, call_id
+
+    invites, call_id = asyncio.run(run())
+    assert invites, "the agent extension got no INVITE"
+    assert invites[0].get("X-AICC-Transcript") == f"/api/calls/{call_id}/transcript"
+    time.sleep(2)
+    lines = sql(
+        voicebot, f"SELECT speaker, text FROM aicc.call_lines WHERE call_id = '{call_id}' ORDER BY seq"
+    )
+    assert any(ln["speaker"] == "caller" and "人工" in ln["text"] for ln in lines), lines
+    assert (
+        sql(voicebot, f"SELECT outcome FROM aicc.calls WHERE call_id = '{call_id}'")[0]["outcome"]
+        == "transferred"
+    )
+
+
+def test_caller_speech_stops_the_greeting_within_300ms(voicebot: InstalledSite) -> None:
+    from aicc.installer.smoke import _open_tts
+
+    async def run() -> float:
+        tts = await asyncio.to_thread(_open_tts, SmokeParams.model_store, "en")
+        parts = [c async for c in tts.synthesize("Hello, I have a question about my order.", language="en")]
+        proxy = proxy_of(voicebot)
+        caller = Caller(local_ip=local_ip_towards(*proxy))
+        await caller.start()
+        await caller.call("sip:4000@aicc.local", proxy)
+        first = None
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            first = caller.heard.first_voice_after(0)
+            if first is not None:
+                break
+        assert first is not None, "no greeting"
+        await asyncio.sleep(5.0)  # into the interruptible greeting (after the recording notice)
+        caller.play(b"".join(p.pcm for p in parts), parts[0].sample_rate)
+        speech_started = time.monotonic()
+        await asyncio.sleep(1.5)
+        quiet_from = next((at for at, f in caller.heard.frames if at > speech_started and rms(f) < 300), None)
+        await caller.hangup()
+        await caller.close()
+        assert quiet_from is not None, "the bot kept talking"
+        return quiet_from - speech_started
+
+    stop_s = asyncio.run(run())
+    # 300 ms for the bot plus the path back through rtpengine and the caller's jitter buffer (60 ms).
+    assert stop_s <= 0.3 + 0.1, f"bot audio stopped {stop_s * 1000:.0f} ms after the caller began"
+
+
+def test_unsupported_codec_gets_488_through_kamailio(voicebot: InstalledSite) -> None:
+    async def run() -> int:
+        proxy = proxy_of(voicebot)
+        t = SipTransport(lambda m, a: None)
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: t, local_addr=(local_ip_towards(*proxy), 0)
+        )
+        offer = (
+            f"v=0\r\no=- 1 1 IN IP4 {t.local[0]}\r\ns=-\r\nc=IN IP4 {t.local[0]}\r\nt=0 0\r\n"
+            "m=audio 40000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n"
+        ).encode()
+        try:
+            await dlg.invite(
+                t, target="sip:4000@aicc.local", proxy=proxy, from_uri=f"sip:t@{t.local[0]}", sdp=offer
+            )
+        except dlg.CallFailed as exc:
+            return exc.status
+        finally:
+            t.close()
+        return 200
+
+    assert asyncio.run(run()) == 488
+
+
+def test_ten_calls_at_once_all_complete(voicebot: InstalledSite) -> None:
+    async def one() -> bool:
+        proxy = proxy_of(voicebot)
+        caller = Caller(local_ip=local_ip_towards(*proxy))
+        await caller.start()
+        try:
+            await caller.call("sip:4000@aicc.local", proxy)
+            await asyncio.sleep(8)
+            heard = caller.heard.first_voice_after(0) is not None
+            return heard and await caller.hangup() == 200
+        finally:
+            await caller.close()
+
+    async def run() -> list[bool]:
+        return list(await asyncio.gather(*(one() for _ in range(10))))
+
+    assert all(asyncio.run(run()))
