@@ -65,7 +65,7 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 
 @contextmanager
-def llama_server(url: str | None) -> Iterator[str]:
+def llama_server(url: str | None, threads: int) -> Iterator[str]:
     if url:
         yield url
         return
@@ -85,7 +85,7 @@ def llama_server(url: str | None) -> Iterator[str]:
             "--port",
             str(port),
             "--threads",
-            "2",
+            str(threads),
             "--ctx-size",
             "4096",
             "--parallel",
@@ -225,6 +225,7 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
         no_input_s=60,
     )
     cfg.engines.llm_urls = [llm_url]
+    cfg.engines.asr_threads = args.threads
     cfg.engines.llm_model = "bench"
     llm, asr, tts, vad = await open_engines(cfg)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
@@ -282,8 +283,9 @@ def main() -> int:
     ap.add_argument("--turns", type=int, default=20, help="turns per language")
     ap.add_argument("--llm-url", default=None)
     ap.add_argument("--dsn", default=None)
+    ap.add_argument("--threads", type=int, default=2, help="llama-server and ASR threads (1 on a busy host)")
     args = ap.parse_args()
-    with llama_server(args.llm_url) as url, postgres(args.dsn) as dsn:
+    with llama_server(args.llm_url, args.threads) as url, postgres(args.dsn) as dsn:
         asyncio.run(run(args, url, dsn))
     return 0
 

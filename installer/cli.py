@@ -14,6 +14,7 @@ import typer
 from aicc.installer import output
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, AiccError, InputError
 from aicc.installer.lab.cli import app as lab_app
+from aicc.installer.lab.demo import demo
 from aicc.models.cli import app as models_app
 from rich.markup import escape
 
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(models_app, name="models")
+app.command("demo")(demo)
 
 InventoryOpt = Annotated[
     Path,

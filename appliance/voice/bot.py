@@ -85,13 +85,14 @@ def build_bot(
     *,
     no_input_s: float,
     max_call_s: float,
+    asr_timeout_s: float = 15.0,
 ) -> BotSession:
     echo = EchoReference()
     playback = Playback(out_rate, echo)
     tts = TTSProcessor(engines.tts, engines.tts.sample_rate)  # playback resamples to the codec rate
     procs: list[FrameProcessor] = [
         VADProcessor(engines.vad(), echo),
-        ASRProcessor(engines.asr),
+        ASRProcessor(engines.asr, timeout_s=asr_timeout_s),
         BargeInProcessor(playback),
         CallTimersProcessor(no_input_s=no_input_s, max_call_s=max_call_s),
         DialogueManager(engines.llm, engines.connector, record, params),

@@ -48,6 +48,9 @@ class GatewayConfig(BaseModel):
     rtp_timeout_s: float = Field(30.0, ge=5, le=3600, description="No RTP this long ends the call.")
     max_call_s: float = Field(600.0, ge=10, le=86400, description="Maximum call length.")
     no_input_s: float = Field(8.0, ge=1, le=120, description="Silence before the bot re-prompts.")
+    asr_timeout_s: float = Field(
+        15.0, ge=1, le=120, description="A transcription slower than this: re-prompt."
+    )
     llm_timeout_s: float = Field(20.0, ge=1, le=120, description="A plan slower than this: transfer.")
     jitter_depth: int = Field(3, ge=1, le=20, description="Jitter buffer depth in 20 ms packets.")
     agent_target: str = Field("1001", description="Where transfers go until the ACD exists.")

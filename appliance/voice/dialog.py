@@ -79,6 +79,8 @@ def uas_dialog(invite: SipMessage, local_tag: str, contact: str) -> Dialog:
         raise sip.SipParseError("INVITE without Contact")
     target = sip.parse_name_addr(sip.split_commas(contact_hdr)[0]).uri
     sip.parse_uri(target)
+    for rr in invite.get_all("Record-Route"):
+        sip.parse_uri(sip.parse_name_addr(rr).uri)  # a bad route would only fail at our BYE: refuse now
     return Dialog(
         call_id=invite.call_id,
         local_tag=local_tag,

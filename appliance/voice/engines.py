@@ -37,5 +37,5 @@ async def open_engines(cfg: GatewayConfig) -> tuple[LLMClient, ASREngine, TTSEng
     def vad() -> VADEngine:
         return SileroVAD(vad_path)
 
-    llm = OpenAICompatClient(cfg.engines.llm_urls, cfg.engines.llm_model, timeout_s=30.0)
+    llm = OpenAICompatClient(cfg.engines.llm_urls, cfg.engines.llm_model, timeout_s=cfg.llm_timeout_s)
     return llm, asr, tts, vad

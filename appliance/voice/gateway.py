@@ -102,6 +102,7 @@ class Call:
                 params,
                 no_input_s=cfg.no_input_s,
                 max_call_s=cfg.max_call_s,
+                asr_timeout_s=cfg.asr_timeout_s,
             )
         self.bot.pipeline.downstream_sink = self._from_bot
         self.bot.pipeline.reporter = self._report
@@ -488,7 +489,7 @@ class Gateway:
             elif call is not None:
                 return  # a retransmission the transaction layer missed (new branch): ignore
             else:
-                self._spawn(self._on_invite(req, addr))
+                self._spawn(self._guarded_invite(req, addr))
         elif m == "ACK":
             if call is not None and call.dialog is None and call.answered:
                 call.dialog = dlg.uas_dialog(
@@ -571,6 +572,24 @@ class Gateway:
             assert call.rtp is not None
             call.rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt)
 
+    async def _guarded_invite(self, req: SipMessage, addr: Addr) -> None:
+        """Whatever goes wrong while answering, the caller gets a final response and nothing is left
+        behind in the call table."""
+        try:
+            await self._on_invite(req, addr)
+        except Exception:
+            log.exception("answering an INVITE failed")
+            call = self.calls.pop(req.call_id, None)
+            if call is not None and not call.answered:
+                if call.rtp is not None:
+                    call.rtp.close()
+                self.transport.respond(req, sip.response(req, 500, "Server Internal Error"), addr)
+            elif call is not None:
+                self.calls[req.call_id] = call
+                await call.end("internal_error", "failed", send_bye=True)
+            else:
+                self.transport.respond(req, sip.response(req, 500, "Server Internal Error"), addr)
+
     async def _on_invite(self, req: SipMessage, addr: Addr) -> None:
         t = self.transport
         self.stats.invites += 1
@@ -584,8 +603,12 @@ class Gateway:
         if len(self.calls) >= self.cfg.max_calls:
             reject(503, "Service Unavailable", "capacity", [("Retry-After", "5")])
             return
-        if not req.get("Contact"):
-            reject(400, "Bad Request (missing Contact)", "bad_request")
+        contact = f"sip:bot@{self.cfg.advertised_ip}:{self.cfg.sip_port}"
+        try:
+            dialog = dlg.uas_dialog(req, "", contact)  # checks Contact and Record-Route before anything
+        except sip.SipParseError as exc:
+            self.metrics.sip_malformed.inc()
+            reject(400, f"Bad Request ({exc.reason})", "bad_request")
             return
         ctype = (req.get("Content-Type") or "").split(";")[0].strip().lower()
         if not req.body:
@@ -660,9 +683,8 @@ class Gateway:
             req, 200, "OK", to_tag=call.local_tag, headers=call._dialog_headers(req), body=call.answer_sdp()
         )
         t.respond(req, ok, addr, reliable_2xx=True)
-        call.dialog = dlg.uas_dialog(
-            req, call.local_tag, f"sip:bot@{self.cfg.advertised_ip}:{self.cfg.sip_port}"
-        )
+        dialog.local_tag = call.local_tag
+        call.dialog = dialog
         self.stats.answered += 1
         self.metrics.active.inc()
         self.metrics.setup.observe(time.monotonic() - call.received_at)

@@ -42,7 +42,7 @@ class Playback(FrameProcessor):
     def __init__(self, sample_rate: int, echo: EchoReference | None = None, frame_ms: int = 20) -> None:
         super().__init__()
         self.sample_rate = sample_rate
-        self.echo = echo or EchoReference()
+        self.echo = echo  # None: nobody listens for echo (the echo pipeline), skip the level per frame
         self.frame_bytes = sample_rate * frame_ms // 1000 * 2
         self._items: deque[_Chunk | Frame] = deque()
         self._paused = False
@@ -145,7 +145,8 @@ class Playback(FrameProcessor):
             out += bytes(self.frame_bytes - len(out))
         frame = bytes(out)
         self.played_s += len(frame) / 2 / self.sample_rate
-        self.echo.note_output(rms(frame), time.monotonic())
+        if self.echo is not None:
+            self.echo.note_output(rms(frame), time.monotonic())
         return frame
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

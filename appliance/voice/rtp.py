@@ -331,6 +331,7 @@ class MediaClock:
         self.sessions: set[RtpSession] = set()
         self.late_ticks = 0
         self.ticks = 0
+        self.max_catch_up = 5  # ticks (100 ms): more than a jitter buffer can absorb is dropped
         self.on_tick_error: Callable[[Exception], None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -360,9 +361,11 @@ class MediaClock:
             self.ticks += 1
             delay = next_at - loop.time()
             if delay < -self.period_s:
-                # More than a tick behind: count it and re-anchor instead of bursting packets.
+                # Behind (the host was busy): catch up tick by tick, so no frame is dropped and the
+                # far end's jitter buffer absorbs the burst; beyond MAX_CATCH_UP re-anchor instead.
                 self.late_ticks += 1
-                next_at = loop.time()
+                if -delay > self.max_catch_up * self.period_s:
+                    next_at = loop.time()
                 delay = 0.0
             await asyncio.sleep(max(0.0, delay))
 

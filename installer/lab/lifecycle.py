@@ -95,6 +95,7 @@ def up(
                     fix="remove them (commands above), or pick another --name",
                 )
         _check_subnet_free(plan)
+        prereqs.ensure_kernel_limits(steps.say)
         installed = prereqs.ensure_packages(steps.say)
         if installed:
             steps.say(f"installed: {' '.join(installed)}")
@@ -206,10 +207,17 @@ def _create(state: LabState, lower: Path, site: Path, steps: Steps, ssh_timeout:
             if err is not None:
                 log = ldir / h.name / "console.log"
                 tail = _tail(log)
+                fix = "see the console log above"
+                if "Too many open files" in tail:
+                    fix = (
+                        "the machine ran out of inotify instances (all lab hosts share root's): stop labs "
+                        "you do not need (`aicc lab status --all`), or raise the limit, e.g. "
+                        "`sysctl -w fs.inotify.max_user_instances=4096`"
+                    )
                 raise RunFailed(
                     f"{h.name} ({h.address}) did not answer SSH within {ssh_timeout:.0f} s: {err}\n{tail}",
                     where=h.name,
-                    fix="see the console log above; `aicc lab down` cleans up",
+                    fix=fix,
                 )
             steps.say(f"  {h.name} {h.address}: SSH ready after {time.monotonic() - t_boot:.1f} s")
         s["note"] = f"(all hosts SSH-ready {time.monotonic() - t_boot:.1f} s after boot)"

@@ -97,3 +97,22 @@ def ensure_packages(say: Callable[[str], None]) -> list[str]:
     if still:
         raise RunFailed(f"installed but still missing commands for: {', '.join(still)}")
     return missing
+
+
+# Every container's systemd and its services take inotify instances from root's one limit (the
+# containers share uid 0): with the kernel default of 128, about 15 lab hosts on the machine, all
+# labs together, are enough to make the next one fail at boot ("Too many open files").
+INOTIFY_LIMITS = {"fs/inotify/max_user_instances": 1024, "fs/inotify/max_user_watches": 65536}
+
+
+def ensure_kernel_limits(say: Callable[[str], None], proc_sys: Path = Path("/proc/sys")) -> list[str]:
+    """Raise (never lower) the inotify limits lab hosts need; return what was changed."""
+    changed = []
+    for key, wanted in INOTIFY_LIMITS.items():
+        path = proc_sys / key
+        current = int(path.read_text(encoding="utf-8").strip())
+        if current < wanted:
+            say(f"raising {key.replace('/', '.')} from {current} to {wanted} (lab hosts' systemd needs them)")
+            path.write_text(f"{wanted}\n", encoding="utf-8")
+            changed.append(key)
+    return changed

@@ -152,8 +152,11 @@ def test_kamailio_talks_to_postgresql_over_tls_without_a_password_in_its_config(
         name, f"grep -rlF -- '{secret}' /etc/kamailio /etc/default/kamailio || true"
     ).stdout
     assert found.split() == ["/etc/kamailio/pgpass"]
-    mode = installed_site.ssh(name, "stat -c '%a %U' /etc/kamailio/pgpass").stdout.strip()
-    assert mode == "600 kamailio"
+    mode = installed_site.ssh(name, "stat -c '%a %U' /etc/kamailio/pgpass /etc/pgbouncer/userlist.txt").stdout
+    assert mode.split("\n")[:2] == ["600 kamailio", "600 postgres"]
+    # The pooler that carries the TLS to PostgreSQL listens on loopback only.
+    pooler = installed_site.ssh(name, "ss -Hlntp | grep '\"pgbouncer\"' | awk '{print $4}'").stdout.split()
+    assert pooler == ["127.0.0.1:15432"]
 
 
 def test_tls_listener_presents_the_site_certificate(installed_site: InstalledSite) -> None:

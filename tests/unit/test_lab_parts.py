@@ -155,3 +155,16 @@ def test_removal_refuses_a_folder_with_a_mount_below_it(tmp_path: Path) -> None:
     assert mounts_under(base, info) == [f"{base}/rootfs/proc"]
     assert mounts_under(tmp_path / "elsewhere", info) == []
     assert "rootfs/proc" in " ".join(mounts_under(tmp_path, info))
+
+
+def test_inotify_limits_are_raised_never_lowered(tmp_path: Path) -> None:
+    (tmp_path / "fs/inotify").mkdir(parents=True)
+    (tmp_path / "fs/inotify/max_user_instances").write_text("128\n")
+    (tmp_path / "fs/inotify/max_user_watches").write_text("500000\n")
+    said: list[str] = []
+    changed = prereqs.ensure_kernel_limits(said.append, proc_sys=tmp_path)
+    assert changed == ["fs/inotify/max_user_instances"]
+    assert (tmp_path / "fs/inotify/max_user_instances").read_text() == "1024\n"
+    assert (tmp_path / "fs/inotify/max_user_watches").read_text() == "500000\n"
+    assert "from 128 to 1024" in said[0]
+    assert prereqs.ensure_kernel_limits(said.append, proc_sys=tmp_path) == []

@@ -72,7 +72,12 @@ TEMPLATES: list[tuple[str, str, str, dict[str, Any]]] = [
         "sources-mirror",
         {"common_apt_source": "mirror", "common_apt_security_url": "http://mirror.example/debian-security"},
     ),
-    ("common", "aicc.sources.j2", "sources-bundle", {"common_apt_source": "bundle", "common_apt_trusted": True}),
+    (
+        "common",
+        "aicc.sources.j2",
+        "sources-bundle",
+        {"common_apt_source": "bundle", "common_apt_trusted": True},
+    ),
     ("common", "apt-proxy.conf.j2", "apt-proxy", {}),
     ("common", "apt-timeouts.conf.j2", "apt-timeouts", {}),
     ("common", "journald-aicc.conf.j2", "journald", {}),
@@ -139,8 +144,14 @@ def render(tmp: Path, inventory_text: str, extra: dict[str, Any]) -> Path:
             "vars_files": [str(ROLES / r / "defaults" / "main.yml") for r in DEFAULTS],
             "vars": {"ansible_python_interpreter": sys.executable},
             "tasks": [
-                {"name": "Create the output folder", "ansible.builtin.file": {
-                    "path": f"{out}/{{{{ inventory_hostname }}}}", "state": "directory", "mode": "0755"}},
+                {
+                    "name": "Create the output folder",
+                    "ansible.builtin.file": {
+                        "path": f"{out}/{{{{ inventory_hostname }}}}",
+                        "state": "directory",
+                        "mode": "0755",
+                    },
+                },
                 *tasks,
             ],
         }
@@ -149,11 +160,22 @@ def render(tmp: Path, inventory_text: str, extra: dict[str, Any]) -> Path:
     playbook.write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
     extra_file = tmp / "extra.json"
     extra_file.write_text(json.dumps({**SECRETS, **extra}), encoding="utf-8")
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORKS": "10", "ANSIBLE_RETRY_FILES_ENABLED": "False",
-           "ANSIBLE_LOCALHOST_WARNING": "False", "ANSIBLE_HOME": str(tmp / ".ansible")}
+    env = {
+        **os.environ,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORKS": "10",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_HOME": str(tmp / ".ansible"),
+    }
     proc = subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "-e", f"@{extra_file}"],
-        capture_output=True, text=True, timeout=300, check=False, env=env, cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+        cwd=tmp,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return out
@@ -195,7 +217,9 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if Path(p).exists()), None)
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if Path(p).exists()), None
+    )
     assert path, f"{name} is needed for this test: apt-get install the Debian package that ships it"
     return path
 
@@ -215,8 +239,9 @@ def scrape_targets(config: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 def test_prometheus_config_passes_promtool_and_targets_follow_the_inventory(split: Path) -> None:
     path = split / "mon1" / "prometheus.yml"
-    check = subprocess.run([tool("promtool"), "check", "config", str(path)], capture_output=True, text=True,
-                           check=False)
+    check = subprocess.run(
+        [tool("promtool"), "check", "config", str(path)], capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "1 rule files found" in check.stdout + check.stderr
     config = yaml.safe_load(path.read_text())
@@ -227,8 +252,12 @@ def test_prometheus_config_passes_promtool_and_targets_follow_the_inventory(spli
         "prometheus": {"10.0.0.81:9090": "mon1"},
         "alertmanager": {"10.0.0.81:9093": "mon1"},
         "node": {
-            "10.0.0.11:9101": "sip1", "10.0.0.21:9101": "media1", "10.0.0.31:9101": "bot1",
-            "10.0.0.61:9101": "app1", "10.0.0.71:9101": "db1", "10.0.0.81:9101": "mon1",
+            "10.0.0.11:9101": "sip1",
+            "10.0.0.21:9101": "media1",
+            "10.0.0.31:9101": "bot1",
+            "10.0.0.61:9101": "app1",
+            "10.0.0.71:9101": "db1",
+            "10.0.0.81:9101": "mon1",
         },
         "postgres": {"10.0.0.71:9188": "db1"},
         "kamailio": {"10.0.0.11:9152": "sip1"},
@@ -240,20 +269,29 @@ def test_prometheus_config_passes_promtool_and_targets_follow_the_inventory(spli
 
 def test_prometheus_config_for_one_host_lists_each_target_once(single: Path) -> None:
     path = single / "aicc1" / "prometheus.yml"
-    check = subprocess.run([tool("promtool"), "check", "config", str(path)], capture_output=True, text=True,
-                           check=False)
+    check = subprocess.run(
+        [tool("promtool"), "check", "config", str(path)], capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     targets = scrape_targets(yaml.safe_load(path.read_text()))
     assert {job: list(t) for job, t in targets.items()} == {
-        "prometheus": ["192.0.2.10:9090"], "alertmanager": ["192.0.2.10:9093"], "node": ["192.0.2.10:9101"],
-        "postgres": ["192.0.2.10:9188"], "kamailio": ["192.0.2.10:9152"], "rtpengine": ["192.0.2.10:2226"],
+        "prometheus": ["192.0.2.10:9090"],
+        "alertmanager": ["192.0.2.10:9093"],
+        "node": ["192.0.2.10:9101"],
+        "postgres": ["192.0.2.10:9188"],
+        "kamailio": ["192.0.2.10:9152"],
+        "rtpengine": ["192.0.2.10:2226"],
     }
 
 
 def test_alertmanager_configs_pass_amtool(split: Path) -> None:
     for name in ("alertmanager.yml", "alertmanager-webhook.yml"):
-        check = subprocess.run([tool("amtool"), "check-config", str(split / "mon1" / name)], capture_output=True,
-                               text=True, check=False)
+        check = subprocess.run(
+            [tool("amtool"), "check-config", str(split / "mon1" / name)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert check.returncode == 0, check.stdout + check.stderr
     webhook = yaml.safe_load((split / "mon1" / "alertmanager-webhook.yml").read_text())
     assert webhook["route"]["receiver"] == "ops"
@@ -270,8 +308,9 @@ def test_prometheus_and_alertmanager_listen_on_the_host_address_only(split: Path
 
 def test_placeholder_rule_file_is_valid() -> None:
     path = ROLES / "monitoring" / "files" / "aicc-placeholder.rules.yml"
-    check = subprocess.run([tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True,
-                           check=False)
+    check = subprocess.run(
+        [tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0 and "0 rules found" in check.stdout, check.stdout + check.stderr
 
 
@@ -279,7 +318,9 @@ def test_placeholder_rule_file_is_valid() -> None:
 
 
 def hba_rules(text: str) -> list[list[str]]:
-    return [line.split("#")[0].split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line.split("#")[0].split() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 def test_pg_hba_allows_each_login_only_from_its_hosts_over_tls(split: Path) -> None:
@@ -347,19 +388,31 @@ def test_pg_settings_parse_in_a_real_postgres(split: Path) -> None:
         shutil.copy(split / "db1" / "pg-hba", work / "pg_hba.conf")
         conf = work / "postgresql.conf"
         (work / "pg_ident.conf").write_text("")
-        conf.write_text(f"data_directory = '{data}'\nhba_file = '{work}/pg_hba.conf'\n"
-                        f"ident_file = '{work}/pg_ident.conf'\ninclude 'aicc.conf'\n")
+        conf.write_text(
+            f"data_directory = '{data}'\nhba_file = '{work}/pg_hba.conf'\n"
+            f"ident_file = '{work}/pg_ident.conf'\ninclude 'aicc.conf'\n"
+        )
         for f in ("aicc.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.conf"):
             (work / f).chmod(0o644)
         proc = subprocess.run(
-            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", str(bindir / "postgres"),
-             f"--config-file={conf}", "-C", "shared_buffers"],
-            capture_output=True, text=True, check=False,
+            [
+                "setpriv",
+                f"--reuid={uid}",
+                f"--regid={uid}",
+                "--clear-groups",
+                str(bindir / "postgres"),
+                f"--config-file={conf}",
+                "-C",
+                "shared_buffers",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "2GB"
+    assert proc.stdout.strip() == "262144"  # 8 kB pages: 2048 MB
 
 
 def test_exporter_login_is_url_encoded_and_local(split: Path) -> None:
@@ -389,14 +442,20 @@ def test_rtpengine_filter_admits_only_sip_proxies_to_ng(split: Path) -> None:
     assert "tcp dport 2226 ip saddr { 10.0.0.11, 10.0.0.81 } accept" in text
     lines = [line.strip() for line in text.splitlines()]
     # The drop comes after the accept for the same port.
-    assert lines.index("udp dport 2222 counter drop") > lines.index("udp dport 2222 ip saddr { 10.0.0.11 } accept")
+    assert lines.index("udp dport 2222 counter drop") > lines.index(
+        "udp dport 2222 ip saddr { 10.0.0.11 } accept"
+    )
 
 
 def test_rtpengine_filter_is_valid_nftables(split: Path) -> None:
     """nft -c in a fresh, empty network namespace: a syntax check that touches no real firewall."""
     nft = tool("nft")
-    proc = subprocess.run(["unshare", "--net", nft, "-c", "-f", str(split / "media1" / "rtpengine-nft")],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["unshare", "--net", nft, "-c", "-f", str(split / "media1" / "rtpengine-nft")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -429,7 +488,21 @@ def test_rtpengine_filter_drops_ng_from_other_hosts_for_real(split: Path) -> Non
     try:
         sh("ip", "netns", "add", media)
         sh("ip", "netns", "add", peer)
-        sh("ip", "link", "add", f"{tag}a", "netns", media, "type", "veth", "peer", "name", f"{tag}b", "netns", peer)
+        sh(
+            "ip",
+            "link",
+            "add",
+            f"{tag}a",
+            "netns",
+            media,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{tag}b",
+            "netns",
+            peer,
+        )
         sh("ip", "-n", media, "addr", "add", "10.0.0.21/24", "dev", f"{tag}a")
         sh("ip", "-n", peer, "addr", "add", "10.0.0.11/24", "dev", f"{tag}b")
         sh("ip", "-n", peer, "addr", "add", "10.0.0.99/24", "dev", f"{tag}b")
@@ -437,12 +510,17 @@ def test_rtpengine_filter_drops_ng_from_other_hosts_for_real(split: Path) -> Non
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "netns", "exec", media, nft, "-f", str(split / "media1" / "rtpengine-nft"))
-        receiving = subprocess.Popen(["ip", "netns", "exec", media, sys.executable, "-c", listener],
-                                     stdout=subprocess.PIPE, text=True)
+        receiving = subprocess.Popen(
+            ["ip", "netns", "exec", media, sys.executable, "-c", listener], stdout=subprocess.PIPE, text=True
+        )
         sh("ip", "netns", "exec", peer, sys.executable, "-c", sender)
         out, _ = receiving.communicate(timeout=10)
-        counters = subprocess.run(["ip", "netns", "exec", media, nft, "list", "table", "inet", "aicc_rtpengine"],
-                                  capture_output=True, text=True, check=True).stdout
+        counters = subprocess.run(
+            ["ip", "netns", "exec", media, nft, "list", "table", "inet", "aicc_rtpengine"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     finally:
         for ns in (media, peer):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
@@ -455,7 +533,7 @@ def test_rtpengine_filter_drops_ng_from_other_hosts_for_real(split: Path) -> Non
 
 def deb822(text: str) -> list[dict[str, str]]:
     stanzas = []
-    for block in re.split(r"\n\s*\n", "\n".join(l for l in text.splitlines() if not l.startswith("#"))):
+    for block in re.split(r"\n\s*\n", "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))):
         fields = dict(re.findall(r"^([\w-]+):\s*(.+)$", block, flags=re.M))
         if fields:
             stanzas.append(fields)
@@ -476,8 +554,15 @@ def test_apt_sources_per_package_source(split: Path) -> None:
     ]
     assert all("Signed-By" in s and "Trusted" not in s for s in mirror)
     bundle = deb822((split / "db1" / "sources-bundle").read_text())
-    assert bundle == [{"Types": "deb", "URIs": "http://10.0.0.1:3142", "Suites": "bookworm", "Components": "main",
-                       "Trusted": "yes"}]
+    assert bundle == [
+        {
+            "Types": "deb",
+            "URIs": "http://10.0.0.1:3142",
+            "Suites": "bookworm",
+            "Components": "main",
+            "Trusted": "yes",
+        }
+    ]
     assert 'Acquire::http::Timeout "30";' in (split / "db1" / "apt-timeouts").read_text()
 
 
@@ -493,4 +578,6 @@ def test_journald_and_chrony_dropins(split: Path) -> None:
     journald = (split / "db1" / "journald").read_text()
     assert "[Journal]" in journald and "SystemMaxUse=1G" in journald
     assert (split / "db1" / "chrony").read_text().splitlines()[1:] == [
-        "server 10.9.9.1 iburst", "server ntp.corp.example iburst"]
+        "server 10.9.9.1 iburst",
+        "server ntp.corp.example iburst",
+    ]

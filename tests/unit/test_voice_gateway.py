@@ -337,6 +337,10 @@ async def test_in_dialog_requests_for_unknown_calls_get_481_and_unknown_methods_
             await raw_request(gw, "INVITE", sdp.offer("127.0.0.1", 44004), ctype="text/plain")
         ).status == 415
         assert (await raw_request(gw, "INVITE")).status == 488  # no offer
+        offer = sdp.offer("127.0.0.1", 44006)
+        bad_contact = await raw_request(gw, "INVITE", offer, headers=[("Record-Route", "<http://x>")])
+        assert bad_contact.status == 400 and "URI" in bad_contact.reason
+        assert not gw.calls
     finally:
         await gw.stop()
 
@@ -380,3 +384,50 @@ async def test_bot_greets_at_once_and_dtmf_zero_bridges_to_the_agent_with_the_tr
         await caller.close()
         await gw.stop()
         await agent.stop()
+
+
+async def test_session_not_refreshed_in_time_is_hung_up() -> None:
+    records: list[CallRecord] = []
+    gw = await start_gateway(config(), records=records)
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(
+            f"sip:4000@127.0.0.1:{gw.cfg.sip_port}",
+            ("127.0.0.1", gw.cfg.sip_port),
+            headers=[("Session-Expires", "90"), ("Supported", "timer")],
+        )
+        call = next(iter(gw.calls.values()))
+        assert call.session_expires == 90
+        call.session_expires = 1  # as if 90 s had gone by without a re-INVITE or UPDATE
+        await asyncio.wait_for(caller.remote_bye.wait(), 5)
+        await asyncio.sleep(0.2)
+        assert records[-1].end_reason == "session_expired"
+    finally:
+        await caller.close()
+        await gw.stop()
+
+
+async def test_update_refreshes_the_session() -> None:
+    gw = await start_gateway(config())
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(
+            f"sip:4000@127.0.0.1:{gw.cfg.sip_port}",
+            ("127.0.0.1", gw.cfg.sip_port),
+            headers=[("Session-Expires", "90"), ("Supported", "timer")],
+        )
+        call = next(iter(gw.calls.values()))
+        before = call.last_refresh
+        assert caller.dialog is not None
+        req = caller.dialog.request(
+            "UPDATE", via_host=caller.transport.local, headers=[("Session-Expires", "120")]
+        )
+        res = await caller.transport.request(req, caller.dialog.next_hop())
+        assert res.status == 200 and res.get("Session-Expires") == "120;refresher=uac"
+        assert call.last_refresh > before and call.session_expires == 120
+    finally:
+        await caller.hangup()
+        await caller.close()
+        await gw.stop()

@@ -51,6 +51,8 @@ def test_check_reply() -> None:
         == ""
     )
     assert check_reply("您的订单100234（一双跑鞋）已发货。", DEFAULT_EXPECT["zh"]) == ""
+    assert check_reply("您的订单是1230,是医生跑鞋一发火。", DEFAULT_EXPECT["zh"]) == ""  # heard as homophones
+    assert "does not mention" in check_reply("您的订单已签收。", DEFAULT_EXPECT["zh"])
     assert "does not mention" in check_reply("Your order was delivered.", DEFAULT_EXPECT["en"])
     assert "said nothing" in check_reply("  ", ())
     assert "apology" in check_reply("Sorry, I'm having a technical problem.", ())
