@@ -181,6 +181,16 @@ _EN_DIGITS = {
 }
 
 
+# Words that name a part of a request, per tool (the safety net for plans that drop a part).
+PART_WORDS: dict[str, tuple[str, ...]] = {
+    "get_order_status": ("状态", "status", "什么时候到", "when will"),
+    "track_shipment": ("物流", "快递", "包裹", "到哪", "track", "parcel"),
+    "change_address": ("地址", "address"),
+    "create_return": ("退货", "退掉", "return it", "send it back"),
+}
+_NEW_ADDRESS = re.compile(r"(?:改成|改为|改到|换成|更改为|\bto\b)\s*([^。！？!?]{4,200})", re.IGNORECASE)
+
+
 def detect_language(text: str, default: Language) -> Language:
     if re.search(r"[\u4e00-\u9fff]", text):
         return "zh"
@@ -388,6 +398,11 @@ class DialogueManager(FrameProcessor):
         self.report("llm_plan_seconds", time.monotonic() - started)
         intent = plan.get("intent")
         calls, problems = self.parse_actions(plan.get("actions"), text)
+        if intent in ("tools", "unclear"):
+            added = self.complete_plan(text, calls)
+            if added:
+                self.report("plan_completed", float(len(added)))
+                calls += added
         self._history += [
             ChatMessage("user", text),
             ChatMessage("assistant", json.dumps(plan, ensure_ascii=False)),
@@ -406,6 +421,37 @@ class DialogueManager(FrameProcessor):
             await self.chat(text, clock)
         else:
             await self.misunderstood("misunderstood", "unclear", clock)
+
+    def complete_plan(self, text: str, calls: list[ToolCall]) -> list[ToolCall]:
+        """Parts of a compound request the plan left out, recovered from the caller's words.
+
+        Small models drop one action of two ("status AND change the address"); a part is added only
+        when the caller named it and every argument can be taken from what they said and validates."""
+        planned = {c.name for c in calls}
+        low = text.lower()
+        added: list[ToolCall] = []
+        for tool, words in PART_WORDS.items():
+            if tool in planned or tool not in self.tools or not any(w in low for w in words):
+                continue
+            spec = self.tools[tool]
+            args: dict[str, Any] = {}
+            if "order_id" in spec.parameters.get("properties", {}):
+                args["order_id"] = self._order_id("", digit_runs(text), spec)
+            if tool == "change_address":
+                at = max(low.rfind("地址"), low.rfind("address"))
+                match = _NEW_ADDRESS.search(text, at)  # the new address follows the word "address"
+                if match is None:
+                    continue
+                args["new_address"] = match.group(1).strip(" ，,")
+            if tool == "create_return":
+                args["reason"] = "来电申请" if self.language == "zh" else "requested by phone"
+            if not validate_call(spec, args):
+                added.append(ToolCall(tool, args))
+        if added and any(c.arguments.get("order_id") for c in added):
+            self._last_order = str(
+                next(c.arguments["order_id"] for c in added if c.arguments.get("order_id"))
+            )
+        return added
 
     def parse_actions(self, actions: Any, text: str) -> tuple[list[ToolCall], list[str]]:
         """Validated tool calls from the plan; problems name the arguments that were wrong."""

@@ -51,7 +51,12 @@ def test_services_active_and_enabled(installed_site: InstalledSite) -> None:
             units.append("postgresql")  # Debian's umbrella unit starts the cluster at boot
         res = installed_site.ssh(
             host,
-            " ; ".join(f"echo {u} $(systemctl is-active {u}) $(systemctl is-enabled {u})" for u in units),
+            # A unit that does not exist prints nothing: report it as "missing".
+            " ; ".join(
+                f"a=$(systemctl is-active {u} 2>/dev/null); e=$(systemctl is-enabled {u} 2>/dev/null); "
+                f'echo {u} "${{a:-missing}}" "${{e:-missing}}"'
+                for u in units
+            ),
         )
         for line in res.stdout.splitlines():
             unit, active, enabled = line.split()[:3]

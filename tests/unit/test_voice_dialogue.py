@@ -247,3 +247,25 @@ def test_digit_runs(text: str, expected: list[str]) -> None:
 )
 def test_yes_or_no(text: str, expected: bool | None) -> None:
     assert yes_or_no(text) is expected
+
+
+async def test_a_part_the_plan_dropped_is_recovered_from_the_callers_words() -> None:
+    conn = FakeConnector()
+    async with Harness(FakeLLM({"订单": STATUS}), conn, language="zh") as h:
+        out = await h.say("查询订单一零零二三四的状态，再把地址改成上海市南京路八号", language="zh")
+        assert "确认修改地址吗？" in spoken(out)
+        await h.say("对", language="zh")
+    assert conn.calls == [
+        ("get_order_status", {"order_id": "100234"}),
+        ("change_address", {"order_id": "100234", "new_address": "上海市南京路八号"}),
+    ]
+    assert ("plan_completed", 1.0, {}) in h.metrics
+
+
+async def test_english_dropped_part_takes_the_address_after_the_word_address() -> None:
+    conn = FakeConnector()
+    async with Harness(FakeLLM({"order": STATUS}), conn) as h:
+        out = await h.say(
+            "I want to know the status of order 100234 and change the address to 8 Nanjing Road."
+        )
+    assert any("8 Nanjing Road" in s for s in spoken(out)), spoken(out)

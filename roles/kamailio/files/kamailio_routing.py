@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Provided by app_python3 inside Kamailio; unit tests put a fake in sys.modules first.
@@ -83,7 +84,7 @@ class RoutingConfig:
 
 
 def load_config(path: str | None = None) -> RoutingConfig:
-    with open(path or os.environ.get(CONFIG_ENV, CONFIG_PATH), encoding="utf-8") as fh:
+    with Path(path or os.environ.get(CONFIG_ENV, CONFIG_PATH)).open(encoding="utf-8") as fh:
         return RoutingConfig.from_mapping(json.load(fh))
 
 
@@ -92,7 +93,8 @@ def mod_init() -> kamailio:
     return kamailio(load_config())
 
 
-class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
+# app_python3 looks the class up by this (lower-case) name.
+class kamailio:
     def __init__(self, config: RoutingConfig) -> None:
         self.cfg = config
 
@@ -317,8 +319,8 @@ class kamailio:  # noqa: N801 - app_python3 looks the class up by this name
             else:
                 KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "metrics are at /metrics\n")
             return 1
-        if port == self.cfg.wss_port and str(KSR.hdr.get("Upgrade") or "").lower() == "websocket":
-            if KSR.websocket.handle_handshake() > 0:
-                return 1
+        upgrade = port == self.cfg.wss_port and str(KSR.hdr.get("Upgrade") or "").lower() == "websocket"
+        if upgrade and KSR.websocket.handle_handshake() > 0:
+            return 1
         KSR.xhttp.xhttp_reply(403, "Forbidden", "text/plain", "")
         return 1
