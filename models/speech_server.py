@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -40,6 +41,7 @@ from websockets.http11 import Request, Response
 log = logging.getLogger("aicc.speech")
 ASR_RATE = 16000
 UTTERANCE_END_S = 0.5
+PREROLL_FRAMES = 10  # 320 ms at 16 kHz
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 REGISTRY = CollectorRegistry()
@@ -97,6 +99,8 @@ class AsrSession:
         self.times: list[dict[str, Any]] = []
         self.offset_s = 0.0
         self.start_s: float | None = None
+        # VAD fires a frame or two into a word: keep the audio just before it, or onsets are clipped.
+        self.preroll: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
 
     def joined(self) -> str:
         return ("" if self.language == "zh" else " ").join(self.texts)
@@ -110,7 +114,9 @@ class AsrSession:
             speech = self.vad.speech_probability(frame).is_speech
             if speech:
                 if self.start_s is None:
-                    self.start_s = self.offset_s
+                    self.start_s = max(0.0, self.offset_s - len(self.preroll) * frame_s)
+                    self.utterance += b"".join(self.preroll)
+                    self.preroll.clear()
                 self.silence_s = 0.0
                 self.utterance += frame
             elif self.utterance:
@@ -118,6 +124,8 @@ class AsrSession:
                 self.silence_s += frame_s
                 if self.silence_s >= UTTERANCE_END_S:
                     await self._flush()
+            else:
+                self.preroll.append(frame)
             self.offset_s += frame_s
 
     async def _flush(self) -> None:

@@ -51,13 +51,20 @@ class TTSProcessor(FrameProcessor):
             await self._out(cached, frame)
             return
         first = True
+        chunks = aiter(self.engine.synthesize(frame.text, language=frame.language))
         try:
-            async with asyncio.timeout(self.timeout_s):
-                async for chunk in self.engine.synthesize(frame.text, language=frame.language):
-                    if first and frame.clock is not None:
-                        frame.clock.tts_first_audio = time.monotonic()
-                    first = False
-                    await self._out(resample(chunk.pcm, chunk.sample_rate, self.out_rate), frame)
+            while True:
+                # The deadline is per chunk: a long sentence may take longer in all, but an engine
+                # that stops producing audio is caught within timeout_s.
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                if first and frame.clock is not None:
+                    frame.clock.tts_first_audio = time.monotonic()
+                first = False
+                await self._out(resample(chunk.pcm, chunk.sample_rate, self.out_rate), frame)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -67,6 +74,10 @@ class TTSProcessor(FrameProcessor):
             audio = self.cache.get((line, frame.language)) if line else None
             if audio is not None and first:
                 await self._out(audio, frame)
+        finally:
+            closer = getattr(chunks, "aclose", None)
+            if closer is not None:
+                await closer()  # stop the engine's worker (barge-in or failure)
 
     async def _out(self, pcm: bytes, frame: SpeakFrame) -> None:
         await self.push(

@@ -32,6 +32,10 @@ class SipResponse:
         values = self.headers.get(name.lower())
         return values[0] if values else None
 
+    @property
+    def to_tag(self) -> str:
+        return _tag(self.header("to") or "")
+
 
 def parse_response(data: bytes) -> SipResponse:
     text = data.decode("utf-8", errors="replace")
@@ -184,6 +188,30 @@ class SipClient:
                 return resp
         return None
 
+    def receive_request(self, timeout: float | None = None) -> tuple[str, tuple[str, int]] | None:
+        """Next request sent to this client (a call the proxy forwards to us), with its sender."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                return None
+            if not data.startswith(b"SIP/2.0 "):
+                return data.decode("utf-8", errors="replace"), (addr[0], addr[1])
+        return None
+
+    def respond(self, request: str, addr: tuple[str, int], status: int, reason: str) -> None:
+        """Answer a received request (no body): its Via set, From, To with our tag, Call-ID, CSeq."""
+        head = request.partition("\r\n\r\n")[0].split("\r\n")[1:]
+        keep = ("via", "v", "from", "f", "call-id", "i", "cseq")
+        lines = [f"{SIP_VERSION} {status} {reason}"]
+        lines += [h for h in head if h.split(":", 1)[0].strip().lower() in keep]
+        to = next(h for h in head if h.split(":", 1)[0].strip().lower() in ("to", "t"))
+        lines.append(to if ";tag=" in to else f"{to};tag={secrets.token_hex(4)}")
+        lines.append("Content-Length: 0")
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), addr)
+
     # --- transactions ---------------------------------------------------------------------
 
     def options(self, uri: str, *, domain: str = "aicc.local") -> SipResponse | None:
@@ -221,7 +249,7 @@ class SipClient:
         first = self.final(call_id)
         if first is None or first.status not in (401, 407) or password is None:
             return first, None
-        auth = self._authorization(first, user, password, "REGISTER", uri)
+        auth = self.authorization(first, user, password, "REGISTER", uri)
         msg, _ = self.build(
             "REGISTER",
             uri,
@@ -243,7 +271,8 @@ class SipClient:
         domain: str = "aicc.local",
         timeout: float = 5.0,
     ) -> SipResponse | None:
-        """INVITE with an SDP offer; ACKs a negative final reply, CANCELs if none comes in time."""
+        """INVITE with an SDP offer. A negative final reply is ACKed; an answered call is ACKed and hung
+        up at once (BYE); with no final reply in time the INVITE is CANCELled."""
         call_id = secrets.token_hex(8)
         from_tag = secrets.token_hex(4)
         from_uri = f"sip:{from_user}@{domain}"
@@ -287,10 +316,42 @@ class SipClient:
                 branch=branch,
             )
             self.send_raw(ack)
+        else:
+            self._end_answered_call(resp, from_uri=from_uri, to_uri=uri, call_id=call_id, from_tag=from_tag)
         return resp
 
+    def _end_answered_call(
+        self, answer: SipResponse, *, from_uri: str, to_uri: str, call_id: str, from_tag: str
+    ) -> SipResponse | None:
+        """ACK a 2xx and hang up with BYE, along the dialog's route set (RFC 3261 12.1.2)."""
+        contact = re.search(r"<([^>]+)>", answer.header("contact") or "")
+        target = contact.group(1) if contact else to_uri
+        record_route = [
+            r.strip() for v in answer.headers.get("record-route", []) for r in v.split(",") if r.strip()
+        ]
+        routes = [f"Route: {r}" for r in reversed(record_route)]
+        for cseq, method in ((1, "ACK"), (2, "BYE")):
+            msg, _ = self.build(
+                method,
+                target,
+                from_uri=from_uri,
+                to_uri=to_uri,
+                call_id=call_id,
+                cseq=cseq,
+                from_tag=from_tag,
+                to_tag=answer.to_tag,
+                extra=routes,
+            )
+            self.send_raw(msg)
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            resp = self.final(call_id, left)  # skips retransmitted 200s of the INVITE
+            if resp is None or (resp.header("cseq") or "").endswith("BYE"):
+                return resp
+        return None
+
     @staticmethod
-    def _authorization(challenge: SipResponse, user: str, password: str, method: str, uri: str) -> str:
+    def authorization(challenge: SipResponse, user: str, password: str, method: str, uri: str) -> str:
         proxy = challenge.status == 407
         value = challenge.header("proxy-authenticate" if proxy else "www-authenticate") or ""
         params = parse_challenge(value)

@@ -204,28 +204,50 @@ def test_vad_finds_speech_and_ignores_silence(speech: dict[str, object]) -> None
 
 
 def test_embedded_speech_server_with_the_paddlespeech_client(store: Path) -> None:
-    """The production client against aicc's embedded speech server: one client for both servers."""
+    """The production client against aicc's embedded speech server (run as the unit runs it)."""
+    import httpx
     from aicc.models.engines.paddlespeech import PaddleSpeechASR, PaddleSpeechTTS
-    from aicc.models.speech_server import load_engines, serve_forever
 
-    async def go() -> tuple[str, int]:
-        engines = load_engines(store)
-        ready = asyncio.Event()
-        port = free_port()
-        task = asyncio.create_task(serve_forever("127.0.0.1", port, engines, ready))
-        await ready.wait()
-        try:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "aicc.models.speech_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--store",
+        str(store),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "speech server did not answer /health"
+            time.sleep(0.5)
+
+        async def go() -> tuple[str, int]:
             tts = PaddleSpeechTTS("127.0.0.1", port, languages=("zh", "en"), timeout_s=240)
-            chunks = [c async for c in tts.synthesize("Your order has shipped.", language="en")]
+            chunks = [c async for c in tts.synthesize(EN_TEXTS[1], language="en")]
             asr = PaddleSpeechASR("127.0.0.1", port, languages=("zh", "en"), timeout_s=240)
             result = await asr.transcribe(resample(join(chunks), 8000), language="en")
             return result.text, chunks[0].sample_rate
-        finally:
-            task.cancel()
 
-    text, rate = asyncio.run(go())
+        text, rate = asyncio.run(go())
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
     assert rate == 24000
-    assert wer("Your order has shipped.", text) <= EN_WER_MAX, text
+    assert wer(EN_TEXTS[1], text) <= EN_WER_MAX, text
+    assert 'aicc_speech_asr_seconds_count{language="en"} 1.0' in metrics
 
 
 def test_verify_refuses_a_file_with_one_byte_changed(store: Path, tmp_path: Path) -> None:

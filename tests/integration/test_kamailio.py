@@ -6,6 +6,7 @@ test runs last in this file: it bans this machine's address, then lifts the ban 
 
 from __future__ import annotations
 
+import secrets
 import socket
 import ssl
 import time
@@ -18,6 +19,7 @@ import pytest
 from aicc.installer.settings import SiteSettings
 from aicc.installer.site import Site
 
+from tests.integration.sipclient import DEFAULT_SDP as SDP
 from tests.integration.sipclient import SipClient
 from tests.integration.site_fixture import InstalledSite
 
@@ -108,6 +110,78 @@ def test_register_with_the_right_password_is_saved_in_the_database(installed_sit
         c.register("1001", password, domain=domain, expires=0)  # unregister
 
 
+def test_call_to_a_registered_agent_needs_credentials_and_reaches_its_phone(
+    installed_site: InstalledSite,
+) -> None:
+    domain = settings(installed_site).sip.domain
+    password = Site(installed_site.site).secrets()["kamailio_demo_agent_password"]
+    uri = f"sip:1001@{domain}"
+    with client(installed_site) as agent, client(installed_site) as caller:
+        _, ok = agent.register("1001", password, domain=domain, expires=120)
+        assert ok is not None and ok.status == 200
+        try:
+            call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+            invite, branch = caller.build(
+                "INVITE",
+                uri,
+                from_uri=f"sip:1001@{domain}",
+                to_uri=uri,
+                call_id=call_id,
+                cseq=1,
+                from_tag=tag,
+                body=SDP.format(ip=caller.local_ip),
+            )
+            caller.send_raw(invite)
+            challenge = caller.final(call_id)
+            assert challenge is not None and challenge.status == 407
+            ack, _ = caller.build(
+                "ACK",
+                uri,
+                from_uri=f"sip:1001@{domain}",
+                to_uri=uri,
+                call_id=call_id,
+                cseq=1,
+                from_tag=tag,
+                to_tag=challenge.to_tag,
+                branch=branch,
+            )
+            caller.send_raw(ack)
+            auth = SipClient.authorization(challenge, "1001", password, "INVITE", uri)
+            invite, branch = caller.build(
+                "INVITE",
+                uri,
+                from_uri=f"sip:1001@{domain}",
+                to_uri=uri,
+                call_id=call_id,
+                cseq=2,
+                from_tag=tag,
+                extra=[auth],
+                body=SDP.format(ip=caller.local_ip),
+            )
+            caller.send_raw(invite)
+            # The proxy looks the agent up in usrloc and forwards the call to where it registered.
+            received = agent.receive_request(timeout=5)
+            assert received is not None and received[0].startswith("INVITE ")
+            assert f"{agent.local_ip}:{agent.local_port}" in received[0].split("\r\n", 1)[0]
+            agent.respond(received[0], received[1], 486, "Busy Here")
+            final = caller.final(call_id, timeout=5)
+            assert final is not None and final.status == 486
+            ack, _ = caller.build(
+                "ACK",
+                uri,
+                from_uri=f"sip:1001@{domain}",
+                to_uri=uri,
+                call_id=call_id,
+                cseq=2,
+                from_tag=tag,
+                to_tag=final.to_tag,
+                branch=branch,
+            )
+            caller.send_raw(ack)
+        finally:
+            agent.register("1001", password, domain=domain, expires=0)
+
+
 def test_invite_to_an_unknown_number_gets_404(installed_site: InstalledSite) -> None:
     domain = settings(installed_site).sip.domain
     unknown = "7" * 9
@@ -133,6 +207,10 @@ def test_service_numbers_are_loaded_and_dispatched_to_the_voicebot_hosts(
     with client(installed_site) as c:
         resp = c.invite(f"sip:{number}@{s.sip.domain}", domain=s.sip.domain, timeout=8)
     assert resp is None or resp.status != 404
+    if resp is not None and resp.status == 200 and installed_site.hosts_in("media"):
+        # Answered by a voice gateway: the SDP it answered with was anchored on a media host (rtpengine).
+        media = {installed_site.hosts[h] for h in installed_site.hosts_in("media")}
+        assert any(f"c=IN IP4 {addr}" in resp.body for addr in media), resp.body
 
 
 def test_kamailio_talks_to_postgresql_over_tls_without_a_password_in_its_config(

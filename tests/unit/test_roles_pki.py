@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Each module runs ansible-playbook (a few seconds to a minute on a loaded 2-core machine).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 

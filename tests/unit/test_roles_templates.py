@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+# Each module runs ansible-playbook (a few seconds to a minute on a loaded 2-core machine).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
 BIN = Path(sys.executable).parent
