@@ -13,9 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from aicc.installer.errors import InputError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from aicc.installer.errors import InputError
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 ENV_PREFIX = "AICC_"
@@ -58,6 +67,11 @@ class SipSettings(_Section):
         40, ge=5, le=100000, description="Requests one source may send per 2 s before it is blocked."
     )
     flood_ban_s: int = Field(300, ge=10, le=86400, description="Seconds a flooding source stays blocked.")
+    trusted_sources: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses or networks of SIP trunks and carriers: never flood-blocked (a trunk sends "
+        "every call from one address). Example: [198.51.100.7/32].",
+    )
     service_numbers: dict[str, str] = Field(
         default_factory=lambda: {"4000": "voicebot", "4001": "voicebot-zh", "5000": "agents"},
         description="Dialled numbers (DIDs) and the service each reaches, seeded into the database.",
@@ -321,6 +335,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "kamailio_children": s.sip.children,
         "kamailio_flood_limit": s.sip.flood_limit,
         "kamailio_flood_ban_s": s.sip.flood_ban_s,
+        "kamailio_trusted_sources": [str(n) for n in s.sip.trusted_sources],
         "kamailio_service_numbers": s.sip.service_numbers,
         "rtpengine_port_min": s.media.port_min,
         "rtpengine_port_max": s.media.port_max,

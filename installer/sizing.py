@@ -104,7 +104,7 @@ def host_minimum(groups: list[str], lab: bool) -> Minimum:
 
 # Services per group, for `aicc status`: (systemd unit, Debian package giving the version).
 SERVICES: dict[str, list[tuple[str, str]]] = {
-    "sip_proxy": [("kamailio", "kamailio")],
+    "sip_proxy": [("kamailio", "kamailio"), ("pgbouncer", "pgbouncer")],
     "media": [("rtpengine-daemon", "rtpengine-daemon")],
     "voicebot": [("aicc-voicebot", "python3-venv")],
     "db": [

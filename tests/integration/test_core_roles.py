@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import time
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -268,3 +269,54 @@ def test_second_install_changes_nothing_on_any_host(installed_site: InstalledSit
     assert report.get("ok"), report.get("failures") or report.get("error")
     changed = {host: stats.get("changed") for host, stats in report["hosts"].items() if stats.get("changed")}
     assert not changed, f"a second install changed something: {changed} (log: {report.get('log')})"
+
+
+def prometheus_query(url: str, query: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(
+        f"{url}/api/v1/query?{urllib.parse.urlencode({'query': query})}", timeout=10
+    ) as r:
+        doc = json.load(r)
+    assert doc["status"] == "success", doc
+    result: list[dict[str, Any]] = doc["data"]["result"]
+    return result
+
+
+def test_postgres_exporter_reaches_the_database(installed_site: InstalledSite) -> None:
+    """An exporter target can be up while its database login fails: pg_up says whether it got in."""
+    settings = Site(installed_site.site).settings()
+    url = f"http://{installed_site.address_of('monitoring')}:{settings.monitoring.prometheus_port}"
+    deadline = time.monotonic() + 2 * settings.monitoring.scrape_interval_s + 15
+    while True:
+        series = prometheus_query(url, "pg_up")
+        if series or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert {s["metric"]["host"]: s["value"][1] for s in series} == dict.fromkeys(
+        installed_site.hosts_in("db"), "1"
+    )
+
+
+def test_common_base_settings_on_every_host(installed_site: InstalledSite) -> None:
+    settings = Site(installed_site.site).settings()
+    problems = []
+    for host in installed_site.hosts:
+        res = installed_site.ssh(
+            host,
+            "readlink -f /etc/localtime; grep ^LANG= /etc/default/locale; "
+            "sed -n '/BEGIN aicc inventory hosts/,/END aicc/p' /etc/hosts; "
+            "openssl verify /etc/aicc/tls/host.crt; stat -c '%a %U %G' /etc/aicc/tls/host.key",
+        )
+        out = res.stdout
+        if not out.startswith(f"/usr/share/zoneinfo/{settings.timezone}\n"):
+            problems.append(f"{host}: time zone {out.splitlines()[:1]}")
+        if f"LANG={settings.locale}" not in out:
+            problems.append(f"{host}: locale not {settings.locale}")
+        for name, address in installed_site.hosts.items():
+            if f"{address} {name}" not in out:
+                problems.append(f"{host}: /etc/hosts lacks {name}")
+        # The host certificate verifies against the system store: the site CA is trusted there.
+        if "/etc/aicc/tls/host.crt: OK" not in out:
+            problems.append(f"{host}: host certificate not trusted: {res.stdout} {res.stderr}")
+        if "640 root ssl-cert" not in out:
+            problems.append(f"{host}: host key permissions wrong")
+    assert not problems, problems
