@@ -255,6 +255,9 @@ def run_playbook(
     play_names = [str(p.get("name", f"play {i + 1}")) for i, p in enumerate(plays)]
 
     extra = ["-e", f"@{vars_file}", "-e", f"@{site.secrets_path}"]
+    if limit:
+        # The site PKI play runs on the installer host; every host's certificates come from it.
+        limit = f"{limit},localhost"
     console = console or Console()
     totals = count_tasks(site, inventory, source, extra, limit, tags) if show_progress else {}
     stamp = time.strftime("%Y%m%d-%H%M%S")

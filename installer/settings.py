@@ -191,6 +191,11 @@ class SiteSettings(BaseSettings):
     )
     timezone: str = Field("Asia/Shanghai", description="IANA time zone of the hosts.")
     locale: str = Field("en_US.UTF-8", description="System locale of the hosts.")
+    ntp_servers: list[str] = Field(
+        default_factory=list,
+        description="NTP servers inside your network for chrony. Empty keeps Debian's defaults, which point "
+        "at the internet pool: set your own for an offline site.",
+    )
     packages: PackagesSettings = Field(default_factory=PackagesSettings)
     sip: SipSettings = Field(default_factory=SipSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
@@ -321,6 +326,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "aicc_profile": s.profile,
         "common_timezone": s.timezone,
         "common_locale": s.locale,
+        "common_ntp_servers": s.ntp_servers,
         "common_apt_source": s.packages.source,
         "common_apt_url": s.packages.url,
         "common_apt_suite": s.packages.suite,

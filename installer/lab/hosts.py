@@ -96,6 +96,9 @@ def nspawn_command(lower: Path, upper: Path, host: HostPlan) -> list[str]:
         "--resolv-conf=off",  # the upper dir carries its own
         "--console=read-only",
         f"--network-namespace-path=/run/netns/{host.netns}",
+        # Lets hosts load their own nftables rules (the rtpengine role filters its control port);
+        # the capability reaches only the host's own network namespace.
+        "--capability=CAP_NET_ADMIN",
         "-D",
         str(lower),
         f"--overlay={lower}:{upper}:/",

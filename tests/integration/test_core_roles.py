@@ -15,10 +15,10 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from aicc.installer.inventory import load_inventory
 from aicc.installer.site import Site
 from aicc.installer.sizing import COMMON_SERVICES, SERVICES, common_listeners, listeners
-
 from tests.integration.site_fixture import InstalledSite
 
 pytestmark = pytest.mark.lab
