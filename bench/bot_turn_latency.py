@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
+
 from aicc.appliance.calls.migrate import all_migrations, apply
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.connectors.demo import DemoBackend
@@ -34,7 +36,6 @@ from aicc.appliance.voice.caller import Caller
 from aicc.appliance.voice.config import GatewayConfig
 from aicc.appliance.voice.engines import open_engines
 from aicc.appliance.voice.gateway import Gateway
-from psycopg_pool import AsyncConnectionPool
 
 STORE = Path(os.environ.get("AICC_MODEL_STORE", "/var/cache/aicc/models"))
 GGUF = STORE / "qwen2.5-coder-1.5b-instruct-q4km" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -243,7 +244,7 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
     await gw.start()
     caller_turns: dict[str, list[float]] = {"en": [], "zh": []}
     per_call = len(UTTERANCES["en"])
-    for lang in ("en", "zh"):
+    for lang in args.langs.split(","):
         done = 0
         while done < args.turns:
             batch = UTTERANCES[lang][: min(per_call, args.turns - done)]
@@ -275,6 +276,17 @@ def report(records: list[CallRecord], caller_turns: dict[str, list[float]]) -> N
         ]
         ok = sum(1 for tc in tools if tc.ok)
         print(f"      tool calls: {ok}/{len(tools)} ok")
+        for tc in tools:
+            if not tc.ok:
+                print(f"        failed: {tc.tool}({tc.arguments}): {tc.error}")
+        heard = [
+            ln.text
+            for r in records
+            if r.service == ("4000" if lang == "en" else "4001")
+            for ln in r.lines
+            if ln.speaker == "caller"
+        ]
+        print(f"      caller turns as the bot heard them (first 5): {heard[:5]}")
     print(f"host load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
 
 
@@ -283,6 +295,7 @@ def main() -> int:
     ap.add_argument("--turns", type=int, default=20, help="turns per language")
     ap.add_argument("--llm-url", default=None)
     ap.add_argument("--dsn", default=None)
+    ap.add_argument("--langs", default="en,zh")
     ap.add_argument("--threads", type=int, default=2, help="llama-server and ASR threads (1 on a busy host)")
     args = ap.parse_args()
     with llama_server(args.llm_url, args.threads) as url, postgres(args.dsn) as dsn:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, InputError, RunFailed
 
 Lang = Literal["zh", "en"]

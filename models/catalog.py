@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Literal, Self
 
 import yaml
-from aicc.installer.errors import InputError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aicc.installer.errors import InputError
 
 Kind = Literal["llm", "asr", "tts", "vad"]
 Engine = Literal["llamacpp", "vllm", "faster-whisper", "piper", "kokoro", "silero", "paddlespeech"]

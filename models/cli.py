@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
 from aicc.installer import output
 from aicc.installer.errors import InputError, RunFailed
 from aicc.models import store as st
 from aicc.models.catalog import Catalog, ModelEntry, load_catalog
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 app = typer.Typer(
     help="The model catalog: list, show, verify and fetch local AI models.", no_args_is_help=True
@@ -265,3 +266,21 @@ def build_llama_server_cmd(
         f"[green]llama-server[/green] {built.path} ({'cached' if built.cached else 'built'}, "
         f"sha256 {built.sha256[:16]}…)"
     )
+
+
+@app.command()
+def wheelhouse(
+    dest: Annotated[Path, typer.Option("--dest", help="Folder to fill with wheels.")] = Path(
+        "/var/cache/aicc/wheelhouse"
+    ),
+    json_out: JsonOpt = False,
+) -> None:
+    """Build the wheelhouse hosts install aicc and its engines from (they have no internet)."""
+    from aicc.models.wheelhouse import build_wheelhouse
+
+    wheels = build_wheelhouse(dest)
+    if json_out:
+        output.emit_json({"ok": True, "dest": str(dest), "wheels": [w.name for w in wheels]})
+        return
+    size = sum(w.stat().st_size for w in wheels)
+    output.console.print(f"[green]wheelhouse[/green] {dest}: {len(wheels)} wheels, {_human(size)}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
 from aicc.models.engines.base import ChatMessage, EngineError, LLMDelta
 
 

@@ -27,16 +27,17 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from aicc.models.catalog import load_catalog
-from aicc.models.engines.audio import resample
-from aicc.models.engines.base import Audio, Language
-from aicc.models.engines.embedded import KokoroTTS, PiperTTS, SileroVAD, WhisperASR
-from aicc.models.store import DEFAULT_STORE, model_dir
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from aicc.models.catalog import load_catalog
+from aicc.models.engines.audio import resample
+from aicc.models.engines.base import Audio, Language
+from aicc.models.engines.embedded import KokoroTTS, PiperTTS, SileroVAD, WhisperASR
+from aicc.models.store import DEFAULT_STORE, model_dir
 
 log = logging.getLogger("aicc.speech")
 ASR_RATE = 16000

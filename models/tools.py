@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+
 from aicc.models.engines.base import ChatMessage, LLMClient, ToolCall, ToolSpec
 
 MAX_CALLS = 4

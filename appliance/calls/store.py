@@ -7,9 +7,10 @@ import json
 from dataclasses import asdict
 from typing import Any, LiteralString
 
-from aicc.appliance.calls.record import CallRecord
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+
+from aicc.appliance.calls.record import CallRecord
 
 _CHILD_TABLES = ("lines", "tool_calls", "turns")
 # Fixed statements per child table (no SQL built from strings at run time).

@@ -7,10 +7,11 @@ import datetime as dt
 from typing import Any
 
 import psycopg
-from aicc.appliance.connectors.base import ConnectorError
-from aicc.models.engines.base import Language, ToolSpec
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
+
+from aicc.appliance.connectors.base import ConnectorError
+from aicc.models.engines.base import Language, ToolSpec
 
 ORDER_ID = {"type": "string", "pattern": "^[0-9]{6}$", "description": "the 6-digit order number"}
 

@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import start_http_server
+
 from aicc.appliance.voice.config import ConfigError, GatewayConfig, load_config
 from aicc.appliance.voice.gateway import Gateway
 from aicc.appliance.voice.metrics import VoiceMetrics
-from prometheus_client import start_http_server
 
 log = logging.getLogger("aicc.voice")
 
@@ -46,8 +47,9 @@ async def serve(cfg: GatewayConfig) -> None:
     saver = None
     dsn = _dsn(cfg)
     if dsn:
-        from aicc.appliance.calls.store import CallStore
         from psycopg_pool import AsyncConnectionPool
+
+        from aicc.appliance.calls.store import CallStore
 
         pool = AsyncConnectionPool(dsn, min_size=1, max_size=8, open=False)
         await pool.open(wait=True, timeout=30)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+
 from aicc.appliance.voice.audio import to_array
 
 

@@ -7,6 +7,7 @@ import wave
 
 import numpy as np
 import numpy.typing as npt
+
 from aicc.models.engines.base import Audio
 
 Float32 = npt.NDArray[np.float32]

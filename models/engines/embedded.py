@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from aicc.models.engines.audio import Float32, float_at, from_float
 from aicc.models.engines.base import (
     Audio,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from aicc.models.engines.base import EngineError
 
 # Telemetry and hub access off for anything the server or its libraries might do.

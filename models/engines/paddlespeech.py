@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import websockets
+from websockets.asyncio.client import ClientConnection
+
 from aicc.models.engines.audio import resample
 from aicc.models.engines.base import Audio, EngineError, Language, Transcript
-from websockets.asyncio.client import ClientConnection
 
 ASR_RATE = 16000
 CHUNK_S = 0.085  # PaddleSpeech's own client sends 85 ms chunks to the streaming conformer

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from aicc.models.catalog import load_catalog
 from aicc.models.engines.audio import join, resample
 from aicc.models.engines.base import Audio, Language
@@ -206,6 +207,7 @@ def test_vad_finds_speech_and_ignores_silence(speech: dict[str, object]) -> None
 def test_embedded_speech_server_with_the_paddlespeech_client(store: Path) -> None:
     """The production client against aicc's embedded speech server (run as the unit runs it)."""
     import httpx
+
     from aicc.models.engines.paddlespeech import PaddleSpeechASR, PaddleSpeechTTS
 
     port = free_port()

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import pytest
+
 from aicc.appliance.voice import dialog as dlg
 from aicc.appliance.voice import sdp, sip
 from aicc.appliance.voice.audio import rms
@@ -20,7 +21,6 @@ from aicc.appliance.voice.caller import Caller
 from aicc.appliance.voice.transport import Addr, SipTransport
 from aicc.installer.site import load_secrets
 from aicc.installer.smoke import SmokeParams, local_ip_towards, run_smoke
-
 from tests.integration.site_fixture import InstalledSite
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

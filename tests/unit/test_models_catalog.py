@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from aicc.installer.errors import InputError
 from aicc.models.catalog import load_catalog
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from aicc.models.engines.base import ChatMessage, EngineError, ToolSpec
 from aicc.models.llm import OpenAICompatClient
 from aicc.models.tools import plan_schema, plan_tools, tools_prompt, validate_calls

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
 from aicc.models.engines.base import Audio, EngineError
 from aicc.models.engines.paddlespeech import PaddleSpeechASR, PaddleSpeechTTS
-from websockets.asyncio.server import ServerConnection, serve
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 

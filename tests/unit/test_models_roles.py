@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from aicc.installer.settings import SiteSettings, settings_to_ansible_vars
 from aicc.models.catalog import load_catalog
 from aicc.models.llama_build import DEFAULT_CACHE, build_key

@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
+
 from aicc.appliance.calls.migrate import Migration, MigrationError, all_migrations, apply
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.calls.store import CallStore
@@ -22,8 +24,6 @@ from aicc.appliance.connectors.demo import DemoBackend
 from aicc.appliance.voice.dialogue import DialogueManager, DialogueParams
 from aicc.appliance.voice.frames import SpeakFrame, StartFrame, TranscriptionFrame
 from aicc.appliance.voice.pipeline import Pipeline
-from psycopg_pool import AsyncConnectionPool
-
 from tests.unit.test_voice_fakes import FakeLLM, anyio_backend  # noqa: F401
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams, digit_runs, yes_or_no
 from aicc.appliance.voice.frames import (
@@ -20,7 +21,6 @@ from aicc.appliance.voice.frames import (
     TransferFrame,
 )
 from aicc.appliance.voice.pipeline import Pipeline
-
 from tests.unit.test_voice_fakes import FakeConnector, FakeLLM, anyio_backend  # noqa: F401
 
 pytestmark = pytest.mark.anyio

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from aicc.appliance.connectors.base import ConnectorError
 from aicc.appliance.voice.audio import rms, tone
 from aicc.models.engines.base import (

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.voice import sdp, sip
 from aicc.appliance.voice.audio import tone
@@ -20,7 +21,6 @@ from aicc.appliance.voice.dialog import CallFailed
 from aicc.appliance.voice.gateway import TRANSCRIPT_HEADER, Gateway
 from aicc.appliance.voice.transport import SipTransport
 from aicc.models.engines.base import Audio, Language
-
 from tests.unit.test_voice_fakes import FakeASR, FakeConnector, FakeLLM, FakeTTS, FakeVAD, anyio_backend  # noqa: F401
 
 pytestmark = pytest.mark.anyio

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from aicc.appliance.voice import codecs, sdp, sip
 from aicc.appliance.voice.audio import resample, rms, tone
 from aicc.appliance.voice.rtp import (

@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 import pytest
+
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.voice.asr import ASRProcessor
 from aicc.appliance.voice.audio import silence, tone
@@ -34,7 +35,6 @@ from aicc.appliance.voice.sentences import SentenceAggregator
 from aicc.appliance.voice.timers import CallTimersProcessor
 from aicc.appliance.voice.tts import TTSProcessor
 from aicc.appliance.voice.vad import EchoReference, VADProcessor
-
 from tests.unit.test_voice_fakes import FakeASR, FakeConnector, FakeLLM, FakeTTS, FakeVAD, anyio_backend  # noqa: F401
 
 pytestmark = pytest.mark.anyio

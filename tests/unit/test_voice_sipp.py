@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from aicc.appliance.voice.gateway import Gateway
 
+from aicc.appliance.voice.gateway import Gateway
 from tests.unit.test_voice_fakes import anyio_backend  # noqa: F401
 from tests.unit.test_voice_gateway import config, free_port
 

@@ -6,6 +6,7 @@ import wave
 from pathlib import Path
 
 import pytest
+
 from aicc.appliance.voice.audio import tone
 from aicc.installer.errors import InputError
 from aicc.installer.smoke import DEFAULT_EXPECT, check_reply, read_wav
