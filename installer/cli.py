@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+
 from aicc.installer import output
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, AiccError, InputError
 from aicc.installer.lab.cli import app as lab_app
 from aicc.installer.lab.demo import demo
+from aicc.installer.smoke import smoke
 from aicc.models.cli import app as models_app
-from rich.markup import escape
 
 app = typer.Typer(
     name="aicc",
@@ -35,6 +37,7 @@ app = typer.Typer(
 app.add_typer(lab_app, name="lab")
 app.add_typer(models_app, name="models")
 app.command("demo")(demo)
+app.command()(smoke)
 
 InventoryOpt = Annotated[
     Path,

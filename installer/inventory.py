@@ -13,9 +13,10 @@ import re
 import shlex
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 from aicc.installer.errors import InputError
 from aicc.installer.sizing import GROUPS
-from pydantic import BaseModel, Field
 
 _SECTION = re.compile(r"^\[(?P<name>[A-Za-z0-9_.-]+)(?::(?P<kind>vars|children))?\]\s*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
 from aicc.installer.errors import InputError
 from aicc.installer.inventory import Inventory
 from aicc.installer.settings import settings_to_ansible_vars
 from aicc.installer.site import Site
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 SITE_PLAYBOOK = "site.yml"
 STATE_FILE = "install.json"
@@ -32,6 +33,12 @@ STATE_FILE = "install.json"
 
 def playbooks_dir() -> Path:
     return Path(str(resources.files("aicc.installer").joinpath("playbooks")))
+
+
+def wheelhouse_dir(site: Site) -> Path:
+    """Wheels hosts install aicc from: the site's offline bundle, else `aicc models wheelhouse`'s cache."""
+    bundled = site.root / "bundle" / "wheels"
+    return bundled if bundled.is_dir() else Path("/var/cache/aicc/wheelhouse")
 
 
 def roles_dir() -> Path:
@@ -230,9 +237,9 @@ def run_playbook(
     runner_dir = site.root / ".runner"
     (runner_dir / "env").mkdir(parents=True, exist_ok=True)
     vars_file = runner_dir / "site-vars.yml"
+    installer_vars = {"aicc_site_dir": str(site.root), "aicc_wheelhouse": str(wheelhouse_dir(site))}
     vars_file.write_text(
-        yaml.safe_dump({**settings_to_ansible_vars(settings), "aicc_site_dir": str(site.root)}),
-        encoding="utf-8",
+        yaml.safe_dump({**settings_to_ansible_vars(settings), **installer_vars}), encoding="utf-8"
     )
 
     source = playbook or playbooks_dir() / SITE_PLAYBOOK

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from aicc.installer.errors import InputError
 from aicc.installer.inventory import Inventory, load_inventory
 from aicc.installer.settings import SiteSettings, load_settings, render_commented_yaml

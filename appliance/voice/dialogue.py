@@ -96,8 +96,8 @@ PROMPTS: dict[str, dict[Language, str]] = {
         "zh": "确认请说“是”，取消请说“不”。也可以按1确认，按2取消。",
     },
     "ask_order": {
-        "en": "Which order is it about? Please say the order number.",
-        "zh": "请问是哪个订单？请说一下订单号。",
+        "en": "Which order is it about? Please say the order number, or key it in and press hash.",
+        "zh": "请问是哪个订单？请说出订单号，或者在按键上输入订单号，以井号键结束。",
     },
     "anything_else": {
         "en": "Anything else I can help with?",
@@ -308,6 +308,7 @@ class DialogueManager(FrameProcessor):
         self._last_order = ""
         self._done = False
         self._results: list[ToolResultFrame] = []
+        self._keyed: str | None = None  # order number being keyed in on the keypad, if offered
 
     @staticmethod
     def prewarm_lines(language: Language) -> list[tuple[str, Language]]:
@@ -417,6 +418,7 @@ class DialogueManager(FrameProcessor):
             await self.act(calls, clock)
         elif problems:
             await self.say("ask_order", clock=clock)
+            self._keyed = ""  # from now on digits on the keypad spell the order number
         elif intent == "chat":
             await self.chat(text, clock)
         else:
@@ -487,9 +489,11 @@ class DialogueManager(FrameProcessor):
             return planned
         if len(candidates) == 1:
             return candidates[0]
-        if not candidates and self._last_order and not planned:
+        if not candidates and self._last_order and planned in ("", self._last_order):
             return self._last_order  # "and change its address": the order talked about before
-        return planned
+        # A number the caller did not say is the model's invention: leave it empty, so the caller is
+        # asked for the order number instead of hearing about somebody else's order.
+        return planned if planned in runs else ""
 
     async def act(self, calls: list[ToolCall], clock: TurnClock | None) -> None:
         """Run read actions now; ask once to confirm all write actions, which run on "yes"."""
@@ -635,6 +639,20 @@ class DialogueManager(FrameProcessor):
 
     async def on_dtmf(self, digit: str) -> None:
         self.record.add_line("caller", f"<DTMF {digit}>")
+        if self._keyed is not None and (digit.isdigit() or digit == "#"):
+            # Keying in an order number (offered when speech did not give one): digits, then #.
+            if digit != "#":
+                self._keyed += digit
+                return
+            keyed, self._keyed = self._keyed, None
+            tool = self.tools.get("get_order_status")
+            if tool is not None and not validate_call(tool, {"order_id": keyed}):
+                self._last_order = keyed
+                await self.act([ToolCall(tool.name, {"order_id": keyed})], None)
+            else:
+                await self.say("ask_order")
+                self._keyed = ""
+            return
         if self._pending.calls and digit in "12":
             await self.confirmed(digit == "1", None)
         elif digit == "0":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from aicc.installer.errors import AiccError, InputError
 from aicc.installer.lab import lifecycle
 from aicc.installer.lab.plan import DEFAULT_HOSTS, DEFAULT_NAME, DEFAULT_SUBNET, validate_name

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from aicc.installer import output
 from aicc.installer.errors import EXIT_FAILED, AiccError
 from aicc.installer.inventory import load_inventory
@@ -38,13 +39,18 @@ def demo(
     steps = Steps(output.err_console)
     console = output.console
     try:
-        console.rule("1/4 lab hosts")
+        console.rule("1/5 engines and models for the offline hosts (built once, then cached)")
+        from aicc.installer.artifacts import ensure_artifacts
+
+        ensure_artifacts(console)
+
+        console.rule("2/5 lab hosts")
         state = lifecycle.up(name, subnet, hosts, site, force=force, steps=steps)
         the_site = Site(Path(state.site))
         inv = load_inventory(the_site.inventory_path)
         settings = the_site.settings()
 
-        console.rule("2/4 preflight")
+        console.rule("3/5 preflight")
         from aicc.installer import preflight as pf
 
         checks = pf.evaluate(inv, settings, pf.gather(list(inv.hosts.values()), inv, settings))
@@ -58,7 +64,7 @@ def demo(
         counts = pf.summary(checks)
         console.print(f"preflight passed: {counts['ok']} ok, {counts['warn']} warnings")
 
-        console.rule("3/4 install")
+        console.rule("4/5 install")
         from aicc.installer.cli import print_install_report
         from aicc.installer.playbook import run_playbook
 
@@ -74,7 +80,7 @@ def demo(
         output.err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
 
-    console.rule("4/4 test call")
+    console.rule("5/5 test call")
     smoke_ok = _smoke(the_site)
     _where_to_look(the_site, _first_host_by_group(the_site), settings.monitoring.prometheus_port, name)
     console.print(
@@ -87,6 +93,7 @@ def demo(
 def _smoke(site: Site) -> bool:
     """Run `aicc smoke` when this version has it; say so plainly when it does not."""
     import click
+
     from aicc.installer.cli import app as root_app
 
     root = typer.main.get_command(root_app)

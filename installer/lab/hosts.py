@@ -17,7 +17,7 @@ options timeout:1 attempts:1
 """
 
 
-MASKED_UNITS = ("systemd-remount-fs.service",)
+MASKED_UNITS = ("systemd-remount-fs.service", "systemd-tmpfiles-setup-dev.service")
 
 
 def upper_dir(lab_dir: Path, host: HostPlan) -> Path:
@@ -77,8 +77,9 @@ def prepare_upper(upper: Path, lower: Path, plan: LabPlan, host: HostPlan, autho
     sshdir.chmod(0o700)
     _write(sshdir / "authorized_keys", authorized_key + "\n", 0o600)
     # nspawn mounts the root itself; on this kind of machine (cgroup v1 host, no systemd) the first
-    # unit of the boot sometimes fails to attach to its cgroup, and that unit is remount-fs, which
-    # has nothing to do in a container: masked, the host reaches "running" instead of "degraded".
+    # units of the boot sometimes fail to attach to their cgroup; those are remount-fs and
+    # tmpfiles-setup-dev, which have nothing to do in a container (nspawn provides / and /dev):
+    # masked, the host reaches "running" instead of "degraded".
     units = _mkdirs(upper, lower, "etc/systemd/system")
     for unit in MASKED_UNITS:
         (units / unit).symlink_to("/dev/null")

@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from aicc.installer.errors import InputError, RunFailed
 from aicc.installer.lab import aptcache, hosts, image, net, prereqs
 from aicc.installer.lab.fsutil import remove_tree
@@ -28,7 +30,6 @@ from aicc.installer.lab.state import (
     state_root,
 )
 from aicc.installer.lab.steps import Steps
-from pydantic import BaseModel
 
 SSH_TIMEOUT = 120.0
 NSPAWN_GRACE = 20.0  # seconds for a container's orderly shutdown before SIGKILL

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from aicc.installer.errors import InputError
 from pydantic import BaseModel
+
+from aicc.installer.errors import InputError
 
 DEFAULT_NAME = "aicc"
 DEFAULT_SUBNET = "10.231.0.0/24"

@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from aicc.installer.lab.plan import LabPlan
 from pydantic import BaseModel, Field
+
+from aicc.installer.lab.plan import LabPlan
 
 STATE_ROOT_ENV = "AICC_LAB_STATE"
 DEFAULT_STATE_ROOT = Path("/var/lib/aicc/lab")

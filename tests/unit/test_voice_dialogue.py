@@ -269,3 +269,27 @@ async def test_english_dropped_part_takes_the_address_after_the_word_address() -
             "I want to know the status of order 100234 and change the address to 8 Nanjing Road."
         )
     assert any("8 Nanjing Road" in s for s in spoken(out)), spoken(out)
+
+
+async def test_an_order_number_the_caller_did_not_say_is_not_used() -> None:
+    conn = FakeConnector()
+    invented = {
+        "intent": "tools",
+        "actions": [{"tool": "get_order_status", "arguments": {"order_id": "002340"}}],
+    }
+    async with Harness(FakeLLM({"order": invented}), conn) as h:
+        out = await h.say("status of order 0 0 2 3 4 please")  # five digits heard: the model padded them
+    assert conn.calls == []
+    assert spoken(out) == [PROMPTS["ask_order"]["en"]]
+
+
+async def test_order_number_keyed_in_after_the_bot_asks_for_it() -> None:
+    conn = FakeConnector()
+    bad = {"intent": "tools", "actions": [{"tool": "get_order_status", "arguments": {"order_id": ""}}]}
+    async with Harness(FakeLLM({"order": bad}), conn) as h:
+        await h.say("what about my order")
+        for d in "100234":
+            await h.send(DTMFFrame(digit=d))
+        out = await h.send(DTMFFrame(digit="#"))
+    assert conn.calls == [("get_order_status", {"order_id": "100234"})]
+    assert spoken(out)[0] == "Order 100234 has shipped."
