@@ -14,9 +14,18 @@ BIN = Path(sys.executable).parent
 COMPONENTS = ("installer", "appliance", "models", "hardening", "monitoring")
 
 
-def run(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, timeout=900,
-                          env={**os.environ, **(env or {})})
+def run(
+    cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_ruff_lint_and_format() -> None:
@@ -39,7 +48,16 @@ def test_mypy_strict(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ansible_lint_production_profile() -> None:
-    res = run([str(BIN / "ansible-lint"), "--profile", "production", "--offline", "--nocolor",
-               "installer/playbooks/site.yml", "roles"],
-              env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")})
+    res = run(
+        [
+            str(BIN / "ansible-lint"),
+            "--profile",
+            "production",
+            "--offline",
+            "--nocolor",
+            "installer/playbooks/site.yml",
+            "roles",
+        ],
+        env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")},
+    )
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
 from aicc.installer.errors import AiccError
 from aicc.installer.lab import lifecycle
 from aicc.installer.lab.ssh import run_ssh
 from aicc.installer.lab.state import LabState, load_state
 from aicc.installer.lab.steps import Steps
-from rich.console import Console
-
 from tests.integration.site_fixture import installed_site, pytest_terminal_summary  # noqa: F401
 
 LAB_NAME = os.environ.get("AICC_TEST_LAB_NAME", "aicctest")

@@ -24,8 +24,14 @@ TIMINGS: dict[str, float] = {}
 
 def run_install(inventory: Path) -> tuple[dict[str, Any], float, str]:
     started = time.monotonic()
-    proc = subprocess.run([AICC, "install", "-i", str(inventory), "--json"], capture_output=True, text=True,
-                          timeout=3600, check=False, env={**os.environ})
+    proc = subprocess.run(
+        [AICC, "install", "-i", str(inventory), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+        env={**os.environ},
+    )
     seconds = time.monotonic() - started
     try:
         report = json.loads(proc.stdout)
@@ -84,7 +90,9 @@ def installed_site(lab: Any) -> InstalledSite:
     TIMINGS["first install (s)"] = seconds
     if not report.get("ok"):
         failures = report.get("failures") or report.get("error") or stderr[-3000:]
-        pytest.fail(f"aicc install failed on the test lab after {seconds:.0f} s: {failures}\nlog: {report.get('log')}")
+        pytest.fail(
+            f"aicc install failed on the test lab after {seconds:.0f} s: {failures}\nlog: {report.get('log')}"
+        )
     return InstalledSite(lab=lab, report=report, seconds=seconds)
 
 

@@ -16,9 +16,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+
 from aicc.installer.settings import SiteSettings
 from aicc.installer.site import Site
-
 from tests.integration.sipclient import DEFAULT_SDP as SDP
 from tests.integration.sipclient import SipClient
 from tests.integration.site_fixture import InstalledSite

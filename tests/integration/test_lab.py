@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from aicc.installer.lab import lifecycle
 from aicc.installer.lab.state import load_state
 from aicc.installer.lab.steps import Steps
-
 from tests.integration.conftest import Lab, processes_of
 
 pytestmark = pytest.mark.lab

@@ -53,14 +53,17 @@ def test_preflight_lists_every_unreachable_host_in_one_table(tmp_path: Path) -> 
         assert name in res.stdout
     assert res.stdout.count("fail") >= 3 and "FAILED" in res.stdout
     doc = json.loads(aicc("preflight", "-i", str(site / "inventory.ini"), "--json").stdout)
-    assert sorted(c["host"] for c in doc["checks"] if c["check"] == "ssh" and c["status"] == "fail") == sorted(hosts)
+    assert sorted(
+        c["host"] for c in doc["checks"] if c["check"] == "ssh" and c["status"] == "fail"
+    ) == sorted(hosts)
 
 
 def test_install_with_a_broken_setting_changes_nothing(tmp_path: Path) -> None:
     site = tmp_path / "site"
     aicc("init", "--site", str(site))
     (site / "inventory.ini").write_text(
-        "".join(f"[{g}]\nh1 ansible_host=127.0.0.2 ansible_port=1\n" for g in GROUPS))
+        "".join(f"[{g}]\nh1 ansible_host=127.0.0.2 ansible_port=1\n" for g in GROUPS)
+    )
     (site / "aicc.yml").write_text("sip:\n  udp_port: not-a-port\n")
     res = aicc("install", "-i", str(site / "inventory.ini"))
     assert res.returncode == 2

@@ -11,9 +11,15 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def render_table() -> str:
-    rows = ["| group | runs | CPU cores | RAM GiB | disk GiB | lab: cores / RAM / disk |", "|---|---|---|---|---|---|"]
-    rows += [f"| {g.name} | {g.purpose} | {g.cpus:g} | {g.ram_gib:g} | {g.disk_gib:g} | "
-             f"{g.lab_cpus:g} / {g.lab_ram_gib:g} / {g.lab_disk_gib:g} |" for g in GROUPS.values()]
+    rows = [
+        "| group | runs | CPU cores | RAM GiB | disk GiB | lab: cores / RAM / disk |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {g.name} | {g.purpose} | {g.cpus:g} | {g.ram_gib:g} | {g.disk_gib:g} | "
+        f"{g.lab_cpus:g} / {g.lab_ram_gib:g} / {g.lab_disk_gib:g} |"
+        for g in GROUPS.values()
+    ]
     return "\n".join(rows)
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from aicc.installer.lab import demo as demo_mod
 from aicc.installer.site import Site
-from typer.testing import CliRunner
 
 
 def test_demo_mounts_as_a_typer_command_with_its_options() -> None:

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from aicc.installer.lab import aptcache, hosts, image, prereqs
 from aicc.installer.lab.plan import make_plan
 from aicc.installer.lab.sitefiles import write_site

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from aicc.installer.errors import InputError
 from aicc.installer.inventory import parse_inventory
 from aicc.installer.lab.groups import render_inventory, spread_groups

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from aicc.installer.inventory import load_inventory
 from aicc.installer.playbook import parse_task_listing, run_playbook, scrubber
-from aicc.installer.sizing import GROUPS
 from aicc.installer.site import init_site
+from aicc.installer.sizing import GROUPS
 
 PLAYBOOK = """\
 - name: First play
@@ -41,8 +41,9 @@ PLAYBOOK = """\
 @pytest.fixture
 def local_site(tmp_path: Path) -> tuple[Path, Path]:
     groups = "".join(f"[{g}]\n{'h1' if g == 'db' else 'h2'}\n" for g in GROUPS)
-    inventory = (f"[all:vars]\nansible_connection=local\nansible_python_interpreter={sys.executable}\n"
-                 + groups)
+    inventory = (
+        f"[all:vars]\nansible_connection=local\nansible_python_interpreter={sys.executable}\n" + groups
+    )
     site = init_site(tmp_path / "site", profile="single", inventory_text=inventory)
     playbook = tmp_path / "pb.yml"
     playbook.write_text(PLAYBOOK)

@@ -40,7 +40,9 @@ def facts(**over: Any) -> dict[str, Any]:
     return base
 
 
-def run(h1: dict[str, Any] | Result, h2: dict[str, Any] | None = None, settings: SiteSettings = SETTINGS) -> list[Check]:
+def run(
+    h1: dict[str, Any] | Result, h2: dict[str, Any] | None = None, settings: SiteSettings = SETTINGS
+) -> list[Check]:
     now = time.time()
 
     def wrap(name: str, f: dict[str, Any] | Result) -> tuple[Result, float, float]:

@@ -8,7 +8,12 @@ import pytest
 import yaml
 
 from aicc.installer.errors import InputError
-from aicc.installer.settings import SiteSettings, load_settings, render_commented_yaml, settings_to_ansible_vars
+from aicc.installer.settings import (
+    SiteSettings,
+    load_settings,
+    render_commented_yaml,
+    settings_to_ansible_vars,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -79,7 +84,9 @@ def test_semantic_errors_are_explained(tmp_path: Path, text: str, fragment: str)
 
 
 def test_ansible_vars_follow_the_settings() -> None:
-    settings = SiteSettings.model_validate({"sip": {"udp_port": 5070}, "media": {"port_min": 40000, "port_max": 41000}})
+    settings = SiteSettings.model_validate(
+        {"sip": {"udp_port": 5070}, "media": {"port_min": 40000, "port_max": 41000}}
+    )
     v = settings_to_ansible_vars(settings)
     assert v["kamailio_udp_port"] == 5070
     assert (v["rtpengine_port_min"], v["rtpengine_port_max"]) == (40000, 41000)
