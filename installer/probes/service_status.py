@@ -17,17 +17,21 @@ def sh(*cmd: str) -> str:
 
 
 def unit_pids(unit: str) -> set[str]:
-    text = sh("systemctl", "show", "-p", "ControlGroup", "--value", unit)
-    if not text:
+    """Every process in the unit's cgroup: unified (v2) hierarchy, else the v1 systemd one."""
+    group = sh("systemctl", "show", "-p", "ControlGroup", "--value", unit)
+    if not group:
         return set()
     pids: set[str] = set()
-    for root, _dirs, files in os.walk("/sys/fs/cgroup" + text):
-        if "cgroup.procs" in files:
-            try:
-                with open(os.path.join(root, "cgroup.procs"), encoding="utf-8") as fh:
-                    pids.update(line.strip() for line in fh if line.strip())
-            except OSError:
-                pass
+    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"):
+        for root, _dirs, files in os.walk(base + group):
+            if "cgroup.procs" in files:
+                try:
+                    with open(os.path.join(root, "cgroup.procs"), encoding="utf-8") as fh:
+                        pids.update(line.strip() for line in fh if line.strip())
+                except OSError:
+                    pass
+        if pids:
+            break
     return pids
 
 
