@@ -140,6 +140,8 @@ class EngineSettings(_Section):
     min_gpu_memory_gib: int = Field(
         20, ge=4, le=1024, description="GPU memory an [llm] host needs to get vLLM under auto."
     )
+    llm_port: Port = Field(8081, description="OpenAI-compatible API port of the LLM server on [llm] hosts.")
+    speech_port: Port = Field(8090, description="ASR/TTS server port on [speech] hosts.")
 
 
 class VoicebotSettings(_Section):
@@ -360,6 +362,9 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "llm_engine": s.engines.llm,
         "llm_min_gpu_memory_gib": s.engines.min_gpu_memory_gib,
         "speech_engine": s.engines.speech,
+        "llm_port": s.engines.llm_port,
+        "speech_port": s.engines.speech_port,
+        "voicebot_llm_port": s.engines.llm_port,
         "kamailio_voicebot_port": s.voicebot.sip_port,
         "voicebot_sip_port": s.voicebot.sip_port,
         "voicebot_sip_domain": s.sip.domain,

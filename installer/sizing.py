@@ -62,6 +62,8 @@ def listeners(group: str, settings: SiteSettings) -> list[Listener]:
             Listener(s.media.control_port, "udp", "rtpengine", "rtpengine ng control"),
             Listener(s.media.metrics_port, "tcp", "rtpengine", "rtpengine metrics"),
         ],
+        "llm": [Listener(s.engines.llm_port, "tcp", "llama-server", "LLM API (llama.cpp; vLLM on a GPU)")],
+        "speech": [Listener(s.engines.speech_port, "tcp", "python", "ASR/TTS server")],
         "voicebot": [
             Listener(s.voicebot.sip_port, "udp", "python", "voice gateway SIP/UDP"),
             Listener(s.voicebot.metrics_port, "tcp", "python", "voice gateway metrics"),
