@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from aicc.installer.inventory import load_inventory
+from aicc.installer.settings import SiteSettings
 from aicc.installer.site import Site
 from aicc.installer.sizing import COMMON_SERVICES, SERVICES, common_listeners, listeners
 from tests.integration.site_fixture import InstalledSite
@@ -100,8 +101,16 @@ def test_listening_where_expected_and_nowhere_else(installed_site: InstalledSite
         for sock in expected - actual:
             problems.append(f"{host}: nothing listens on {sock}")
         loopback_ok = set().union(*(LOOPBACK_OK.get(g, set()) for g in groups))
+        # Media ports of calls in progress (or held for delete_delay after them) are expected.
+        media_ranges = [(proc_, lo, hi) for g, proc_, lo, hi in media_port_ranges(settings) if g in groups]
         for proto, addr, port, proc in actual:
             if (proto, addr, port, proc) in allowed:
+                continue
+            if (
+                proto == "udp"
+                and addr == address
+                and any(proc == p and lo <= port <= hi for p, lo, hi in media_ranges)
+            ):
                 continue
             if port == 22 and proc == "sshd":
                 continue
@@ -109,6 +118,14 @@ def test_listening_where_expected_and_nowhere_else(installed_site: InstalledSite
                 continue
             problems.append(f"{host}: unexpected listener {proto} {addr}:{port} ({proc})")
     assert not problems, problems
+
+
+def media_port_ranges(settings: SiteSettings) -> list[tuple[str, str, int, int]]:
+    """(group, process, first, last) of the UDP ranges RTP uses."""
+    return [
+        ("media", "rtpengine", settings.media.port_min, settings.media.port_max),
+        ("voicebot", "python", settings.voicebot.rtp_port_min, settings.voicebot.rtp_port_max),
+    ]
 
 
 def prometheus_targets(url: str) -> list[dict[str, Any]]:
