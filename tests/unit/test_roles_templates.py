@@ -331,6 +331,8 @@ def test_pg_hba_allows_each_login_only_from_its_hosts_over_tls(split: Path) -> N
     remote = [r for r in rules if r[0] != "local" and not r[3].startswith(("127.0.0.1/", "::1/"))]
     assert {(r[0], r[1], r[2], r[3], r[4]) for r in remote} == {
         ("hostssl", "aicc", "aicc_owner", "10.0.0.61/32", "scram-sha-256"),
+        # voicebot hosts run the appliance's schema migrations as the owner at install time
+        ("hostssl", "aicc", "aicc_owner", "10.0.0.31/32", "scram-sha-256"),
         ("hostssl", "aicc", "aicc_app", "10.0.0.61/32", "scram-sha-256"),
         ("hostssl", "aicc", "aicc_app", "10.0.0.31/32", "scram-sha-256"),
         ("hostssl", "aicc", "aicc_reporting", "10.0.0.61/32", "scram-sha-256"),
@@ -338,7 +340,7 @@ def test_pg_hba_allows_each_login_only_from_its_hosts_over_tls(split: Path) -> N
         ("hostssl", "aicc", "kamailio", "10.0.0.11/32", "scram-sha-256"),
         ("hostssl", "aicc", "aicc_reporting", "10.0.0.1/32", "scram-sha-256"),
     }
-    assert len(remote) == 7, "duplicate rules"
+    assert len(remote) == 8, "duplicate rules"
     methods = {r[-1] for r in rules}
     assert methods <= {"peer", "scram-sha-256"}, methods  # never trust, password or md5
     local_tcp = [r for r in rules if r[0] == "host"]
