@@ -1,7 +1,8 @@
-"""`aicc demo` as a Typer command, and its last step while `aicc smoke` does not exist yet."""
+"""`aicc demo` as a Typer command, and its last step: the smoke call on the demo's inventory."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,14 +23,17 @@ def test_demo_mounts_as_a_typer_command_with_its_options() -> None:
         assert option in res.output
 
 
-def test_without_a_smoke_command_the_demo_says_so_plainly(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_last_step_places_the_smoke_call_and_reports_its_result(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import aicc.installer.cli as root_cli
+    calls: list[list[str]] = []
 
-    fake = typer.Typer()
-    fake.command("install")(lambda: None)
-    fake.command("status")(lambda: None)
-    monkeypatch.setattr(root_cli, "app", fake)
-    assert demo_mod._smoke(Site(tmp_path)) is True
-    assert "not available in this version yet" in capsys.readouterr().out.replace("\n", " ")
+    def fake_run(cmd: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1 if len(calls) > 1 else 0)
+
+    monkeypatch.setattr(demo_mod.subprocess, "run", fake_run)
+    site = Site(tmp_path)
+    assert demo_mod._smoke(site) is True
+    assert calls[0][1:] == ["smoke", "-i", str(site.inventory_path)]
+    assert demo_mod._smoke(site) is False  # a failed call fails the demo
