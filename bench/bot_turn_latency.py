@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from aicc.appliance.calls.migrate import all_migrations, apply
 from aicc.appliance.calls.record import CallRecord
+from aicc.appliance.calls.scratchdb import scratch_cluster
 from aicc.appliance.connectors.demo import DemoBackend
 from aicc.appliance.voice.bot import BotEngines
 from aicc.appliance.voice.caller import Caller
@@ -39,7 +38,6 @@ from aicc.appliance.voice.gateway import Gateway
 
 STORE = Path(os.environ.get("AICC_MODEL_STORE", "/var/cache/aicc/models"))
 GGUF = STORE / "qwen2.5-coder-1.5b-instruct-q4km" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 UTTERANCES = {
     "en": [
         "What is the status of order 1 0 0 2 3 4?",
@@ -108,65 +106,8 @@ def postgres(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    root = Path(tempfile.mkdtemp(prefix="aicc-bench-pg-"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        root.chmod(0o755)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = free_port(socket.SOCK_STREAM)
-    subprocess.run(
-        [
-            *prefix,
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(root / "d"),
-            "-U",
-            "aicc_owner",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *prefix,
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(root / "d"),
-            "-w",
-            "-l",
-            str(root / "log"),
-            "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        subprocess.run(
-            [
-                "psql",
-                f"host=127.0.0.1 port={port} user=aicc_owner dbname=postgres",
-                "-qc",
-                "CREATE DATABASE aicc",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        yield f"host=127.0.0.1 port={port} user=aicc_owner dbname=aicc"
-    finally:
-        subprocess.run(
-            [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(root / "d"), "-m", "immediate", "stop"],
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_cluster("aicc-bench-pg-") as scratch:
+        yield scratch
 
 
 def pct(values: list[float], q: float) -> float:

@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from aicc.appliance.calls.migrate import Migration, MigrationError, all_migrations, apply
 from aicc.appliance.calls.record import CallRecord
+from aicc.appliance.calls.scratchdb import scratch_cluster
 from aicc.appliance.calls.store import CallStore
 from aicc.appliance.connectors.base import ConnectorError
 from aicc.appliance.connectors.demo import DemoBackend
@@ -26,77 +20,12 @@ from aicc.appliance.voice.frames import SpeakFrame, StartFrame, TranscriptionFra
 from aicc.appliance.voice.pipeline import Pipeline
 from tests.unit.test_voice_fakes import FakeLLM, anyio_backend  # noqa: F401
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """A PostgreSQL 15 cluster on loopback for this test session, removed afterwards."""
-    assert (PG_BIN / "initdb").exists(), (
-        "PostgreSQL 15 server binaries missing: apt-get install postgresql-15"
-    )
-    # Not under pytest's 0700 tmp dirs: the postgres user must reach the data directory.
-    root = Path(tempfile.mkdtemp(prefix="aicc-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: run the cluster as the postgres user
-        shutil.chown(root, "postgres")
-        shutil.chown(sock, "postgres")
-        root.chmod(0o755)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_tcp_port()
-    subprocess.run(
-        [
-            *prefix,
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "aicc_owner",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *prefix,
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(root / "log"),
-            "-o",
-            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        dsn = f"host=127.0.0.1 port={port} user=aicc_owner dbname=postgres"
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE aicc")
-        yield f"host=127.0.0.1 port={port} user=aicc_owner dbname=aicc"
-    finally:
-        subprocess.run(
-            [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_cluster("aicc-pg-", "-c fsync=off -c full_page_writes=off") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
