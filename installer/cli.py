@@ -149,6 +149,7 @@ def install(
     from aicc.installer.site import site_for_inventory
 
     the_site, inv = site_for_inventory(inventory, site)
+    _refresh_own_wheel(the_site, quiet=json_out)
     report = run_playbook(
         the_site,
         inv,
@@ -163,6 +164,18 @@ def install(
     else:
         print_install_report(report)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+def _refresh_own_wheel(site: object, *, quiet: bool) -> None:
+    """Run from a checkout, hosts must get this code: its version number alone does not change."""
+    from aicc.installer.playbook import wheelhouse_dir
+    from aicc.installer.site import Site
+    from aicc.models.wheelhouse import refresh_own_wheel
+
+    assert isinstance(site, Site)
+    wheels = wheelhouse_dir(site)
+    if wheels.is_dir() and refresh_own_wheel(wheels) and not quiet:
+        output.console.print(f"wheelhouse: aicc's own wheel in {wheels} rebuilt from this checkout")
 
 
 def print_install_report(report: object) -> None:

@@ -123,7 +123,7 @@ def count_tasks(
     cmd = [
         "ansible-playbook",
         "-i",
-        str(inventory.path),
+        str(inventory.path.resolve()),
         str(playbook),
         "--list-hosts",
         "--list-tasks",
@@ -317,7 +317,7 @@ def run_playbook(
             runner = ansible_runner.run(
                 private_data_dir=str(runner_dir),
                 playbook=str(source),
-                inventory=str(inventory.path),
+                inventory=str(inventory.path.resolve()),  # the runner does not run in our cwd
                 cmdline=" ".join(extra),
                 limit=limit,
                 tags=tags,

@@ -36,3 +36,11 @@ class Connector(Protocol):
         ...
 
     def not_found_line(self, tool: str, arguments: dict[str, Any], language: Language) -> str: ...
+
+    def plan_examples(self) -> list[tuple[str, dict[str, Any]]]:
+        """Worked examples (caller's words, plan) shown to the planner before the caller's words.
+
+        Cheap (part of the prompt prefix the LLM server caches) and they teach what instructions do
+        not: compact one-line JSON (half the tokens of the pretty-printed default, so half the plan
+        time) and one action per part of a compound request. Use order numbers no real caller has."""
+        ...

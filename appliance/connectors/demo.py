@@ -110,6 +110,28 @@ _EVENT = {
 _CARRIER_ZH = {"SF Express": "顺丰速运", "JD Logistics": "京东物流", "YTO Express": "圆通速递"}
 
 
+# Order numbers 555xxx are not in the seed: an example copied by mistake finds nothing.
+PLAN_EXAMPLES: list[tuple[str, dict[str, Any]]] = [
+    (
+        "Where is the parcel of order 555001?",
+        {"intent": "tools", "actions": [{"tool": "track_shipment", "arguments": {"order_id": "555001"}}]},
+    ),
+    (
+        "查一下订单555002的状态，然后把地址改成北京市朝阳路1号",
+        {
+            "intent": "tools",
+            "actions": [
+                {"tool": "get_order_status", "arguments": {"order_id": "555002"}},
+                {
+                    "tool": "change_address",
+                    "arguments": {"order_id": "555002", "new_address": "北京市朝阳路1号"},
+                },
+            ],
+        },
+    ),
+]
+
+
 def _date(value: Any, language: Language) -> str:
     if not isinstance(value, str):
         return ""
@@ -132,6 +154,9 @@ class DemoBackend:
 
     def tools(self) -> list[ToolSpec]:
         return list(TOOLS)
+
+    def plan_examples(self) -> list[tuple[str, dict[str, Any]]]:
+        return list(PLAN_EXAMPLES)
 
     async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
         handler = getattr(self, f"_tool_{tool}", None)

@@ -11,7 +11,7 @@ from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.connectors.base import Connector
 from aicc.appliance.voice.asr import ASRProcessor
 from aicc.appliance.voice.bargein import BargeInProcessor
-from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams, system_prompt
+from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams, plan_prefix
 from aicc.appliance.voice.echo import EchoProcessor
 from aicc.appliance.voice.pipeline import FrameProcessor, Pipeline
 from aicc.appliance.voice.playback import Playback
@@ -39,9 +39,8 @@ class BotEngines:
     async def warm_llm(self) -> None:
         """One plan request so the LLM server caches the (fixed) system prompt and schema prefix:
         the first caller then does not pay for evaluating it."""
-        tools = self.connector.tools()
-        messages = [ChatMessage("system", system_prompt(tools)), ChatMessage("user", "hello")]
-        await self.llm.complete_json(messages, plan_schema(tools), max_tokens=64)
+        messages = [*plan_prefix(self.connector), ChatMessage("user", "hello")]
+        await self.llm.complete_json(messages, plan_schema(self.connector.tools()), max_tokens=64)
 
     async def warm_prompts(self) -> None:
         """Synthesise every prompt of both languages; run in the background when the gateway starts.

@@ -285,6 +285,23 @@ def system_prompt(tools: list[ToolSpec]) -> str:
     return "\n".join(lines)
 
 
+def compact(plan: dict[str, Any]) -> str:
+    """A plan as the model should write it: one line, no spaces (each space and newline is a token)."""
+    return json.dumps(plan, ensure_ascii=False, separators=(",", ":"))
+
+
+def plan_prefix(connector: Connector) -> list[ChatMessage]:
+    """The fixed start of every plan request: instructions, then the connector's worked examples
+    (only those whose tools exist). Identical for every call, so the LLM server's prefix cache holds it."""
+    tools = connector.tools()
+    names = {t.name for t in tools}
+    messages = [ChatMessage("system", system_prompt(tools))]
+    for words, plan in connector.plan_examples():
+        if all(a.get("tool") in names for a in plan.get("actions", [])):
+            messages += [ChatMessage("user", words), ChatMessage("assistant", compact(plan))]
+    return messages
+
+
 class DialogueManager(FrameProcessor):
     name = "dialogue"
 
@@ -298,7 +315,7 @@ class DialogueManager(FrameProcessor):
         self.p = params or DialogueParams()
         self.tools = {t.name: t for t in connector.tools()}
         self.schema = plan_schema(list(self.tools.values()))
-        self.system = system_prompt(list(self.tools.values()))
+        self.prefix = plan_prefix(connector)
         self.language: Language = "en"
         self.caller = ""
         self._misunderstood = 0
@@ -385,7 +402,7 @@ class DialogueManager(FrameProcessor):
         await self.plan_and_act(text, frame.clock)
 
     async def plan_and_act(self, text: str, clock: TurnClock | None) -> None:
-        messages = [ChatMessage("system", self.system), *self._history[-4:], ChatMessage("user", text)]
+        messages = [*self.prefix, *self._history[-4:], ChatMessage("user", text)]
         started = time.monotonic()
         try:
             plan = await asyncio.wait_for(self.llm.complete_json(messages, self.schema), self.p.llm_timeout_s)
@@ -406,7 +423,7 @@ class DialogueManager(FrameProcessor):
                 calls += added
         self._history += [
             ChatMessage("user", text),
-            ChatMessage("assistant", json.dumps(plan, ensure_ascii=False)),
+            ChatMessage("assistant", compact(plan)),
         ]
         if intent == "transfer":
             await self.transfer("requested", clock)

@@ -431,6 +431,8 @@ class Gateway:
         self._late = loop.create_task(self._late_ticks())
         if self.engines is not None and self.cfg.mode == "bot":
             self._spawn(self._warm())
+        else:
+            self.metrics.ready.set(1)
 
     async def _warm(self) -> None:
         assert self.engines is not None
@@ -442,6 +444,7 @@ class Gateway:
             # Calls still work: each one synthesises its greeting; graceful lines may then be missing.
             log.exception("synthesising the prompts at start-up failed")
             self.metrics.engine_errors.labels(engine="tts").inc()
+        self.metrics.ready.set(1)  # a failed warm-up still ends it: waiting longer would not help
 
     async def _late_ticks(self) -> None:
         seen = 0

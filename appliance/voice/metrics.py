@@ -13,6 +13,12 @@ class VoiceMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.active = Gauge("aicc_voice_calls_active", "Calls in progress on this gateway.", registry=r)
+        self.ready = Gauge(
+            "aicc_voice_ready",
+            "1 once the start-up warm-up is done (LLM prompt cached, prompts synthesised); calls are "
+            "answered before that, only slower.",
+            registry=r,
+        )
         self.finished = Counter(
             "aicc_voice_calls_finished_total", "Finished calls by outcome.", ["outcome"], registry=r
         )

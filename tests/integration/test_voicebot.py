@@ -77,10 +77,29 @@ async def converse(site: InstalledSite, number: str, turns: list[str], lang: str
     return caller, replies
 
 
+def call_lines(site: InstalledSite, call_id: str) -> list[dict[str, Any]]:
+    """Both sides of a call's transcript as stored (the gateway stores it just after the BYE)."""
+    for _ in range(20):
+        rows = sql(
+            site, f"SELECT speaker, text FROM aicc.call_lines WHERE call_id = '{call_id}' ORDER BY seq"
+        )
+        if rows:
+            return rows
+        time.sleep(0.5)
+    return []
+
+
 def test_smoke_verb_gets_the_demo_order_status(voicebot: InstalledSite) -> None:
     params = SmokeParams(proxy=proxy_of(voicebot), target="sip:4000@aicc.local", lang="en")
     result = asyncio.run(run_smoke(params))
-    assert result.ok, result
+    lines = call_lines(voicebot, result.call_id)
+    calls = tool_calls(voicebot, result.call_id)
+    # On failure: what the caller heard, what the bot meant to say and did, to tell ASR from dialogue.
+    story = f"heard {result.reply!r}; stored transcript {lines}; tool calls {calls}"
+    assert result.ok, f"{result.problem}: {story}"
+    assert [(c["tool"], c["arguments"], c["ok"]) for c in calls] == [
+        ("get_order_status", {"order_id": "100234"}, True)
+    ], story
     assert result.setup_s is not None and result.setup_s < 3.0
 
 
@@ -176,10 +195,7 @@ def test_transfer_request_reaches_the_registered_agent_with_the_transcript(voice
     invites, call_id = asyncio.run(run())
     assert invites, "the agent extension got no INVITE"
     assert invites[0].get("X-AICC-Transcript") == f"/api/calls/{call_id}/transcript"
-    time.sleep(2)
-    lines = sql(
-        voicebot, f"SELECT speaker, text FROM aicc.call_lines WHERE call_id = '{call_id}' ORDER BY seq"
-    )
+    lines = call_lines(voicebot, call_id)
     assert any(ln["speaker"] == "caller" and "agent" in ln["text"].lower() for ln in lines), lines
     assert (
         sql(voicebot, f"SELECT outcome FROM aicc.calls WHERE call_id = '{call_id}'")[0]["outcome"]

@@ -106,3 +106,18 @@ def test_resume_without_a_failed_run_is_an_input_error(local_site: tuple[Path, P
     site = Site(root)
     with pytest.raises(InputError, match="nothing to resume"):
         run_playbook(site, load_inventory(site.inventory_path), playbook=playbook, resume=True)
+
+
+def test_relative_inventory_path_reaches_the_hosts(
+    local_site: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `aicc install -i site/inventory.ini` from the site's parent: the runner works in its own folder,
+    # so a relative path once made Ansible take the path for a host name.
+    from aicc.installer.site import Site
+
+    root, playbook = local_site
+    monkeypatch.chdir(root.parent)
+    site = Site(root)
+    result = run_playbook(site, load_inventory(Path(root.name) / "inventory.ini"), playbook=playbook)
+    assert set(result.hosts) == {"h1", "h2"}
+    assert (root / "first-h1").exists() and (root / "first-h2").exists()

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from aicc.appliance.calls.record import CallRecord
-from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams, digit_runs, yes_or_no
+from aicc.appliance.voice.dialogue import (
+    PROMPTS,
+    DialogueManager,
+    DialogueParams,
+    compact,
+    digit_runs,
+    yes_or_no,
+)
 from aicc.appliance.voice.frames import (
     DTMFFrame,
     Frame,
@@ -100,6 +107,24 @@ async def test_plan_schema_constrains_to_tool_names() -> None:
         await h.say("order 100234")
     variants = llm.schemas[0]["properties"]["actions"]["items"]["anyOf"]
     assert {v["properties"]["tool"]["const"] for v in variants} == {"get_order_status", "change_address"}
+
+
+async def test_plan_request_carries_the_worked_examples_as_compact_json() -> None:
+    llm = FakeLLM({"order": STATUS})
+    async with Harness(llm, FakeConnector()) as h:
+        await h.say("order 100234")
+        await h.say("and order 100234 again")
+    first, second = llm.requests
+    roles = [m.role for m in first]
+    # system, the one example whose tool exists (user + assistant), then the caller's words
+    assert roles == ["system", "user", "assistant", "user"]
+    assert first[2].content == (
+        '{"intent":"tools","actions":[{"tool":"get_order_status","arguments":{"order_id":"555001"}}]}'
+    )
+    assert "refund" not in " ".join(m.content for m in first)
+    # the same prefix every time (the LLM server's cache holds it); history comes after it, compact too
+    assert second[:3] == first[:3]
+    assert second[4].content == compact(STATUS) and " " not in second[4].content
 
 
 async def test_compound_request_confirms_write_then_runs_both() -> None:

@@ -100,11 +100,13 @@ class FakeLLM:
         self.chat_answer = chat
         self.fail = fail
         self.schemas: list[dict[str, Any]] = []
+        self.requests: list[list[ChatMessage]] = []
 
     async def complete_json(
         self, messages: Sequence[ChatMessage], schema: dict[str, Any], *, max_tokens: int = 512
     ) -> dict[str, Any]:
         self.schemas.append(schema)
+        self.requests.append(list(messages))
         if self.fail:
             raise EngineError("llm down", engine="fake-llm")
         said = messages[-1].content
@@ -182,3 +184,15 @@ class FakeConnector:
 
     def not_found_line(self, tool: str, arguments: dict[str, Any], language: Language) -> str:
         return "没有找到订单。" if language == "zh" else "I couldn't find that order."
+
+    def plan_examples(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (
+                "status of order 555001",
+                {
+                    "intent": "tools",
+                    "actions": [{"tool": "get_order_status", "arguments": {"order_id": "555001"}}],
+                },
+            ),
+            ("refund 555002", {"intent": "tools", "actions": [{"tool": "refund", "arguments": {}}]}),
+        ]

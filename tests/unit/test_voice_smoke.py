@@ -55,6 +55,8 @@ def test_check_reply() -> None:
     assert check_reply("您的订单是1230,是医生跑鞋一发火。", DEFAULT_EXPECT["zh"]) == ""  # heard as homophones
     assert "does not mention" in check_reply("您的订单已签收。", DEFAULT_EXPECT["zh"])
     assert "does not mention" in check_reply("Your order was delivered.", DEFAULT_EXPECT["en"])
+    assert check_reply("Your order 100234 has chipped.", DEFAULT_EXPECT["en"]) == ""  # one sound blurred
+    assert "does not mention" in check_reply("Your order is shipping soon.", DEFAULT_EXPECT["en"])
     assert "said nothing" in check_reply("  ", ())
     assert "apology" in check_reply("Sorry, I'm having a technical problem.", ())
     assert check_reply("We are open from nine to six.", ()) == ""
