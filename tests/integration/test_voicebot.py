@@ -103,10 +103,42 @@ def test_smoke_verb_gets_the_demo_order_status(voicebot: InstalledSite) -> None:
     assert result.setup_s is not None and result.setup_s < 3.0
 
 
-# The compound request over the phone line (status + change of address, confirmed) is not in this
-# suite yet: on the lab it passed in one run and lost the second action in the next (the 1.5B CPU model
-# under load). It stays an open item of issue 8; the plan itself is asserted on text in
-# test_engines.py (English and Chinese) and the dialogue's handling in tests/unit/test_voice_dialogue.py.
+@pytest.mark.parametrize(
+    ("number", "lang", "turns", "order"),
+    [
+        (
+            "4000",
+            "en",
+            [
+                "What is the status of order 1 0 0 2 3 6, and please change its delivery address to "
+                "8 Nanjing Road, Shanghai.",
+                "Yes, go ahead.",
+            ],
+            "100236",
+        ),
+        # Mandarin is not asserted over the phone line yet: Whisper base at 8 kHz misreads the order
+        # digits of the only offline Mandarin voice (Kokoro), e.g. "订单一零零二三六" comes back as
+        # "丁丹尼零零二三六", so the bot rightly asks which order. The Chinese compound plan is
+        # asserted on text in test_engines.py and tests/unit/test_voice_dialogue.py.
+    ],
+)
+def test_compound_request_runs_every_tool_after_confirmation(
+    voicebot: InstalledSite, number: str, lang: str, turns: list[str], order: str
+) -> None:
+    async def run() -> str:
+        caller, _ = await converse(voicebot, number, turns, lang)
+        call_id = caller.dialog.call_id if caller.dialog else ""
+        await caller.hangup()
+        await caller.close()
+        return call_id
+
+    call_id = asyncio.run(run())
+    lines = call_lines(voicebot, call_id)
+    calls = tool_calls(voicebot, call_id)
+    assert [c["tool"] for c in calls if c["ok"]] == ["get_order_status", "change_address"], (calls, lines)
+    assert all(c["arguments"]["order_id"] == order for c in calls), calls
+    assert calls[1]["confirmed"] is True, calls
+    assert "Nanjing Road" in calls[1]["arguments"]["new_address"], calls
 
 
 class Agent:
