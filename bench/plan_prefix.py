@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bot_turn_latency import llama_server
 
 from aicc.appliance.connectors.demo import PLAN_EXAMPLES, TOOLS
-from aicc.appliance.voice.dialogue import compact, system_prompt
+from aicc.appliance.voice.dialogue import plan_prefix
 from aicc.appliance.voice.toolargs import plan_schema
 from aicc.models.engines.base import ChatMessage
 
@@ -49,11 +49,10 @@ REQUESTS: list[tuple[str, list[str]]] = [
 
 
 def prefixes() -> dict[str, list[ChatMessage]]:
-    system = [ChatMessage("system", system_prompt(TOOLS))]
-    shots: list[ChatMessage] = []
-    for words, plan in PLAN_EXAMPLES:
-        shots += [ChatMessage("user", words), ChatMessage("assistant", compact(plan))]
-    return {"baseline (instructions only)": system, "worked examples": system + shots}
+    return {
+        "baseline (instructions only)": plan_prefix(TOOLS, []),
+        "worked examples": plan_prefix(TOOLS, PLAN_EXAMPLES),
+    }
 
 
 async def wait_ready(url: str, timeout_s: float = 180) -> None:

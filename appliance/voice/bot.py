@@ -39,8 +39,9 @@ class BotEngines:
     async def warm_llm(self) -> None:
         """One plan request so the LLM server caches the (fixed) system prompt and schema prefix:
         the first caller then does not pay for evaluating it."""
-        messages = [*plan_prefix(self.connector), ChatMessage("user", "hello")]
-        await self.llm.complete_json(messages, plan_schema(self.connector.tools()), max_tokens=64)
+        tools = self.connector.tools()
+        messages = [*plan_prefix(tools, self.connector.plan_examples()), ChatMessage("user", "hello")]
+        await self.llm.complete_json(messages, plan_schema(tools), max_tokens=64)
 
     async def warm_prompts(self) -> None:
         """Synthesise every prompt of both languages; run in the background when the gateway starts.

@@ -290,13 +290,12 @@ def compact(plan: dict[str, Any]) -> str:
     return json.dumps(plan, ensure_ascii=False, separators=(",", ":"))
 
 
-def plan_prefix(connector: Connector) -> list[ChatMessage]:
+def plan_prefix(tools: list[ToolSpec], examples: list[tuple[str, dict[str, Any]]]) -> list[ChatMessage]:
     """The fixed start of every plan request: instructions, then the connector's worked examples
     (only those whose tools exist). Identical for every call, so the LLM server's prefix cache holds it."""
-    tools = connector.tools()
     names = {t.name for t in tools}
     messages = [ChatMessage("system", system_prompt(tools))]
-    for words, plan in connector.plan_examples():
+    for words, plan in examples:
         if all(a.get("tool") in names for a in plan.get("actions", [])):
             messages += [ChatMessage("user", words), ChatMessage("assistant", compact(plan))]
     return messages
@@ -315,7 +314,7 @@ class DialogueManager(FrameProcessor):
         self.p = params or DialogueParams()
         self.tools = {t.name: t for t in connector.tools()}
         self.schema = plan_schema(list(self.tools.values()))
-        self.prefix = plan_prefix(connector)
+        self.prefix = plan_prefix(list(self.tools.values()), connector.plan_examples())
         self.language: Language = "en"
         self.caller = ""
         self._misunderstood = 0
