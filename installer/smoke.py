@@ -144,10 +144,15 @@ async def _speech_for(params: SmokeParams) -> tuple[bytes, int, str]:
 
 
 def _open_tts(store: Path, lang: Lang) -> Any:
+    """The caller's voice: a native Mandarin one where installed (a real caller is no Japanese speaker
+    of Mandarin, which is what the bot's own offline voice is), else the bot's voices."""
+    from aicc.models.engines import baker
     from aicc.models.engines.embedded import KokoroTTS, PiperTTS
 
     if lang == "en":
         return PiperTTS(store / "piper-en-us-joe-medium" / "en_US-joe-medium.onnx")
+    if baker.available():
+        return baker.BakerTTS()
     return KokoroTTS(store / "kokoro-82m-int8-zh")
 
 

@@ -37,14 +37,6 @@ class ASRProcessor(FrameProcessor):
             self.report("engine_errors", engine="asr")
             await self.push(ErrorFrame(source="asr", message=str(exc) or type(exc).__name__))
             return
-        if hint is None and result.language == "zh" and result.text.strip():
-            # Detected Mandarin without the zh hint: Whisper needs it (and its prompt) to stay accurate.
-            try:
-                result = await asyncio.wait_for(
-                    self.engine.transcribe(Audio(frame.pcm, frame.sample_rate), language="zh"), self.timeout_s
-                )
-            except Exception:
-                self.report("engine_errors", engine="asr")
         frame.clock.transcript = time.monotonic()
         if self.language is None:
             detected = result.language if result.language in ("zh", "en") else self._service_language

@@ -13,6 +13,7 @@ from aicc.appliance.voice.asr import ASRProcessor
 from aicc.appliance.voice.bargein import BargeInProcessor
 from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams, plan_prefix
 from aicc.appliance.voice.echo import EchoProcessor
+from aicc.appliance.voice.numbers import DigitNormalizer
 from aicc.appliance.voice.pipeline import FrameProcessor, Pipeline
 from aicc.appliance.voice.playback import Playback
 from aicc.appliance.voice.sentences import SentenceAggregator
@@ -93,6 +94,7 @@ def build_bot(
     procs: list[FrameProcessor] = [
         VADProcessor(engines.vad(), echo),
         ASRProcessor(engines.asr, timeout_s=asr_timeout_s),
+        DigitNormalizer(),
         BargeInProcessor(playback),
         CallTimersProcessor(no_input_s=no_input_s, max_call_s=max_call_s),
         DialogueManager(engines.llm, engines.connector, record, params),

@@ -31,6 +31,7 @@ from aicc.appliance.voice.frames import (
     ToolCallFrame,
     ToolResultFrame,
     TranscriptionFrame,
+    TransferFailedFrame,
     TransferFrame,
     TurnClock,
 )
@@ -57,6 +58,11 @@ PROMPTS: dict[str, dict[Language, str]] = {
         "en": "Sorry, I'm not sure I understood. You can ask about an order, its delivery, "
         "a change of address or a return.",
         "zh": "抱歉，我没太理解。您可以查询订单、物流，修改地址或者申请退货。",
+    },
+    "no_agent": {
+        "en": "Sorry, no colleague is free to take your call right now. I can create a ticket so that "
+        "someone calls you back, or help you with something else.",
+        "zh": "抱歉，目前没有空闲的人工客服。我可以为您创建工单，稍后安排专人回电，或者继续为您服务。",
     },
     "transfer": {
         "en": "Let me transfer you to a colleague. Please hold.",
@@ -110,6 +116,7 @@ TRANSFER_WORDS = (
     "人工客服",
     "人工服务",
     "找人工",
+    "转员工",  # "transfer me to staff"; also what Whisper base hears for 转人工 over G.711
     "真人",
     "agent",
     "human",
@@ -366,6 +373,11 @@ class DialogueManager(FrameProcessor):
             await self.end("max_length", "resolved")
         elif isinstance(frame, ErrorFrame):
             await self.on_error(frame)
+        elif isinstance(frame, TransferFailedFrame):
+            # The caller is still here: say so, and keep helping (a ticket is one request away).
+            self._done = False
+            self.record.transfer_target = ""
+            await self.say("no_agent")
         else:
             if isinstance(frame, EndFrame):
                 self._done = True

@@ -89,6 +89,13 @@ class TransferFrame(Frame):
     reason: Literal["requested", "misunderstood", "low_confidence", "engine_failure", "dtmf"]
 
 
+@dataclass
+class TransferFailedFrame(Frame):
+    """No agent took the call (not registered, busy, no answer): the bot keeps the caller."""
+
+    status: int
+
+
 # --- caller side ----------------------------------------------------------------------------------
 
 

@@ -111,7 +111,8 @@ class ASREngine(Protocol):
     name: str
 
     async def transcribe(self, audio: Audio, *, language: Language | None = None) -> Transcript:
-        """Transcribe one utterance (VAD-segmented where the engine does not stream)."""
+        """Transcribe one utterance (VAD-segmented where the engine does not stream). Without a
+        language the engine detects it and decodes with that language's settings, once."""
         ...
 
 

@@ -34,9 +34,25 @@ for _var, _val in (("HF_HUB_OFFLINE", "1"), ("DO_NOT_TRACK", "1"), ("HF_HUB_DISA
 
 ASR_RATE = 16000
 
-# Whisper drifts into traditional characters or other languages on short Mandarin audio without a
-# simplified-Chinese prompt (PLATFORM-NOTES).
-ZH_PROMPT = "以下是普通话的句子，使用简体中文。"
+# Mandarin prompts. Longer utterances carry order numbers read digit by digit: Whisper base, left
+# alone, writes them as Arabic numerals and loses or adds zeros ("一零零二三七" -> "1020237"); an
+# example number written in Chinese digits makes it write one character per spoken digit. Short
+# utterances ("是的", "不用了，谢谢") get no prompt: Whisper copies a prompt's words into them ("是的"
+# came back as "使用简体中文", "对，确认" as "这一零零零二三四"), and a made-up order number is worse
+# than a missed word. Measured with bench/zh_phone_asr.py (native Mandarin voice over G.711).
+# The example is a sentence no caller says, so a transcript made only of it is surely an echo.
+ZH_DIGITS_PROMPT = "客服中心来电记录，工单编号五三一七零八。"
+ZH_DIGITS_MIN_S = 2.0
+
+
+def without_prompt_echo(text: str, prompt: str) -> str:
+    """'' when the transcript is nothing but the prompt's own words: Whisper's known failure on
+    near-silence. A transcript that has anything else keeps every word (callers say prompt words)."""
+    rest = text
+    for part in re.split(r"[，。,.]", prompt):
+        if part:
+            rest = rest.replace(part, "")
+    return text if re.search(r"\w", rest) else ""
 
 
 def _need(path: Path, engine: str, model: str) -> None:
@@ -114,20 +130,22 @@ class WhisperASR:
             "vad_filter": False,
             "condition_on_previous_text": False,
         }
-        if language == "zh":
-            options["initial_prompt"] = ZH_PROMPT
         with self._lock:
-            segments, info = self._model.transcribe(samples, language=language, **options)
+            lang: str = language or ""
+            if not lang:
+                # Detect first (one encoder pass) so Mandarin is decoded once, with its prompt.
+                lang = self._model.detect_language(samples)[0]
+            prompt = ""
+            if lang == "zh" and samples.size >= ZH_DIGITS_MIN_S * ASR_RATE:
+                prompt = options["initial_prompt"] = ZH_DIGITS_PROMPT
+            segments, _ = self._model.transcribe(samples, language=lang, **options)
             segs = list(segments)
-        lang = info.language if language is None else language
-        if lang not in ("zh", "en"):
-            lang = info.language
         text = ("" if lang == "zh" else " ").join(s.text.strip() for s in segs).strip()
         if lang == "zh":
-            # Whisper still writes traditional characters now and then, even with the prompt.
+            # Whisper writes traditional characters as often as simplified ones.
             import zhconv
 
-            text = zhconv.convert(text, "zh-cn")
+            text = without_prompt_echo(zhconv.convert(text, "zh-cn"), prompt)
         logprob = sum(s.avg_logprob for s in segs) / len(segs) if segs else -10.0
         no_speech = max((s.no_speech_prob for s in segs), default=1.0)
         confidence = max(0.0, min(1.0, math.exp(logprob) * (1.0 - 0.5 * no_speech)))

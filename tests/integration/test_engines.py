@@ -282,3 +282,24 @@ def test_verify_refuses_a_file_with_one_byte_changed(store: Path, tmp_path: Path
     assert bad.returncode == 1
     assert str(target) in bad.stderr
     assert f"expected sha256 {entry.files[0].sha256}" in bad.stderr
+
+
+def test_mandarin_order_number_over_g711_from_a_native_voice(speech: dict[str, object]) -> None:
+    """A Mandarin caller reads an order number digit by digit on a G.711 line: the bot's transcript
+    (ASR, then the digit normaliser) carries the exact number (bench/zh_phone_asr.py measures more)."""
+    from aicc.appliance.voice.codecs import ulaw_decode, ulaw_encode
+    from aicc.appliance.voice.numbers import spoken_digits
+    from aicc.models.engines.baker import BakerTTS
+
+    asr, voice = speech["asr"], BakerTTS()
+    assert isinstance(asr, WhisperASR)
+    heard = []
+    for said, number in [
+        ("我的订单一零零二三四到哪了？", "100234"),
+        ("订单号是一零零二三五，我要退货。", "100235"),
+    ]:
+        line = resample(join(list(voice.chunks(said))), 8000)
+        line = Audio(ulaw_decode(ulaw_encode(line.pcm)), 8000)
+        text = spoken_digits(asyncio.run(asr.transcribe(line)).text)
+        heard.append(text)
+        assert number in re.findall(r"\d+", text), heard

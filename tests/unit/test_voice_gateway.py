@@ -18,6 +18,7 @@ from aicc.appliance.voice.bot import BotEngines
 from aicc.appliance.voice.caller import Caller
 from aicc.appliance.voice.config import GatewayConfig
 from aicc.appliance.voice.dialog import CallFailed
+from aicc.appliance.voice.dialogue import PROMPTS
 from aicc.appliance.voice.gateway import TRANSCRIPT_HEADER, Gateway
 from aicc.appliance.voice.transport import SipTransport
 from aicc.models.engines.base import Audio, Language
@@ -382,6 +383,39 @@ async def test_bot_greets_at_once_and_dtmf_zero_bridges_to_the_agent_with_the_tr
         assert not gw.calls and not agent.calls
     finally:
         await caller.close()
+        await gw.stop()
+        await agent.stop()
+
+
+async def test_no_free_agent_keeps_the_caller_with_the_bot() -> None:
+    agent_cfg = config(max_calls=1)
+    agent = await start_gateway(agent_cfg)  # the agent's phone, already on a call: 503 to the next
+    busy = Caller()
+    await busy.start()
+    records: list[CallRecord] = []
+    bot_cfg = config(mode="bot", proxy=f"127.0.0.1:{agent_cfg.sip_port}", sip_domain="127.0.0.1")
+    gw = await start_gateway(bot_cfg, engines(), records)
+    caller = Caller()
+    await caller.start()
+    try:
+        await busy.call(f"sip:1001@127.0.0.1:{agent_cfg.sip_port}", ("127.0.0.1", agent_cfg.sip_port))
+        await caller.call(f"sip:4000@127.0.0.1:{bot_cfg.sip_port}", ("127.0.0.1", bot_cfg.sip_port))
+        await asyncio.sleep(0.5)
+        caller.dtmf("0")
+        call = next(iter(gw.calls.values()))
+        for _ in range(50):
+            if any(ln.text == PROMPTS["no_agent"]["en"] for ln in call.record.lines):
+                break
+            await asyncio.sleep(0.1)
+        assert any(ln.text == PROMPTS["no_agent"]["en"] for ln in call.record.lines), call.record.lines
+        assert gw.calls, "the caller was hung up instead of staying with the bot"
+        assert len(agent.calls) == 1  # only the call that kept the agent busy
+        await caller.hangup()
+        await asyncio.sleep(0.3)
+        assert records[-1].outcome != "transferred" and not records[-1].transfer_target
+    finally:
+        await caller.close()
+        await busy.close()
         await gw.stop()
         await agent.stop()
 

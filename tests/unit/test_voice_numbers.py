@@ -1,0 +1,47 @@
+"""Digit strings as the ASR writes them -> the order numbers the dialogue manager needs."""
+
+from __future__ import annotations
+
+import pytest
+
+from aicc.appliance.voice.frames import TranscriptionFrame
+from aicc.appliance.voice.numbers import DigitNormalizer, spoken_digits
+from aicc.appliance.voice.pipeline import Pipeline
+from aicc.models.engines.embedded import ZH_DIGITS_PROMPT, without_prompt_echo
+from tests.unit.test_voice_fakes import anyio_backend  # noqa: F401
+from tests.unit.test_voice_pipeline import Collect
+
+
+@pytest.mark.parametrize(
+    ("heard", "meant"),
+    [
+        ("查询订单一零零二三七的状态", "查询订单100237的状态"),
+        ("订单号幺零零二三四", "订单号100234"),  # 幺: how callers read 1 in numbers
+        ("电话一三八零零一三八零零零", "电话13800138000"),
+        ("订单10二三七", "订单10237"),  # mixed output of the ASR
+        ("我要一个工单，三天内回复", "我要一个工单，三天内回复"),  # words, not numbers
+        ("一二", "一二"),
+    ],
+)
+def test_spoken_digits(heard: str, meant: str) -> None:
+    assert spoken_digits(heard) == meant
+
+
+@pytest.mark.anyio
+async def test_normalizer_rewrites_mandarin_transcripts_only() -> None:
+    sink = Collect()
+    pipe = Pipeline([DigitNormalizer(), sink])
+    pipe.start()
+    pipe.queue(TranscriptionFrame(text="订单一零零二三四", language="zh", confidence=0.9, duration_s=2.0))
+    pipe.queue(TranscriptionFrame(text="one two three", language="en", confidence=0.9, duration_s=1.0))
+    await pipe.idle()
+    texts = [f.text for f in sink.frames if isinstance(f, TranscriptionFrame)]
+    assert texts == ["订单100234", "one two three"]
+    await pipe.stop()
+
+
+def test_prompt_echo_is_dropped_but_real_words_stay() -> None:
+    assert without_prompt_echo("客服中心来电记录。", ZH_DIGITS_PROMPT) == ""
+    assert without_prompt_echo("工单编号五三一七零八", ZH_DIGITS_PROMPT) == ""
+    said = "我要查工单编号五三一七零八。"
+    assert without_prompt_echo(said, ZH_DIGITS_PROMPT) == said
