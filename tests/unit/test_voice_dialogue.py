@@ -12,7 +12,6 @@ from aicc.appliance.voice.dialogue import (
     DialogueManager,
     DialogueParams,
     compact,
-    digit_runs,
     yes_or_no,
 )
 from aicc.appliance.voice.frames import (
@@ -27,6 +26,7 @@ from aicc.appliance.voice.frames import (
     TranscriptionFrame,
     TransferFrame,
 )
+from aicc.appliance.voice.numbers import digit_runs
 from aicc.appliance.voice.pipeline import Pipeline
 from tests.unit.test_voice_fakes import FakeConnector, FakeLLM, anyio_backend  # noqa: F401
 
@@ -184,6 +184,17 @@ async def test_low_confidence_reprompts_then_transfers() -> None:
         third = await h.say("order", confidence=0.1)
     assert spoken(first) == [PROMPTS["sorry_asr"]["en"]]
     assert any(isinstance(f, TransferFrame) and f.reason == "low_confidence" for f in third)
+
+
+async def test_confidence_threshold_is_per_language() -> None:
+    """Whisper scores right Mandarin transcripts lower than English ones: 0.3 is a fair Mandarin
+    score and a doubtful English one."""
+    async with Harness(FakeLLM({}), FakeConnector(), language="zh") as h:
+        zh = await h.say("转人工", confidence=0.3, language="zh")
+    async with Harness(FakeLLM({}), FakeConnector()) as h:
+        en = await h.say("I want a human agent", confidence=0.3)
+    assert spoken(zh) == [PROMPTS["transfer"]["zh"]]
+    assert spoken(en) == [PROMPTS["sorry_asr"]["en"]]
 
 
 async def test_connector_failure_gives_graceful_line() -> None:
