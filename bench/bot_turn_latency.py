@@ -2,7 +2,8 @@
 
 Starts (unless given) llama-server with the catalog's GGUF model and a throwaway PostgreSQL with the
 demo backend, runs the gateway in this process with the embedded ASR/TTS/VAD, and calls it with a
-caller that speaks synthesised utterances (English via service 4000, Mandarin via 4001), one turn
+caller that speaks synthesised utterances (English via service 4000, Mandarin via 4001, in the
+native Mandarin caller voice where installed), one turn
 after the other. Stage latencies come from the pipeline's own clock (the call records); the caller
 also measures the turn end to end. Prints p50/p95 per stage and language and what dominates.
 
@@ -35,6 +36,7 @@ from aicc.appliance.voice.caller import Caller
 from aicc.appliance.voice.config import GatewayConfig
 from aicc.appliance.voice.engines import open_engines
 from aicc.appliance.voice.gateway import Gateway
+from aicc.models.engines import baker
 
 STORE = Path(os.environ.get("AICC_MODEL_STORE", "/var/cache/aicc/models"))
 GGUF = STORE / "qwen2.5-coder-1.5b-instruct-q4km" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -184,12 +186,14 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
     gw = Gateway(cfg, engines, saver=save)
     await gw.start()
     caller_turns: dict[str, list[float]] = {"en": [], "zh": []}
+    # The caller speaks Mandarin with a native voice where installed, not with the bot's own.
+    voices = {"en": tts, "zh": baker.BakerTTS() if baker.available() else tts}
     per_call = len(UTTERANCES["en"])
     for lang in args.langs.split(","):
         done = 0
         while done < args.turns:
             batch = UTTERANCES[lang][: min(per_call, args.turns - done)]
-            caller_turns[lang] += await speak_turns(gw, lang, batch, tts)
+            caller_turns[lang] += await speak_turns(gw, lang, batch, voices[lang])
             done += len(batch)
             print(f"{lang}: {done}/{args.turns} turns", flush=True)
     await asyncio.sleep(1)

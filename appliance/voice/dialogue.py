@@ -207,7 +207,7 @@ class DialogueParams:
     # Below this ASR confidence the bot asks again. Per language: Whisper's token log-probabilities
     # run lower for Mandarin (byte-level tokens): right Mandarin transcripts over G.711 scored
     # 0.18-0.82 in bench/zh_phone_asr.py, right English ones 0.59-0.74.
-    min_confidence: tuple[tuple[Language, float], ...] = (("en", 0.45), ("zh", 0.15))
+    min_confidence: dict[Language, float] = field(default_factory=lambda: {"en": 0.45, "zh": 0.15})
     max_misunderstandings: int = 2
     max_no_input: int = 3
     tool_timeout_s: float = 4.0
@@ -282,6 +282,7 @@ class DialogueManager(FrameProcessor):
         keys = (
             "greeting",
             "notice",
+            "no_agent",
             "sorry_asr",
             "transfer",
             "engine_trouble",
@@ -339,7 +340,7 @@ class DialogueManager(FrameProcessor):
             duration_s=round(frame.duration_s, 3),
             confidence=round(frame.confidence, 3),
         )
-        if not text or frame.confidence < dict(self.p.min_confidence).get(self.language, 0.45):
+        if not text or frame.confidence < self.p.min_confidence[self.language]:
             self.report("low_confidence")
             await self.misunderstood("low_confidence", "sorry_asr", frame.clock)
             return

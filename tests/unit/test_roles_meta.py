@@ -1,4 +1,4 @@
-"""The core roles' contracts: every default documented and declared in meta/argument_specs.yml (so a
+"""Every role's contract: every default documented and declared in meta/argument_specs.yml (so a
 bad variable fails before any change), the site playbook's plays in order, and the playbook valid."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
 BIN = Path(sys.executable).parent
-CORE_ROLES = ["common", "pki", "postgresql", "rtpengine", "monitoring"]
+ALL_ROLES = sorted(p.name for p in ROLES.iterdir() if (p / "meta" / "argument_specs.yml").is_file())
 
 
 def specs(role: str) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def specs(role: str) -> dict[str, Any]:
     return options
 
 
-@pytest.mark.parametrize("role", CORE_ROLES)
+@pytest.mark.parametrize("role", ALL_ROLES)
 def test_every_default_is_documented_and_declared(role: str) -> None:
     text = (ROLES / role / "defaults" / "main.yml").read_text()
     defaults = yaml.safe_load(text) or {}
@@ -45,7 +45,7 @@ def test_every_default_is_documented_and_declared(role: str) -> None:
     assert not undocumented, f"{role}: variables without a comment above them: {undocumented}"
 
 
-@pytest.mark.parametrize("role", CORE_ROLES)
+@pytest.mark.parametrize("role", ALL_ROLES)
 def test_argument_specs_describe_every_option(role: str) -> None:
     missing = [name for name, spec in specs(role).items() if not spec.get("description")]
     assert not missing, f"{role}: options without a description: {missing}"
@@ -67,7 +67,7 @@ def test_secrets_are_required_and_never_defaulted() -> None:
     options = specs("postgresql")
     for name in used:
         assert options[name].get("required") is True and options[name].get("no_log") is True, name
-    for role in CORE_ROLES:
+    for role in ALL_ROLES:
         defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()) or {}
         assert not [k for k in defaults if "password" in k], f"{role} defaults a password"
 
