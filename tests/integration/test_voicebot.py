@@ -214,7 +214,7 @@ class Agent:
     ("number", "lang", "words", "heard"),
     [
         ("4000", "en", "I want to speak to a human agent, please.", "agent"),
-        ("4001", "zh", "我要转人工客服。", "转"),
+        ("4001", "zh", "我要转人工客服。", "工"),  # heard as 转员工客服, 在员工客服, …
     ],
 )
 def test_transfer_request_reaches_the_registered_agent_with_the_transcript(
