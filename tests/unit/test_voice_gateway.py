@@ -346,12 +346,18 @@ async def test_in_dialog_requests_for_unknown_calls_get_481_and_unknown_methods_
         await gw.stop()
 
 
+async def bot_in_front_of(agent_cfg: GatewayConfig) -> tuple[Gateway, list[CallRecord]]:
+    """A bot gateway whose transfers go to the agent's phone at agent_cfg (no Kamailio between)."""
+    records: list[CallRecord] = []
+    bot_cfg = config(mode="bot", proxy=f"127.0.0.1:{agent_cfg.sip_port}", sip_domain="127.0.0.1")
+    return await start_gateway(bot_cfg, engines(), records), records
+
+
 async def test_bot_greets_at_once_and_dtmf_zero_bridges_to_the_agent_with_the_transcript() -> None:
     agent_cfg = config()
     agent = await start_gateway(agent_cfg)  # an echo UA stands in for the agent's phone
-    records: list[CallRecord] = []
-    bot_cfg = config(mode="bot", proxy=f"127.0.0.1:{agent_cfg.sip_port}", sip_domain="127.0.0.1")
-    gw = await start_gateway(bot_cfg, engines(), records)
+    gw, records = await bot_in_front_of(agent_cfg)
+    bot_cfg = gw.cfg
     caller = Caller()
     await caller.start()
     try:
@@ -392,9 +398,8 @@ async def test_no_free_agent_keeps_the_caller_with_the_bot() -> None:
     agent = await start_gateway(agent_cfg)  # the agent's phone, already on a call: 503 to the next
     busy = Caller()
     await busy.start()
-    records: list[CallRecord] = []
-    bot_cfg = config(mode="bot", proxy=f"127.0.0.1:{agent_cfg.sip_port}", sip_domain="127.0.0.1")
-    gw = await start_gateway(bot_cfg, engines(), records)
+    gw, records = await bot_in_front_of(agent_cfg)
+    bot_cfg = gw.cfg
     caller = Caller()
     await caller.start()
     try:
