@@ -332,7 +332,10 @@ def _print(result: SmokeResult) -> None:
 
 def smoke(
     inventory: Annotated[Path, typer.Option("--inventory", "-i", help="The site's inventory.ini.")],
-    utterance: Annotated[str | None, typer.Option(help="What to say (synthesised locally).")] = None,
+    utterance: Annotated[
+        str | None,
+        typer.Option(help="What to say, synthesised locally (Mandarin in a native voice where installed)."),
+    ] = None,
     wav: Annotated[Path | None, typer.Option(help="A 16-bit PCM WAV to play instead of --utterance.")] = None,
     lang: Annotated[
         str, typer.Option(help="zh or en: the bot's service number and the ASR language.")
