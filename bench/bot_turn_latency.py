@@ -204,7 +204,7 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
 
 def report(records: list[CallRecord], caller_turns: dict[str, list[float]]) -> None:
     print(f"\n{'lang':<5}{'stage':<17}{'n':>4}{'p50 s':>9}{'p95 s':>9}")
-    for lang in [lang for lang, turns in caller_turns.items() if turns]:  # the languages that ran
+    for lang in [k for k, said in caller_turns.items() if said]:  # the languages that ran
         turns = [t for r in records if r.service == ("4000" if lang == "en" else "4001") for t in r.turns]
         for stage in STAGES:
             values = [t[stage] for t in turns if stage in t]
