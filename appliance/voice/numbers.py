@@ -1,7 +1,8 @@
 """Numbers as callers say them and the ASR writes them: 1 0 0 2, 一零零二, "one zero zero two".
 
 DigitNormalizer turns Mandarin digit strings into Arabic digits, so that order and phone numbers
-reach the dialogue manager (and the LLM's worked examples) in one form. Callers read numbers digit
+reach the dialogue manager (and the LLM's worked examples) in one form; read_aloud does the reverse
+for the bot's voice. Callers read numbers digit
 by digit ("幺零零二三七"); the Mandarin ASR prompt makes Whisper write one Chinese digit per spoken
 digit. A run of three or more becomes Arabic digits; shorter runs are left alone ("一个", "三天"
 are words, not numbers).
@@ -14,6 +15,7 @@ from dataclasses import replace
 
 from aicc.appliance.voice.frames import Frame, TranscriptionFrame
 from aicc.appliance.voice.pipeline import Direction, FrameProcessor
+from aicc.models.engines.base import Language
 
 _CN_DIGITS = {
     "零": "0",
@@ -48,6 +50,19 @@ _RUN = re.compile(rf"[{''.join(_CN_DIGITS)}0-9]{{3,}}")
 
 def spoken_digits(text: str) -> str:
     return _RUN.sub(lambda m: "".join(_CN_DIGITS.get(c, c) for c in m.group()), text)
+
+
+_ID = re.compile(r"(?<![\d.])\d{6,}(?![\d.])")
+_SAY_ZH = dict(zip("0123456789", "零幺二三四五六七八九", strict=True))  # 幺: 1 in numbers read aloud
+_SAY_EN = {digit: word for word, digit in _EN_DIGITS.items() if word != "oh"}
+
+
+def read_aloud(text: str, language: Language) -> str:
+    """Order and phone numbers (six digits or more) read digit by digit, as a caller reads them back:
+    TTS front-ends would say 100237 as "十万零二百三十七" / "one hundred thousand two hundred..."."""
+    if language == "zh":
+        return _ID.sub(lambda m: "".join(_SAY_ZH[d] for d in m.group()), text)
+    return _ID.sub(lambda m: " ".join(_SAY_EN[d] for d in m.group()), text)
 
 
 def digits_in(text: str) -> str:

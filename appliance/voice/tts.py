@@ -9,6 +9,7 @@ import time
 
 from aicc.appliance.voice.audio import resample
 from aicc.appliance.voice.frames import Frame, OutputAudioFrame, SpeakFrame
+from aicc.appliance.voice.numbers import read_aloud
 from aicc.appliance.voice.pipeline import Direction, FrameProcessor
 from aicc.models.engines.base import Language, TTSEngine
 
@@ -30,7 +31,7 @@ class TTSProcessor(FrameProcessor):
     async def synthesize_all(self, text: str, language: Language) -> bytes:
         parts: list[bytes] = []
         async with asyncio.timeout(self.timeout_s):
-            async for chunk in self.engine.synthesize(text, language=language):
+            async for chunk in self.engine.synthesize(read_aloud(text, language), language=language):
                 parts.append(resample(chunk.pcm, chunk.sample_rate, self.out_rate))
         return b"".join(parts)
 
@@ -51,7 +52,9 @@ class TTSProcessor(FrameProcessor):
             await self._out(cached, frame)
             return
         first = True
-        chunks = aiter(self.engine.synthesize(frame.text, language=frame.language))
+        chunks = aiter(
+            self.engine.synthesize(read_aloud(frame.text, frame.language), language=frame.language)
+        )
         try:
             while True:
                 # The deadline is per chunk: a long sentence may take longer in all, but an engine

@@ -1,14 +1,17 @@
-"""Digit strings as the ASR writes them -> the order numbers the dialogue manager needs."""
+"""Numbers between speech and text: as the ASR writes them (-> the order numbers the dialogue manager
+needs) and as the bot reads them aloud."""
 
 from __future__ import annotations
 
 import pytest
 
-from aicc.appliance.voice.frames import TranscriptionFrame
-from aicc.appliance.voice.numbers import DigitNormalizer, spoken_digits
+from aicc.appliance.voice.frames import SpeakFrame, TranscriptionFrame
+from aicc.appliance.voice.numbers import DigitNormalizer, read_aloud, spoken_digits
 from aicc.appliance.voice.pipeline import Pipeline
+from aicc.appliance.voice.tts import TTSProcessor
+from aicc.models.engines.base import Language
 from aicc.models.engines.embedded import ZH_DIGITS_PROMPT, without_prompt_echo
-from tests.unit.test_voice_fakes import anyio_backend  # noqa: F401
+from tests.unit.test_voice_fakes import FakeTTS, anyio_backend  # noqa: F401
 from tests.unit.test_voice_pipeline import Collect
 
 
@@ -46,3 +49,31 @@ def test_prompt_echo_is_dropped_but_real_words_stay() -> None:
     assert without_prompt_echo("没问题，工单编号五三一", ZH_DIGITS_PROMPT) == "没问题"
     said = "我要查工单编号一二三四五六。"  # a caller's own ticket number
     assert without_prompt_echo(said, ZH_DIGITS_PROMPT) == said
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "said"),
+    [
+        ("您的订单100237（一件冬季外套）已发货。", "zh", "您的订单幺零零二三七（一件冬季外套）已发货。"),
+        ("Your order 100234 has shipped.", "en", "Your order one zero zero two three four has shipped."),
+        (
+            "预计11月26日送达，退款129.50元。",
+            "zh",
+            "预计11月26日送达，退款129.50元。",
+        ),  # dates, amounts: as numbers
+        ("Refund of 1234567.80 issued.", "en", "Refund of 1234567.80 issued."),
+    ],
+)
+def test_ids_are_read_digit_by_digit(text: str, language: Language, said: str) -> None:
+    assert read_aloud(text, language) == said
+
+
+@pytest.mark.anyio
+async def test_tts_engine_gets_the_read_aloud_form_and_the_record_keeps_the_digits() -> None:
+    engine = FakeTTS()
+    pipe = Pipeline([TTSProcessor(engine, 8000), Collect()])
+    pipe.start()
+    pipe.queue(SpeakFrame(text="您的订单100237已发货。", language="zh"))
+    await pipe.idle()
+    await pipe.stop()
+    assert engine.spoken == [("您的订单幺零零二三七已发货。", "zh")]
