@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from aicc.appliance.calls.migrate import all_migrations, apply
@@ -97,10 +98,24 @@ def llama_server(url: str | None, threads: int) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url)
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def wait_healthy(url: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"llama-server at {url} not ready after {timeout_s:.0f} s")
 
 
 @contextmanager

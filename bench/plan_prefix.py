@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bot_turn_latency import llama_server
+from bot_turn_latency import llama_server, wait_healthy
 
 from aicc.appliance.connectors.demo import PLAN_EXAMPLES, TOOLS
 from aicc.appliance.voice.dialogue import plan_prefix
@@ -55,19 +55,6 @@ def prefixes() -> dict[str, list[ChatMessage]]:
     }
 
 
-async def wait_ready(url: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(f"{url}/health")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.5)
-    raise SystemExit(f"llama-server at {url} not ready after {timeout_s:.0f} s")
-
-
 async def plan(url: str, messages: list[ChatMessage], schema: dict[str, Any]) -> tuple[float, int, list[str]]:
     body = {
         "model": "bench",
@@ -93,7 +80,6 @@ async def plan(url: str, messages: list[ChatMessage], schema: dict[str, Any]) ->
 
 
 async def run(url: str, rounds: int) -> None:
-    await wait_ready(url)
     schema = plan_schema(TOOLS)
     results: dict[str, dict[str, list[float]]] = {}
     for name, prefix in prefixes().items():
@@ -134,6 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="passes over the requests per prefix")
     args = parser.parse_args()
     with llama_server(args.llm_url, args.threads) as url:
+        wait_healthy(url)  # a given --llm-url too
         asyncio.run(run(url, args.rounds))
 
 

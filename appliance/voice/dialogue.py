@@ -320,7 +320,6 @@ class DialogueManager(FrameProcessor):
         elif isinstance(frame, TransferFailedFrame):
             # The caller is still here: say so, and keep helping (a ticket is one request away).
             self._done = False
-            self.record.transfer_target = ""
             await self.say("no_agent")
         else:
             if isinstance(frame, EndFrame):

@@ -306,11 +306,13 @@ class Call:
             log.warning("transfer to %s failed: %s", target, exc)
             agent_rtp.close()
             self.gw.metrics.transfers.labels(reason="failed").inc()
-            if self.ended or self.bot is None:
+            if self.ended:
+                return
+            if self.bot is None:
+                await self.end("transfer_failed", "failed", send_bye=True)
                 return
             # No agent took it (not registered, busy, no answer): the bot keeps the caller.
             self.record.transfer_target = ""
-            self.record.outcome = "abandoned"
             self.record.add_line("bot", f"<transfer to {target} failed: {exc}>")
             self.bot.pipeline.queue(TransferFailedFrame(status=getattr(exc, "status", 0)))
             return
