@@ -7,7 +7,11 @@ native Mandarin caller voice where installed), one turn
 after the other. Stage latencies come from the pipeline's own clock (the call records); the caller
 also measures the turn end to end. Prints p50/p95 per stage and language and what dominates.
 
-    python bench/bot_turn_latency.py [--turns 20] [--llm-url http://127.0.0.1:8081] [--dsn CONNINFO]
+Each language runs twice in the same process: first without the hold line (the baseline: silence
+until the answer), then with it ("One moment, please." as soon as the streamed plan shows a lookup);
+the last table compares the first audio the caller hears and the answer's first audio.
+
+    python bench/bot_turn_latency.py [--turns 20] [--hold off,on] [--llm-url URL] [--dsn CONNINFO]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from aicc.appliance.voice.caller import Caller
 from aicc.appliance.voice.config import GatewayConfig
 from aicc.appliance.voice.engines import open_engines
 from aicc.appliance.voice.gateway import Gateway
+from aicc.installer.smoke import wait_quiet
 from aicc.models.engines import baker
 
 STORE = Path(os.environ.get("AICC_MODEL_STORE", "/var/cache/aicc/models"))
@@ -57,7 +62,7 @@ UTTERANCES = {
         "订单一零零二三八现在是什么状态？",
     ],
 }
-STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "turn")
+STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "hold", "turn")
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -145,30 +150,18 @@ async def speak_turns(gw: Gateway, lang: str, utterances: list[str], tts: Any) -
             f"sip:{'4000' if lang == 'en' else '4001'}@127.0.0.1:{gw.cfg.sip_port}",
             ("127.0.0.1", gw.cfg.sip_port),
         )
-        await wait_quiet(caller, time.monotonic(), 30)
+        await wait_quiet(caller, time.monotonic(), timeout=30)
         for text in utterances:
             parts = [c async for c in tts.synthesize(text, language=lang)]
             caller.play(b"".join(p.pcm for p in parts), parts[0].sample_rate)
             end = await caller.played()
-            start = await wait_quiet(caller, end, 60)
+            start, _ = await wait_quiet(caller, end, timeout=60)
             if start is not None:
                 measured.append(start - end)
         await caller.hangup()
     finally:
         await caller.close()
     return measured
-
-
-async def wait_quiet(caller: Caller, since: float, timeout: float) -> float | None:
-    deadline = time.monotonic() + timeout
-    start = None
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        start = start or caller.heard.first_voice_after(since)
-        last = caller.heard.last_voice()
-        if start is not None and last is not None and time.monotonic() - last > 1.6:
-            return start
-    return start
 
 
 async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
@@ -189,7 +182,7 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
     llm, asr, tts, vad = await open_engines(cfg)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
     await pool.open(wait=True)
-    records: list[CallRecord] = []
+    records: list[CallRecord] = []  # of the run in progress
 
     async def save(rec: CallRecord) -> None:
         if rec.ended_at is not None:
@@ -200,54 +193,69 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
     await engines.warm_prompts()
     gw = Gateway(cfg, engines, saver=save)
     await gw.start()
-    caller_turns: dict[str, list[float]] = {"en": [], "zh": []}
     # The caller speaks Mandarin with a native voice where installed, not with the bot's own.
     voices = {"en": tts, "zh": baker.BakerTTS() if baker.available() else tts}
     per_call = len(UTTERANCES["en"])
+    runs: dict[tuple[str, str], tuple[list[CallRecord], list[float]]] = {}
     for lang in args.langs.split(","):
-        done = 0
-        while done < args.turns:
-            batch = UTTERANCES[lang][: min(per_call, args.turns - done)]
-            caller_turns[lang] += await speak_turns(gw, lang, batch, voices[lang])
-            done += len(batch)
-            print(f"{lang}: {done}/{args.turns} turns", flush=True)
-    await asyncio.sleep(1)
+        for mode in args.hold.split(","):
+            gw.cfg.hold_line = mode == "on"  # read by each new call
+            records = []  # save() appends here
+            heard: list[float] = []
+            done = 0
+            while done < args.turns:
+                batch = UTTERANCES[lang][: min(per_call, args.turns - done)]
+                heard += await speak_turns(gw, lang, batch, voices[lang])
+                done += len(batch)
+                print(f"{lang} hold {mode}: {done}/{args.turns} turns", flush=True)
+            await asyncio.sleep(1)  # the last call's record
+            runs[(lang, mode)] = (records, heard)
     await gw.stop()
     await pool.close()
-    report(records, caller_turns)
-
-
-def report(records: list[CallRecord], caller_turns: dict[str, list[float]]) -> None:
-    print(f"\n{'lang':<5}{'stage':<17}{'n':>4}{'p50 s':>9}{'p95 s':>9}")
-    for lang in [k for k, said in caller_turns.items() if said]:  # the languages that ran
-        turns = [t for r in records if r.service == ("4000" if lang == "en" else "4001") for t in r.turns]
-        for stage in STAGES:
-            values = [t[stage] for t in turns if stage in t]
-            print(f"{lang:<5}{stage:<17}{len(values):>4}{pct(values, 50):>9.3f}{pct(values, 95):>9.3f}")
-        c = caller_turns[lang]
-        print(f"{lang:<5}{'caller-measured':<17}{len(c):>4}{pct(c, 50):>9.3f}{pct(c, 95):>9.3f}")
-        medians = {s: pct([t[s] for t in turns if s in t], 50) for s in STAGES if s != "turn"}
-        if medians:
-            top = max(medians, key=lambda s: medians[s])
-            total = pct([t["turn"] for t in turns if "turn" in t], 50)
-            print(f"      dominated by {top}: p50 {medians[top]:.3f} s of a {total:.3f} s turn")
-        tools = [
-            tc for r in records if r.service == ("4000" if lang == "en" else "4001") for tc in r.tool_calls
-        ]
-        ok = sum(1 for tc in tools if tc.ok)
-        print(f"      tool calls: {ok}/{len(tools)} ok")
-        for tc in tools:
-            if not tc.ok:
-                print(f"        failed: {tc.tool}({tc.arguments}): {tc.error}")
-        heard = [
-            ln.text
-            for r in records
-            if r.service == ("4000" if lang == "en" else "4001")
-            for ln in r.lines
-            if ln.speaker == "caller"
-        ]
-        print(f"      caller turns as the bot heard them (first 5): {heard[:5]}")
+    for (lang, mode), (recs, heard) in runs.items():
+        report(f"{lang} hold {mode}", recs, heard)
+    compare(runs)
     print(f"host load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+
+
+def compare(runs: dict[tuple[str, str], tuple[list[CallRecord], list[float]]]) -> None:
+    """First audio the caller hears (hold line or answer) and the answer's own, hold on vs off."""
+    print(f"\n{'':<9}{'first audio p50 s':>18}{'answer p50 s':>14}   (caller-measured / pipeline clock)")
+    for lang in dict.fromkeys(lang for lang, _ in runs):
+        row: dict[str, tuple[float, float]] = {}
+        for mode in ("off", "on"):
+            if (lang, mode) in runs:
+                recs, heard = runs[(lang, mode)]
+                answer = pct([t["turn"] for r in recs for t in r.turns if "turn" in t], 50)
+                row[mode] = (pct(heard, 50), answer)
+                print(f"{lang + ' ' + mode:<9}{row[mode][0]:>18.3f}{answer:>14.3f}")
+        if len(row) == 2:
+            print(
+                f"{lang} on/off: first audio x{row['on'][0] / row['off'][0]:.2f}, "
+                f"answer x{row['on'][1] / row['off'][1]:.2f}"
+            )
+
+
+def report(title: str, records: list[CallRecord], heard: list[float]) -> None:
+    print(f"\n{title:<14}{'stage':<17}{'n':>4}{'p50 s':>9}{'p95 s':>9}")
+    turns = [t for r in records for t in r.turns]
+    for stage in STAGES:
+        values = [t[stage] for t in turns if stage in t]
+        if values:
+            print(f"{'':<14}{stage:<17}{len(values):>4}{pct(values, 50):>9.3f}{pct(values, 95):>9.3f}")
+    print(f"{'':<14}{'caller-measured':<17}{len(heard):>4}{pct(heard, 50):>9.3f}{pct(heard, 95):>9.3f}")
+    medians = {s: pct([t[s] for t in turns if s in t], 50) for s in STAGES if s not in ("turn", "hold")}
+    if medians:
+        top = max(medians, key=lambda s: medians[s])
+        total = pct([t["turn"] for t in turns if "turn" in t], 50)
+        print(f"{'':<14}dominated by {top}: p50 {medians[top]:.3f} s of a {total:.3f} s turn")
+    tools = [tc for r in records for tc in r.tool_calls]
+    print(f"{'':<14}tool calls: {sum(1 for tc in tools if tc.ok)}/{len(tools)} ok")
+    for tc in tools:
+        if not tc.ok:
+            print(f"{'':<16}failed: {tc.tool}({tc.arguments}): {tc.error}")
+    said = [ln.text for r in records for ln in r.lines if ln.speaker == "caller"]
+    print(f"{'':<14}caller turns as the bot heard them (first 5): {said[:5]}")
 
 
 def main() -> int:
@@ -256,6 +264,7 @@ def main() -> int:
     ap.add_argument("--llm-url", default=None)
     ap.add_argument("--dsn", default=None)
     ap.add_argument("--langs", default="en,zh")
+    ap.add_argument("--hold", default="off,on", help="hold line runs per language: off (baseline), on")
     ap.add_argument("--threads", type=int, default=2, help="llama-server and ASR threads (1 on a busy host)")
     args = ap.parse_args()
     with llama_server(args.llm_url, args.threads) as url, postgres(args.dsn) as dsn:

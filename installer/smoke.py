@@ -52,6 +52,12 @@ class SmokeResult:
     call_id: str = ""
 
 
+# The bot's reply is over after this much silence. More than the gap between the hold line ("One
+# moment, please.") and the answer that follows it, which is the rest of the plan, the lookup and the
+# answer's first TTS audio (up to about 2 s for a compound Mandarin request on 2 CPU cores).
+REPLY_SILENCE_S = 2.5
+
+
 @dataclass(frozen=True)
 class SmokeParams:
     proxy: tuple[str, int]
@@ -63,7 +69,7 @@ class SmokeParams:
     dsn: str | None = None  # reporting login, to read the stage timings the gateway stored
     greeting_timeout_s: float = 30.0
     reply_timeout_s: float = 60.0
-    silence_end_s: float = 1.6
+    silence_end_s: float = REPLY_SILENCE_S
 
 
 def read_wav(path: Path) -> tuple[bytes, int]:
@@ -190,8 +196,8 @@ async def _stages(dsn: str, call_id: str) -> dict[str, float]:
     return {}
 
 
-async def _wait_quiet(
-    caller: Any, since: float, *, timeout: float, silence: float
+async def wait_quiet(
+    caller: Any, since: float, *, timeout: float, silence: float = REPLY_SILENCE_S
 ) -> tuple[float | None, float]:
     """Wait for speech after `since` and then `silence` seconds without it; returns (start, end)."""
     deadline = time.monotonic() + timeout
@@ -233,7 +239,7 @@ async def run_smoke(params: SmokeParams) -> SmokeResult:
         result.setup_s = caller.setup_s
         result.call_id = caller.dialog.call_id if caller.dialog else ""
         answered = time.monotonic()
-        g_start, g_end = await _wait_quiet(
+        g_start, g_end = await wait_quiet(
             caller, answered, timeout=params.greeting_timeout_s, silence=params.silence_end_s
         )
         if g_start is None:
@@ -242,7 +248,7 @@ async def run_smoke(params: SmokeParams) -> SmokeResult:
         greeting_pcm = _slice(caller, g_start, g_end)
         caller.play(speech, speech_rate)
         spoken_end = await caller.played()
-        r_start, r_end = await _wait_quiet(
+        r_start, r_end = await wait_quiet(
             caller, spoken_end, timeout=params.reply_timeout_s, silence=params.silence_end_s
         )
         if r_start is None:

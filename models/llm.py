@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +112,12 @@ class OpenAICompatClient:
         raise last_exc
 
     async def stream_chat(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int = 256, temperature: float = 0.2
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.2,
+        response_format: dict[str, Any] | None = None,
     ) -> AsyncIterator[LLMDelta]:
         body = self._body(
             messages,
@@ -121,6 +126,8 @@ class OpenAICompatClient:
             stream=True,
             stream_options={"include_usage": True},
         )
+        if response_format is not None:
+            body["response_format"] = response_format
         self.last = Timing()
         t0 = time.perf_counter()
         last_exc: Exception | None = None
@@ -200,11 +207,28 @@ class OpenAICompatClient:
         return content
 
     async def complete_json(
-        self, messages: Sequence[ChatMessage], schema: dict[str, Any], *, max_tokens: int = 512
+        self,
+        messages: Sequence[ChatMessage],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int = 512,
+        on_text: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """Constrained by the server to `schema`; the result is parsed, not trusted (callers validate)."""
+        """Constrained by the server to `schema`; the result is parsed, not trusted (callers validate).
+
+        With `on_text` the answer is streamed and on_text sees the text so far after every token, so a
+        caller can act on its first fields before the rest is generated."""
         fmt = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}
-        text = await self.complete(messages, max_tokens=max_tokens, temperature=0.0, response_format=fmt)
+        if on_text is None:
+            text = await self.complete(messages, max_tokens=max_tokens, temperature=0.0, response_format=fmt)
+        else:
+            text = ""
+            async for delta in self.stream_chat(
+                messages, max_tokens=max_tokens, temperature=0.0, response_format=fmt
+            ):
+                if delta.text:
+                    text += delta.text
+                    on_text(text)
         try:
             value = json.loads(text)
         except ValueError as exc:

@@ -54,6 +54,11 @@ class GatewayConfig(BaseModel):
     llm_timeout_s: float = Field(20.0, ge=1, le=120, description="A plan slower than this: transfer.")
     jitter_depth: int = Field(3, ge=1, le=20, description="Jitter buffer depth in 20 ms packets.")
     agent_target: str = Field("1001", description="Where transfers go until the ACD exists.")
+    hold_line: bool = Field(
+        True,
+        description="Say 'One moment, please.' as soon as the plan shows a lookup is needed, instead of "
+        "silence until the answer.",
+    )
     sip_domain: str = Field("aicc.local")
     proxy: str = Field("127.0.0.1:5060", description="Kamailio address for calls the gateway places.")
     services: dict[str, Literal["en", "zh"]] = Field(

@@ -60,6 +60,7 @@ PROMPTS: dict[str, dict[Language, str]] = {
         "a change of address or a return.",
         "zh": "抱歉，我没太理解。您可以查询订单、物流，修改地址或者申请退货。",
     },
+    "hold": {"en": "One moment, please.", "zh": "好的，请稍等。"},
     "no_agent": {
         "en": "Sorry, no colleague is free to take your call right now. I can create a ticket so that "
         "someone calls you back, or help you with something else.",
@@ -166,6 +167,7 @@ PART_WORDS: dict[str, tuple[str, ...]] = {
     "change_address": ("地址", "address"),
     "create_return": ("退货", "退掉", "return it", "send it back"),
 }
+_TOOLS_INTENT = re.compile(r'"intent"\s*:\s*"tools"')  # in a streamed plan, before its actions
 _NEW_ADDRESS = re.compile(r"(?:改成|改为|改到|换成|更改为|\bto\b)\s*([^。！？!?]{4,200})", re.IGNORECASE)
 
 
@@ -213,6 +215,10 @@ class DialogueParams:
     tool_timeout_s: float = 4.0
     llm_timeout_s: float = 20.0
     notice: bool = True
+    # Say PROMPTS["hold"] as soon as the streamed plan shows the request needs the business systems
+    # (intent "tools"), rather than leave the caller in silence through the rest of the plan and
+    # the lookup (seconds on CPU).
+    hold_line: bool = True
 
 
 @dataclass
@@ -283,6 +289,7 @@ class DialogueManager(FrameProcessor):
             "greeting",
             "notice",
             "no_agent",
+            "hold",
             "sorry_asr",
             "transfer",
             "engine_trouble",
@@ -359,7 +366,7 @@ class DialogueManager(FrameProcessor):
         messages = [*self.prefix, *self._history[-4:], ChatMessage("user", text)]
         started = time.monotonic()
         try:
-            plan = await asyncio.wait_for(self.llm.complete_json(messages, self.schema), self.p.llm_timeout_s)
+            plan = await asyncio.wait_for(self.plan(messages, clock), self.p.llm_timeout_s)
         except Exception as exc:
             log.warning("LLM plan failed: %s", exc)
             self.report("engine_errors", engine="llm")
@@ -394,6 +401,27 @@ class DialogueManager(FrameProcessor):
             await self.chat(text, clock)
         else:
             await self.misunderstood("misunderstood", "unclear", clock)
+
+    async def plan(self, messages: list[ChatMessage], clock: TurnClock | None) -> dict[str, Any]:
+        """The LLM's plan; with hold_line, streamed, and the hold line said once it shows tools."""
+        if not self.p.hold_line:
+            return await self.llm.complete_json(messages, self.schema)
+        needs_tools = asyncio.Event()
+
+        def watch(so_far: str) -> None:
+            if _TOOLS_INTENT.search(so_far):
+                needs_tools.set()
+
+        planning = asyncio.ensure_future(self.llm.complete_json(messages, self.schema, on_text=watch))
+        noticed = asyncio.ensure_future(needs_tools.wait())
+        try:
+            await asyncio.wait({planning, noticed}, return_when=asyncio.FIRST_COMPLETED)
+            if needs_tools.is_set() and not planning.done():
+                await self.speak(PROMPTS["hold"][self.language], clock=clock, remember=False, hold=True)
+            return await planning
+        finally:
+            noticed.cancel()
+            planning.cancel()  # a no-op once done; stops the request when the turn is abandoned
 
     def complete_plan(self, text: str, calls: list[ToolCall]) -> list[ToolCall]:
         """Parts of a compound request the plan left out, recovered from the caller's words.
@@ -664,11 +692,17 @@ class DialogueManager(FrameProcessor):
         await self.speak(PROMPTS[key][self.language], clock=clock, interruptible=interruptible)
 
     async def speak(
-        self, text: str, *, clock: TurnClock | None = None, interruptible: bool = True, remember: bool = True
+        self,
+        text: str,
+        *,
+        clock: TurnClock | None = None,
+        interruptible: bool = True,
+        remember: bool = True,
+        hold: bool = False,
     ) -> None:
         self.record.add_line("bot", text, language=self.language)
         if remember:
             self._last_said = [text]
         await self.push(
-            SpeakFrame(text=text, language=self.language, interruptible=interruptible, clock=clock)
+            SpeakFrame(text=text, language=self.language, interruptible=interruptible, clock=clock, hold=hold)
         )

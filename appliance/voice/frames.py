@@ -18,7 +18,8 @@ STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "turn")
 @dataclass
 class TurnClock:
     """Timings of one caller turn: end of caller speech -> utterance segmented (VAD hang-over) -> transcript
-    -> first LLM token (or plan) -> first TTS audio; `turn` is end of speech -> first bot audio sent."""
+    -> first LLM token (or plan) -> first TTS audio; `turn` is end of speech -> first answer audio sent,
+    `hold` end of speech -> the hold line ("One moment, please.") when one was said before the answer."""
 
     turn: int
     end_of_speech: float
@@ -27,6 +28,7 @@ class TurnClock:
     llm_first_token: float | None = None
     tts_first_audio: float | None = None
     first_audio_out: float | None = None
+    hold_audio_out: float | None = None
 
     def stage_seconds(self) -> dict[str, float]:
         """Seconds per stage, each measured from the previous mark (turn: end of speech -> first audio)."""
@@ -42,6 +44,8 @@ class TurnClock:
         first_audio = self.first_audio_out or self.tts_first_audio
         if first_audio is not None:
             out["turn"] = first_audio - self.end_of_speech
+        if self.hold_audio_out is not None:
+            out["hold"] = self.hold_audio_out - self.end_of_speech
         return out
 
 
@@ -188,12 +192,14 @@ class ToolResultFrame(Frame):
 
 @dataclass
 class SpeakFrame(Frame):
-    """A sentence for TTS. interruptible=False: caller speech does not stop it (legal notices)."""
+    """A sentence for TTS. interruptible=False: caller speech does not stop it (legal notices).
+    hold=True: a hold line said while the answer is being worked out (timed apart from the answer)."""
 
     text: str
     language: Language
     interruptible: bool = True
     clock: TurnClock | None = None
+    hold: bool = False
 
 
 @dataclass
@@ -203,6 +209,7 @@ class OutputAudioFrame(Frame):
     interruptible: bool = True
     clock: TurnClock | None = None
     text: str = ""
+    hold: bool = False
 
 
 @dataclass

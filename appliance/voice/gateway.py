@@ -95,7 +95,9 @@ class Call:
         if self.gw.engines is None or cfg.mode == "echo":
             self.bot = build_echo(out_rate)
         else:
-            params = DialogueParams(agent_target=cfg.agent_target, llm_timeout_s=cfg.llm_timeout_s)
+            params = DialogueParams(
+                agent_target=cfg.agent_target, llm_timeout_s=cfg.llm_timeout_s, hold_line=cfg.hold_line
+            )
             self.bot = build_bot(
                 self.gw.engines,
                 self.record,

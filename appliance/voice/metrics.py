@@ -38,7 +38,7 @@ class VoiceMetrics:
             "aicc_voice_stage_seconds",
             "Bot turn latency by stage: vad (hang-over), asr "
             "(to final transcript), llm_first_token, tts_first_audio, turn (end of speech "
-            "to first bot audio).",
+            "to the answer's first audio), hold (end of speech to the hold line, when one was said).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -34,6 +34,7 @@ class _Chunk:
     pcm: bytes
     interruptible: bool
     clock: TurnClock | None
+    hold: bool = False
 
 
 class Playback(FrameProcessor):
@@ -58,7 +59,7 @@ class Playback(FrameProcessor):
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, OutputAudioFrame):
             pcm = resample(frame.pcm, frame.sample_rate, self.sample_rate)
-            self._items.append(_Chunk(pcm, frame.interruptible, frame.clock))
+            self._items.append(_Chunk(pcm, frame.interruptible, frame.clock, frame.hold))
             return
         if isinstance(frame, HangupFrame | TransferFrame):
             if not self._items:
@@ -122,7 +123,9 @@ class Playback(FrameProcessor):
                 continue
             need = self.frame_bytes - len(out)
             self._current_interruptible = item.interruptible
-            if item.clock is not None and item.clock.turn not in self._reported:
+            if item.hold and item.clock is not None:
+                item.clock.hold_audio_out = item.clock.hold_audio_out or time.monotonic()
+            elif item.clock is not None and item.clock.turn not in self._reported:
                 self._reported.add(item.clock.turn)
                 item.clock.first_audio_out = time.monotonic()
                 for stage, seconds in item.clock.stage_seconds().items():

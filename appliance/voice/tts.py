@@ -45,10 +45,12 @@ class TTSProcessor(FrameProcessor):
         if not isinstance(frame, SpeakFrame):
             await self.push(frame, direction)
             return
+        # A hold line's audio is not the answer's: it leaves the answer's TTS mark alone.
+        clock = None if frame.hold else frame.clock
         cached = self.cache.get((frame.text, frame.language))
         if cached is not None:
-            if frame.clock is not None:
-                frame.clock.tts_first_audio = time.monotonic()
+            if clock is not None:
+                clock.tts_first_audio = time.monotonic()
             await self._out(cached, frame)
             return
         first = True
@@ -64,8 +66,8 @@ class TTSProcessor(FrameProcessor):
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
-                if first and frame.clock is not None:
-                    frame.clock.tts_first_audio = time.monotonic()
+                if first and clock is not None:
+                    clock.tts_first_audio = time.monotonic()
                 first = False
                 await self._out(resample(chunk.pcm, chunk.sample_rate, self.out_rate), frame)
         except asyncio.CancelledError:
@@ -90,5 +92,6 @@ class TTSProcessor(FrameProcessor):
                 interruptible=frame.interruptible,
                 clock=frame.clock,
                 text=frame.text,
+                hold=frame.hold,
             )
         )

@@ -5,7 +5,7 @@ Audio is 16-bit signed little-endian mono PCM throughout; every buffer carries i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -82,9 +82,15 @@ class LLMClient(Protocol):
     ) -> AsyncIterator[LLMDelta]: ...
 
     async def complete_json(
-        self, messages: Sequence[ChatMessage], schema: dict[str, Any], *, max_tokens: int = 512
+        self,
+        messages: Sequence[ChatMessage],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int = 512,
+        on_text: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """An answer constrained by the server to the JSON schema (guided decoding / grammar)."""
+        """An answer constrained by the server to the JSON schema (guided decoding / grammar); with
+        on_text, streamed, on_text called with the text so far after each token."""
         ...
 
 

@@ -61,7 +61,7 @@ async def converse(
 
     With repeat_when_asked, a turn the bot did not catch ("Sorry..." / "抱歉...") is said once more, as
     a caller would: Whisper base over G.711 now and then mishears a whole request (1 call in about 10)."""
-    from aicc.installer.smoke import _open_asr, _open_tts, _transcribe, _wait_quiet
+    from aicc.installer.smoke import _open_asr, _open_tts, _transcribe, wait_quiet
 
     tts = await asyncio.to_thread(_open_tts, SmokeParams.model_store, lang)  # type: ignore[arg-type]
     asr = await asyncio.to_thread(_open_asr, SmokeParams.model_store)
@@ -70,7 +70,7 @@ async def converse(
     await caller.start()
     replies: list[str] = []
     await caller.call(f"sip:{number}@aicc.local", proxy)
-    await _wait_quiet(caller, time.monotonic(), timeout=30, silence=1.6)
+    await wait_quiet(caller, time.monotonic(), timeout=30)
     queue = list(turns)
     repeats = 1 if repeat_when_asked else 0
     while queue:
@@ -78,7 +78,7 @@ async def converse(
         parts = [c async for c in tts.synthesize(text, language=lang)]
         caller.play(b"".join(p.pcm for p in parts), parts[0].sample_rate)
         end = await caller.played()
-        start, stop = await _wait_quiet(caller, end, timeout=90, silence=1.6)
+        start, stop = await wait_quiet(caller, end, timeout=90)
         pcm = b"".join(
             f for at, f in caller.heard.frames if start is not None and start - 0.1 <= at <= stop + 0.1
         )

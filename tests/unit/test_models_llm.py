@@ -158,6 +158,27 @@ def test_streaming_sse_and_timing() -> None:
     assert last.first_token_s is not None and last.completion_tokens == 2
 
 
+def test_streamed_json_shows_each_prefix_then_parses() -> None:
+    pieces = ['{"intent":', '"tools",', '"actions":[]}']
+    body = "".join(f"data: {json.dumps({'choices': [{'delta': {'content': p}}]})}\n\n" for p in pieces)
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        sent = json.loads(req.content)
+        assert sent["stream"] is True and sent["response_format"]["type"] == "json_schema"
+        return httpx.Response(
+            200, text=body + "data: [DONE]\n\n", headers={"content-type": "text/event-stream"}
+        )
+
+    seen: list[str] = []
+
+    async def go() -> dict[str, Any]:
+        async with _client(handler) as c:
+            return await c.complete_json([ChatMessage("user", "hi")], {"type": "object"}, on_text=seen.append)
+
+    assert asyncio.run(go()) == {"intent": "tools", "actions": []}
+    assert seen == ['{"intent":', '{"intent":"tools",', '{"intent":"tools","actions":[]}']
+
+
 def test_failover_to_the_next_server() -> None:
     hits: list[str] = []
 

@@ -141,7 +141,8 @@ async def test_compound_chinese_request_against_the_real_backend_and_stored_reco
     pipe.queue(TranscriptionFrame(text="对，确认", language="zh", confidence=0.9, duration_s=1.0))
     await pipe.idle()
     await pipe.stop()
-    assert said[1] == "您的订单100236（一个电饭煲）正在备货。预计11月29日送达。"
+    # greeting, the hold line while the plan streams, then the status read from PostgreSQL
+    assert said[1:3] == ["好的，请稍等。", "您的订单100236（一个电饭煲）正在备货。预计11月29日送达。"]
     assert said[-2] == "好的，订单100236的收货地址已改为上海市徐汇区漕溪北路1号。"
     store = CallStore(pool)
     record.outcome = "resolved"

@@ -47,6 +47,7 @@ class Harness:
         self.out: list[Frame] = []
         self.metrics: list[tuple[str, float, dict[str, str]]] = []
         self.record = CallRecord(call_id="t1")
+        params.setdefault("hold_line", False)  # its own tests turn it on
         self.dm = DialogueManager(llm, connector, self.record, DialogueParams(notice=False, **params))
 
         async def sink(frame: Frame) -> None:
@@ -223,6 +224,19 @@ async def test_llm_failure_transfers_with_graceful_line() -> None:
         out = await h.say("order 100234")
     assert spoken(out) == [PROMPTS["engine_trouble"]["en"]]
     assert any(isinstance(f, TransferFrame) and f.reason == "engine_failure" for f in out)
+
+
+async def test_hold_line_only_when_the_streamed_plan_needs_tools() -> None:
+    plans = {"order": STATUS, "open": {"intent": "chat", "actions": []}}
+    async with Harness(FakeLLM(plans, token_s=0.01), FakeConnector(), hold_line=True) as h:
+        lookup = spoken(await h.say("what is the status of order 1 0 0 2 3 4"))
+        chat = spoken(await h.say("when are you open"))
+        repeat = spoken(await h.send(DTMFFrame(digit="9")))
+    assert lookup[:2] == [PROMPTS["hold"]["en"], "Order 100234 has shipped."]
+    assert PROMPTS["hold"]["en"] not in chat  # no lookup: the answer itself comes as fast
+    assert PROMPTS["hold"]["en"] not in repeat  # "repeat" repeats the answer, not the hold line
+    hold_frames = [f for f in h.out if isinstance(f, SpeakFrame) and f.hold]
+    assert [f.text for f in hold_frames] == [PROMPTS["hold"]["en"]]
 
 
 async def test_chat_streams_llm_tokens() -> None:

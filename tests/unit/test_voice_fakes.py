@@ -8,7 +8,8 @@ a table keyed by the caller's words.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,26 +95,39 @@ class FakeLLM:
     model = "fake-llm"
 
     def __init__(
-        self, plans: dict[str, dict[str, Any]], chat: str = "We are open nine to six.", fail: bool = False
+        self,
+        plans: dict[str, dict[str, Any]],
+        chat: str = "We are open nine to six.",
+        fail: bool = False,
+        token_s: float = 0.0,
     ) -> None:
         self.plans = plans
         self.chat_answer = chat
         self.fail = fail
+        self.token_s = token_s  # streamed plans: seconds per 4-character "token"
         self.schemas: list[dict[str, Any]] = []
         self.requests: list[list[ChatMessage]] = []
 
     async def complete_json(
-        self, messages: Sequence[ChatMessage], schema: dict[str, Any], *, max_tokens: int = 512
+        self,
+        messages: Sequence[ChatMessage],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int = 512,
+        on_text: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         self.schemas.append(schema)
         self.requests.append(list(messages))
         if self.fail:
             raise EngineError("llm down", engine="fake-llm")
         said = messages[-1].content
-        for key, plan in self.plans.items():
-            if key in said:
-                return plan
-        return {"intent": "unclear", "actions": []}
+        plan = next((p for key, p in self.plans.items() if key in said), {"intent": "unclear", "actions": []})
+        if on_text is not None:
+            text = json.dumps(plan, separators=(",", ":"), ensure_ascii=False)
+            for end in range(4, len(text) + 4, 4):
+                await asyncio.sleep(self.token_s)
+                on_text(text[:end])
+        return plan
 
     async def stream_chat(
         self, messages: Sequence[ChatMessage], *, max_tokens: int = 256, temperature: float = 0.2

@@ -91,13 +91,16 @@ def speech(hz: int, seconds: float) -> list[bytes]:
     return frames_of(tone(hz, seconds, RATE, amplitude=0.4))
 
 
-async def make_bot(*, notice: bool = False, tts_fail: bool = False, language: str = "en") -> Bot:
+async def make_bot(
+    *, notice: bool = False, tts_fail: bool = False, language: str = "en", llm_token_s: float = 0.0
+) -> Bot:
     echo = EchoReference()
     playback = Playback(RATE, echo)
     asr = FakeASR(SCRIPTS)
     tts = TTSProcessor(FakeTTS(fail=tts_fail), RATE)
     record = CallRecord(call_id="c1")
-    dm = DialogueManager(FakeLLM({"order": STATUS}), FakeConnector(), record, DialogueParams(notice=notice))
+    llm = FakeLLM({"order": STATUS}, token_s=llm_token_s)
+    dm = DialogueManager(llm, FakeConnector(), record, DialogueParams(notice=notice))
     procs: list[FrameProcessor] = [
         VADProcessor(FakeVAD(), echo),
         ASRProcessor(asr),
@@ -152,6 +155,19 @@ async def test_caller_speech_stops_playback_within_300ms_and_answers() -> None:
     assert any("Order 100234 has shipped." in ln.text for ln in bot.record.lines)
     stages = {labels["stage"] for name, _, labels in bot.metrics if name == "stage_seconds"}
     assert {"vad", "asr", "llm_first_token", "tts_first_audio", "turn"} <= stages
+    await bot.pipeline.stop()
+
+
+async def test_hold_line_plays_while_a_slow_plan_streams_and_is_timed_apart() -> None:
+    bot = await make_bot(llm_token_s=0.03)  # the plan streams for about 0.7 s
+    await bot.clock([*quiet(3.0), *speech(300, 1.0), *quiet(4.0)])  # greeting over before the caller speaks
+    said = [ln.text for ln in bot.record.lines if ln.speaker == "bot"]
+    hold = said.index(PROMPTS["hold"]["en"])
+    assert said[hold + 1] == "Order 100234 has shipped."  # then "anything else?"
+    stages = {labels["stage"]: v for name, v, labels in bot.metrics if name == "stage_seconds"}
+    # the caller hears the hold line well before the answer; the answer's stages are its own
+    assert stages["hold"] + 0.4 < stages["turn"]
+    assert stages["tts_first_audio"] >= 0.0
     await bot.pipeline.stop()
 
 
