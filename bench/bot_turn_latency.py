@@ -7,11 +7,13 @@ native Mandarin caller voice where installed), one turn
 after the other. Stage latencies come from the pipeline's own clock (the call records); the caller
 also measures the turn end to end. Prints p50/p95 per stage and language and what dominates.
 
-Each language runs twice in the same process: first without the hold line (the baseline: silence
-until the answer), then with it ("One moment, please." as soon as the streamed plan shows a lookup);
-the last table compares the first audio the caller hears and the answer's first audio.
+Each language runs in the same process as the baseline, the bot as it was before ("before": no hold
+line, transcription only after the 0.5 s end-of-utterance silence), then as it is now ("now": the
+hold line "One moment, please." as soon as the streamed plan shows a lookup, and the transcription
+started at the caller's first 0.2 s pause); the last table compares the first audio the caller hears
+and the answer's first audio.
 
-    python bench/bot_turn_latency.py [--turns 20] [--hold off,on] [--llm-url URL] [--dsn CONNINFO]
+    python bench/bot_turn_latency.py [--turns 20] [--variants before,now] [--llm-url URL] [--dsn DSN]
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ UTTERANCES = {
     ],
 }
 STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "hold", "turn")
+# Gateway settings of each variant; "now" is the shipped default.
+VARIANTS: dict[str, dict[str, Any]] = {"before": {"hold_line": False, "early_asr_s": 0.0}, "now": {}}
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -197,9 +201,11 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
     voices = {"en": tts, "zh": baker.BakerTTS() if baker.available() else tts}
     per_call = len(UTTERANCES["en"])
     runs: dict[tuple[str, str], tuple[list[CallRecord], list[float]]] = {}
+    defaults = GatewayConfig().model_dump(include={"hold_line", "early_asr_s"})
     for lang in args.langs.split(","):
-        for mode in args.hold.split(","):
-            gw.cfg.hold_line = mode == "on"  # read by each new call
+        for mode in args.variants.split(","):
+            for key, value in {**defaults, **VARIANTS[mode]}.items():
+                setattr(gw.cfg, key, value)  # read by each new call
             records = []  # save() appends here
             heard: list[float] = []
             done = 0
@@ -207,32 +213,32 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
                 batch = UTTERANCES[lang][: min(per_call, args.turns - done)]
                 heard += await speak_turns(gw, lang, batch, voices[lang])
                 done += len(batch)
-                print(f"{lang} hold {mode}: {done}/{args.turns} turns", flush=True)
+                print(f"{lang} {mode}: {done}/{args.turns} turns", flush=True)
             await asyncio.sleep(1)  # the last call's record
             runs[(lang, mode)] = (records, heard)
     await gw.stop()
     await pool.close()
     for (lang, mode), (recs, heard) in runs.items():
-        report(f"{lang} hold {mode}", recs, heard)
+        report(f"{lang} {mode}", recs, heard)
     compare(runs)
     print(f"host load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
 
 
 def compare(runs: dict[tuple[str, str], tuple[list[CallRecord], list[float]]]) -> None:
-    """First audio the caller hears (hold line or answer) and the answer's own, hold on vs off."""
-    print(f"\n{'':<9}{'first audio p50 s':>18}{'answer p50 s':>14}   (caller-measured / pipeline clock)")
+    """First audio the caller hears (hold line or answer) and the answer's own, now vs before."""
+    print(f"\n{'':<10}{'first audio p50 s':>18}{'answer p50 s':>14}   (caller-measured / pipeline clock)")
     for lang in dict.fromkeys(lang for lang, _ in runs):
         row: dict[str, tuple[float, float]] = {}
-        for mode in ("off", "on"):
+        for mode in VARIANTS:
             if (lang, mode) in runs:
                 recs, heard = runs[(lang, mode)]
                 answer = pct([t["turn"] for r in recs for t in r.turns if "turn" in t], 50)
                 row[mode] = (pct(heard, 50), answer)
-                print(f"{lang + ' ' + mode:<9}{row[mode][0]:>18.3f}{answer:>14.3f}")
+                print(f"{lang + ' ' + mode:<10}{row[mode][0]:>18.3f}{answer:>14.3f}")
         if len(row) == 2:
             print(
-                f"{lang} on/off: first audio x{row['on'][0] / row['off'][0]:.2f}, "
-                f"answer x{row['on'][1] / row['off'][1]:.2f}"
+                f"{lang} now/before: first audio x{row['now'][0] / row['before'][0]:.2f}, "
+                f"answer x{row['now'][1] / row['before'][1]:.2f}"
             )
 
 
@@ -264,7 +270,7 @@ def main() -> int:
     ap.add_argument("--llm-url", default=None)
     ap.add_argument("--dsn", default=None)
     ap.add_argument("--langs", default="en,zh")
-    ap.add_argument("--hold", default="off,on", help="hold line runs per language: off (baseline), on")
+    ap.add_argument("--variants", default="before,now", help="runs per language: before (baseline), now")
     ap.add_argument("--threads", type=int, default=2, help="llama-server and ASR threads (1 on a busy host)")
     args = ap.parse_args()
     with llama_server(args.llm_url, args.threads) as url, postgres(args.dsn) as dsn:

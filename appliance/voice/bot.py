@@ -20,7 +20,7 @@ from aicc.appliance.voice.sentences import SentenceAggregator
 from aicc.appliance.voice.timers import CallTimersProcessor
 from aicc.appliance.voice.toolargs import plan_schema
 from aicc.appliance.voice.tts import TTSProcessor
-from aicc.appliance.voice.vad import EchoReference, VADProcessor
+from aicc.appliance.voice.vad import EchoReference, VADParams, VADProcessor
 from aicc.models.engines.base import ASREngine, ChatMessage, Language, LLMClient, TTSEngine, VADEngine
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,13 @@ def build_bot(
     no_input_s: float,
     max_call_s: float,
     asr_timeout_s: float = 15.0,
+    vad: VADParams | None = None,
 ) -> BotSession:
     echo = EchoReference()
     playback = Playback(out_rate, echo)
     tts = TTSProcessor(engines.tts, engines.tts.sample_rate)  # playback resamples to the codec rate
     procs: list[FrameProcessor] = [
-        VADProcessor(engines.vad(), echo),
+        VADProcessor(engines.vad(), echo, vad),
         ASRProcessor(engines.asr, timeout_s=asr_timeout_s),
         DigitNormalizer(),
         BargeInProcessor(playback),

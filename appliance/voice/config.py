@@ -54,6 +54,14 @@ class GatewayConfig(BaseModel):
     llm_timeout_s: float = Field(20.0, ge=1, le=120, description="A plan slower than this: transfer.")
     jitter_depth: int = Field(3, ge=1, le=20, description="Jitter buffer depth in 20 ms packets.")
     agent_target: str = Field("1001", description="Where transfers go until the ACD exists.")
+    early_asr_s: float = Field(
+        0.2,
+        ge=0,
+        le=0.45,
+        description="A pause this long in the caller's speech starts the transcription early, before "
+        "the 0.5 s end-of-utterance silence; 0 turns it off (saves the CPU of the transcriptions "
+        "thrown away when the caller goes on).",
+    )
     hold_line: bool = Field(
         True,
         description="Say 'One moment, please.' as soon as the plan shows a lookup is needed, instead of "

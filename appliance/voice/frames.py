@@ -146,12 +146,23 @@ class UserStoppedSpeakingFrame(Frame):
 
 
 @dataclass
+class SpeechPauseFrame(Frame):
+    """The caller paused mid-utterance: the speech so far, so the ASR can start on it before the VAD's
+    hang-over has decided the utterance is over."""
+
+    pcm: bytes
+    sample_rate: int
+
+
+@dataclass
 class UtteranceFrame(Frame):
-    """One caller utterance, segmented by the VAD."""
+    """One caller utterance, segmented by the VAD. same_as_pause: the caller said nothing more after
+    the last SpeechPauseFrame, so its transcript is this utterance's too."""
 
     pcm: bytes
     sample_rate: int
     clock: TurnClock
+    same_as_pause: bool = False
 
     @property
     def duration_s(self) -> float:

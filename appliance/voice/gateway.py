@@ -38,6 +38,7 @@ from aicc.appliance.voice.metrics import VoiceMetrics
 from aicc.appliance.voice.rtp import NO_PEER, MediaClock, RtpSession, open_session
 from aicc.appliance.voice.sip import SipMessage
 from aicc.appliance.voice.transport import Addr, SipTransport
+from aicc.appliance.voice.vad import VADParams
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Call:
                 no_input_s=cfg.no_input_s,
                 max_call_s=cfg.max_call_s,
                 asr_timeout_s=cfg.asr_timeout_s,
+                vad=VADParams(early_s=cfg.early_asr_s),
             )
         self.bot.pipeline.downstream_sink = self._from_bot
         self.bot.pipeline.reporter = self._report

@@ -83,6 +83,13 @@ class VoiceMetrics:
         self.low_confidence = Counter(
             "aicc_voice_low_confidence_total", "Caller turns below the ASR confidence threshold.", registry=r
         )
+        self.early_transcripts = Counter(
+            "aicc_voice_early_transcripts_total",
+            "Transcriptions started at a pause in the caller's speech: used (the caller had finished) "
+            "or not (the caller went on; the work was thrown away).",
+            ["used"],
+            registry=r,
+        )
 
     def report(self, name: str, value: float, labels: dict[str, str]) -> None:
         """The pipeline's reporter: maps its events onto the metrics above."""
@@ -104,3 +111,5 @@ class VoiceMetrics:
             self.processor_errors.labels(processor=labels["processor"]).inc()
         elif name == "low_confidence":
             self.low_confidence.inc()
+        elif name == "early_transcripts":
+            self.early_transcripts.labels(used=labels["used"]).inc()

@@ -15,6 +15,7 @@ from aicc.appliance.voice.frames import (
     EndFrame,
     Frame,
     InputAudioFrame,
+    SpeechPauseFrame,
     TurnClock,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -44,6 +45,10 @@ class EchoReference:
 class VADParams:
     start_s: float = 0.16  # speech this long starts an utterance (and may pause the bot)
     stop_s: float = 0.5  # silence this long ends it
+    # Silence this long sends the speech so far to the ASR early (0: off): when the caller stays
+    # silent until stop_s its transcript is ready stop_s - early_s sooner. A caller who goes on costs
+    # one transcription thrown away.
+    early_s: float = 0.2
     pre_roll_s: float = 0.2  # audio kept before the start so the first syllable reaches ASR
     max_utterance_s: float = 15.0
     min_utterance_s: float = 0.25  # shorter bursts are clicks or noise
@@ -70,6 +75,7 @@ class VADProcessor(FrameProcessor):
         self._voiced_run = 0.0
         self._silent_run = 0.0
         self._last_voiced_at = 0.0
+        self._paused = False  # a SpeechPauseFrame went out and the caller has not spoken since
         self._turn = 0
 
     def _is_echo(self, frame: bytes, now: float) -> bool:
@@ -115,15 +121,24 @@ class VADProcessor(FrameProcessor):
         if voiced:
             self._silent_run = 0.0
             self._last_voiced_at = at
+            self._paused = False
         else:
             self._silent_run += self.frame_s
         duration = len(self._speech) * self.frame_s
         if self._silent_run >= self.p.stop_s or duration >= self.p.max_utterance_s:
             await self._finish(duration)
+        elif (
+            0 < self.p.early_s <= self._silent_run
+            and not self._paused
+            and duration - self._silent_run >= self.p.min_utterance_s
+        ):
+            self._paused = True
+            await self.push(SpeechPauseFrame(pcm=b"".join(self._speech), sample_rate=self.rate))
 
     async def _finish(self, duration: float) -> None:
         pcm = b"".join(self._speech)
         end_of_speech = self._last_voiced_at
+        same_as_pause = self._paused
         self._reset()
         kept = duration - self._silent_tail(duration) >= self.p.min_utterance_s
         await self.pipeline.broadcast(UserStoppedSpeakingFrame(duration_s=duration, kept=kept))
@@ -132,7 +147,9 @@ class VADProcessor(FrameProcessor):
             return
         self._turn += 1
         clock = TurnClock(turn=self._turn, end_of_speech=end_of_speech, segmented=time.monotonic())
-        await self.push(UtteranceFrame(pcm=pcm, sample_rate=self.rate, clock=clock))
+        await self.push(
+            UtteranceFrame(pcm=pcm, sample_rate=self.rate, clock=clock, same_as_pause=same_as_pause)
+        )
 
     def _silent_tail(self, duration: float) -> float:
         return min(self.p.stop_s, duration) if duration < self.p.max_utterance_s else 0.0
@@ -142,4 +159,5 @@ class VADProcessor(FrameProcessor):
         self._speech = []
         self._voiced_run = 0.0
         self._silent_run = 0.0
+        self._paused = False
         self._pre.clear()

@@ -22,6 +22,7 @@ from aicc.appliance.voice.frames import (
     LLMTextFrame,
     NoInputFrame,
     SpeakFrame,
+    SpeechPauseFrame,
     StartFrame,
     TranscriptionFrame,
     TurnClock,
@@ -241,10 +242,55 @@ async def test_vad_segments_one_utterance_with_pre_roll_and_drops_clicks() -> No
     utterances = [f for f in sink.frames if isinstance(f, UtteranceFrame)]
     assert len(utterances) == 1
     assert 1.0 <= utterances[0].duration_s <= 1.0 + 0.2 + 0.5 + 0.05
-    assert [type(f) for f in sink.frames if not isinstance(f, UtteranceFrame)] == [
+    assert [type(f) for f in sink.frames if not isinstance(f, UtteranceFrame | SpeechPauseFrame)] == [
         UserStartedSpeakingFrame,
         UserStoppedSpeakingFrame,
     ]
+    await pipe.stop()
+
+
+async def test_vad_sends_the_speech_so_far_at_a_pause_and_says_whether_the_caller_went_on() -> None:
+    vad, sink = VADProcessor(FakeVAD()), Collect()
+    pipe = Pipeline([vad, sink])
+    pipe.start()
+    # a pause of 0.3 s (past early_s, short of stop_s) inside the first utterance; none in the second
+    first = [*speech(300, 0.6), *quiet(0.3), *speech(300, 0.6), *quiet(0.7)]
+    for f in [*quiet(0.3), *first, *speech(500, 0.8), *quiet(0.7)]:
+        pipe.queue(InputAudioFrame(pcm=f, sample_rate=RATE))
+    await pipe.idle()
+    kinds = [type(f).__name__ for f in sink.frames if isinstance(f, SpeechPauseFrame | UtteranceFrame)]
+    assert kinds == [
+        "SpeechPauseFrame",
+        "SpeechPauseFrame",
+        "UtteranceFrame",
+        "SpeechPauseFrame",
+        "UtteranceFrame",
+    ]
+    utterances = [f for f in sink.frames if isinstance(f, UtteranceFrame)]
+    pauses = [f for f in sink.frames if isinstance(f, SpeechPauseFrame)]
+    assert all(u.same_as_pause for u in utterances)  # each ended with a pause it was sent at
+    assert utterances[0].pcm.startswith(pauses[1].pcm) and len(pauses[0].pcm) < len(pauses[1].pcm)
+    await pipe.stop()
+
+
+async def test_asr_uses_the_early_transcript_only_when_the_caller_said_nothing_more() -> None:
+    asr_engine = FakeASR(SCRIPTS)
+    asr, sink = ASRProcessor(asr_engine), Collect()
+    metrics: list[tuple[str, float, dict[str, str]]] = []
+    pipe = Pipeline([asr, sink], reporter=lambda n, v, labels: metrics.append((n, v, labels)))
+    pipe.start()
+    pipe.queue(StartFrame(call_id="x", language="en"))
+    order, agent = tone(300, 0.5, 16000), tone(700, 0.5, 16000)
+    pipe.queue(SpeechPauseFrame(pcm=order, sample_rate=16000))
+    pipe.queue(UtteranceFrame(pcm=order, sample_rate=16000, clock=TurnClock(1, 0.0), same_as_pause=True))
+    await pipe.idle()
+    assert len(asr_engine.calls) == 1  # the early transcription was the transcription
+    pipe.queue(SpeechPauseFrame(pcm=order, sample_rate=16000))  # the caller paused, then went on
+    pipe.queue(UtteranceFrame(pcm=agent, sample_rate=16000, clock=TurnClock(2, 0.0), same_as_pause=False))
+    await pipe.idle()
+    texts = [f.text for f in sink.frames if isinstance(f, TranscriptionFrame)]
+    assert texts == [SCRIPTS[300][0], SCRIPTS[700][0]]
+    assert [labels["used"] for n, _, labels in metrics if n == "early_transcripts"] == ["yes", "no"]
     await pipe.stop()
 
 
