@@ -167,6 +167,11 @@ PART_WORDS: dict[str, tuple[str, ...]] = {
     "change_address": ("地址", "address"),
     "create_return": ("退货", "退掉", "return it", "send it back"),
 }
+# The call's history in plan requests only grows, up to this many messages, then starts again from the
+# last turn: each request then extends the one before and the LLM server's prefix cache covers all but
+# the newest turn. A sliding window would change the start of the history every turn and make the
+# server read all of it again (about 1.5 s on 2 CPU cores for four messages).
+HISTORY_MAX_MESSAGES = 8
 _TOOLS_INTENT = re.compile(r'"intent"\s*:\s*"tools"')  # in a streamed plan, before its actions
 _NEW_ADDRESS = re.compile(r"(?:改成|改为|改到|换成|更改为|\bto\b)\s*([^。！？!?]{4,200})", re.IGNORECASE)
 
@@ -363,7 +368,7 @@ class DialogueManager(FrameProcessor):
         await self.plan_and_act(text, frame.clock)
 
     async def plan_and_act(self, text: str, clock: TurnClock | None) -> None:
-        messages = [*self.prefix, *self._history[-4:], ChatMessage("user", text)]
+        messages = [*self.prefix, *self._history, ChatMessage("user", text)]
         started = time.monotonic()
         try:
             plan = await asyncio.wait_for(self.plan(messages, clock), self.p.llm_timeout_s)
@@ -382,10 +387,9 @@ class DialogueManager(FrameProcessor):
             if added:
                 self.report("plan_completed", float(len(added)))
                 calls += added
-        self._history += [
-            ChatMessage("user", text),
-            ChatMessage("assistant", compact(plan)),
-        ]
+        self._history += [ChatMessage("user", text), ChatMessage("assistant", compact(plan))]
+        if len(self._history) > HISTORY_MAX_MESSAGES:
+            self._history = self._history[-2:]
         if intent == "transfer":
             await self.transfer("requested", clock)
         elif intent == "goodbye" and not calls:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
 
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.voice.dialogue import (
+    HISTORY_MAX_MESSAGES,
     PROMPTS,
     DialogueManager,
     DialogueParams,
@@ -126,6 +128,28 @@ async def test_plan_request_carries_the_worked_examples_as_compact_json() -> Non
     # the same prefix every time (the LLM server's cache holds it); history comes after it, compact too
     assert second[:3] == first[:3]
     assert second[4].content == compact(STATUS) and " " not in second[4].content
+
+
+async def test_each_plan_request_extends_the_last_so_the_llm_cache_holds_the_call() -> None:
+    llm = FakeLLM({"order": STATUS})
+    turns = HISTORY_MAX_MESSAGES // 2 + 2
+    async with Harness(llm, FakeConnector()) as h:
+        for i in range(turns):
+            await h.say(f"order 100234, question {i}")
+    reqs = llm.requests
+    prefix = len(reqs[0]) - 1
+    # Until the history is full, every request starts with the whole previous one: the server
+    # re-reads only the newest turn, not a window that shifted under its cache.
+    full = HISTORY_MAX_MESSAGES // 2 + 1
+    for before, after in itertools.pairwise(reqs[:full]):
+        assert after[: len(before)] == before
+    # Then the history starts again from the last turn, and stays bounded.
+    assert [m.content for m in reqs[full][prefix:]] == [
+        "order 100234, question " + str(full - 1),
+        compact(STATUS),
+        "order 100234, question " + str(full),
+    ]
+    assert all(len(r) - prefix - 1 <= HISTORY_MAX_MESSAGES for r in reqs)
 
 
 async def test_compound_request_confirms_write_then_runs_both() -> None:
