@@ -139,11 +139,6 @@ def _date(value: Any, language: Language) -> str:
     return f"{d.month}月{d.day}日" if language == "zh" else d.strftime("%B %-d")
 
 
-def _digits(order_id: str, language: Language) -> str:
-    # Spoken digit by digit so TTS does not read "one hundred thousand two hundred thirty-four".
-    return " ".join(order_id) if language == "en" else order_id
-
-
 class DemoBackend:
     """Connector to the demo backend tables (aicc.demo_*)."""
 
@@ -277,7 +272,7 @@ class DemoBackend:
         self, tool: str, arguments: dict[str, Any], result: dict[str, Any], language: Language
     ) -> str:
         zh = language == "zh"
-        oid = _digits(str(result.get("order_id", arguments.get("order_id", ""))), language)
+        oid = str(result.get("order_id", arguments.get("order_id", "")))
         if tool == "get_order_status":
             status = _STATUS[result["status"]][language]
             item = result["item_zh"] if zh else result["item_en"]
@@ -339,7 +334,7 @@ class DemoBackend:
         raise ValueError(f"no description for tool {tool!r}")
 
     def confirm_line(self, tool: str, arguments: dict[str, Any], language: Language) -> str:
-        oid = _digits(str(arguments.get("order_id", "")), language)
+        oid = str(arguments.get("order_id", ""))
         if tool == "change_address":
             return (
                 f"请确认：把订单{oid}的收货地址改为{arguments['new_address']}，对吗？"
@@ -356,7 +351,7 @@ class DemoBackend:
         return "请确认，对吗？" if language == "zh" else "Shall I go ahead?"
 
     def not_found_line(self, tool: str, arguments: dict[str, Any], language: Language) -> str:
-        oid = _digits(str(arguments.get("order_id", "")), language)
+        oid = str(arguments.get("order_id", ""))
         return (
             f"抱歉，没有找到订单{oid}，请核对订单号。"
             if language == "zh"

@@ -19,6 +19,7 @@ from aicc.appliance.voice import dialog as dlg
 from aicc.appliance.voice import sdp, sip
 from aicc.appliance.voice.audio import rms
 from aicc.appliance.voice.caller import Caller
+from aicc.appliance.voice.dialogue import PROMPTS
 from aicc.appliance.voice.transport import Addr, SipTransport
 from aicc.installer.site import load_secrets
 from aicc.installer.smoke import SmokeParams, local_ip_towards, run_smoke
@@ -113,6 +114,14 @@ def test_smoke_verb_gets_the_demo_order_status(voicebot: InstalledSite) -> None:
         ("get_order_status", {"order_id": "100234"}, True)
     ], story
     assert result.setup_s is not None and result.setup_s < 3.0
+    # The caller heard the hold line while the bot looked the order up, then the answer.
+    bot_said = [ln["text"] for ln in lines if ln["speaker"] == "bot"]
+    assert PROMPTS["hold"]["en"] in bot_said, story
+    assert "100234" in bot_said[bot_said.index(PROMPTS["hold"]["en"]) + 1], story
+    turns = sql(
+        voicebot, f"SELECT stages FROM aicc.call_turns WHERE call_id = '{result.call_id}' ORDER BY turn"
+    )
+    assert 0 < turns[0]["stages"]["hold"] < turns[0]["stages"]["turn"], turns
 
 
 @pytest.mark.parametrize(
