@@ -60,7 +60,7 @@ def baseline(asr: WhisperASR, audio: Audio) -> str:
     segments, _ = asr._model.transcribe(  # the model itself, with the old prompt
         float_at(audio, 16000),
         language="zh",
-        beam_size=asr.beam_size,
+        beam_size=asr.beam_size("zh"),
         vad_filter=False,
         condition_on_previous_text=False,
         initial_prompt=BASELINE_PROMPT,

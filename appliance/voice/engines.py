@@ -20,7 +20,9 @@ async def open_engines(cfg: GatewayConfig) -> tuple[LLMClient, ASREngine, TTSEng
     store = cfg.engines.model_dir
 
     def load() -> tuple[ASREngine, TTSEngine]:
-        asr = WhisperASR(store / "whisper-base-ct2", threads=cfg.engines.asr_threads)
+        asr = WhisperASR(
+            store / "whisper-base-ct2", threads=cfg.engines.asr_threads, beam_sizes=cfg.engines.asr_beam_size
+        )
         tts = MultiTTS(
             {
                 "en": PiperTTS(store / "piper-en-us-joe-medium" / "en_US-joe-medium.onnx"),

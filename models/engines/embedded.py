@@ -12,7 +12,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,10 @@ ASR_RATE = 16000
 # The example is a sentence no caller says, so a transcript made only of it is surely an echo.
 ZH_DIGITS_PROMPT = "客服中心来电记录，工单编号五三一七零八。"
 ZH_DIGITS_MIN_S = 2.0
+# Beam width per language. Greedy English decoding was as right as beam 5 over G.711 (7 of 7 test
+# requests, order numbers included) and 0.2 s faster per turn on 2 cores; in Mandarin greedy lost a
+# short confirmation ("对，确认" came back as "去"), so Mandarin keeps the beam. Other languages: 5.
+DEFAULT_BEAM_SIZES: dict[str, int] = {"en": 1, "zh": 5}
 
 
 def without_prompt_echo(text: str, prompt: str) -> str:
@@ -106,14 +110,14 @@ class WhisperASR:
         model: str = "whisper-base-ct2",
         threads: int = 2,
         compute_type: str = "int8",
-        beam_size: int = 5,
+        beam_sizes: Mapping[str, int] | None = None,
     ) -> None:
         _need(model_dir / "model.bin", "faster-whisper", model)
         from faster_whisper import WhisperModel
 
         self.name = f"faster-whisper:{model}"
         self.model_name = model
-        self.beam_size = beam_size
+        self.beam_sizes = {**DEFAULT_BEAM_SIZES, **(beam_sizes or {})}
         self._lock = threading.Lock()  # one CTranslate2 model instance is not re-entrant across threads
         self._model = WhisperModel(
             str(model_dir),
@@ -150,7 +154,7 @@ class WhisperASR:
         segments, _ = self._model.transcribe(
             samples,
             language=lang,
-            beam_size=self.beam_size,
+            beam_size=self.beam_size(lang),
             vad_filter=False,
             condition_on_previous_text=False,
             initial_prompt=prompt or None,
@@ -162,6 +166,9 @@ class WhisperASR:
 
             text = zhconv.convert(text, "zh-cn")
         return text, segs
+
+    def beam_size(self, language: str) -> int:
+        return self.beam_sizes.get(language, 5)
 
     async def transcribe(self, audio: Audio, *, language: Language | None = None) -> Transcript:
         return await asyncio.to_thread(self.transcribe_sync, audio, language)
