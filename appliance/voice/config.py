@@ -69,8 +69,8 @@ class GatewayConfig(BaseModel):
     )
     hold_line: bool = Field(
         True,
-        description="Say 'One moment, please.' as soon as the plan shows a lookup is needed, instead of "
-        "silence until the answer.",
+        description="Say 'One moment, please.' as soon as a lookup is sure (the caller named an order "
+        "number, or the streamed plan shows one), instead of silence until the answer.",
     )
     sip_domain: str = Field("aicc.local")
     proxy: str = Field("127.0.0.1:5060", description="Kamailio address for calls the gateway places.")

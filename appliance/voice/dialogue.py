@@ -35,7 +35,7 @@ from aicc.appliance.voice.frames import (
     TransferFrame,
     TurnClock,
 )
-from aicc.appliance.voice.numbers import digit_runs, digits_in
+from aicc.appliance.voice.numbers import digit_runs, digits_in, names_an_id
 from aicc.appliance.voice.pipeline import Direction, FrameProcessor
 from aicc.appliance.voice.toolargs import plan_schema, validate_call
 from aicc.models.engines.base import ChatMessage, Language, LLMClient, ToolCall, ToolSpec
@@ -220,9 +220,9 @@ class DialogueParams:
     tool_timeout_s: float = 4.0
     llm_timeout_s: float = 20.0
     notice: bool = True
-    # Say PROMPTS["hold"] as soon as the streamed plan shows the request needs the business systems
-    # (intent "tools"), rather than leave the caller in silence through the rest of the plan and
-    # the lookup (seconds on CPU).
+    # Say PROMPTS["hold"] as soon as the request surely needs the business systems: at once when the
+    # caller names an order number, else when the streamed plan shows intent "tools"; rather than
+    # leave the caller in silence through the plan and the lookup (seconds on CPU).
     hold_line: bool = True
 
 
@@ -371,7 +371,7 @@ class DialogueManager(FrameProcessor):
         messages = [*self.prefix, *self._history, ChatMessage("user", text)]
         started = time.monotonic()
         try:
-            plan = await asyncio.wait_for(self.plan(messages, clock), self.p.llm_timeout_s)
+            plan = await asyncio.wait_for(self.plan(messages, clock, text), self.p.llm_timeout_s)
         except Exception as exc:
             log.warning("LLM plan failed: %s", exc)
             self.report("engine_errors", engine="llm")
@@ -406,9 +406,14 @@ class DialogueManager(FrameProcessor):
         else:
             await self.misunderstood("misunderstood", "unclear", clock)
 
-    async def plan(self, messages: list[ChatMessage], clock: TurnClock | None) -> dict[str, Any]:
-        """The LLM's plan; with hold_line, streamed, and the hold line said once it shows tools."""
+    async def plan(self, messages: list[ChatMessage], clock: TurnClock | None, text: str) -> dict[str, Any]:
+        """The LLM's plan; with hold_line, the hold line is said as soon as a lookup is sure: before
+        the plan when the caller names an order number (the LLM would take about 0.6 s on 2 CPU cores
+        to say so), else once the streamed plan shows tools."""
         if not self.p.hold_line:
+            return await self.llm.complete_json(messages, self.schema)
+        if names_an_id(text):
+            await self.hold(clock)
             return await self.llm.complete_json(messages, self.schema)
         needs_tools = asyncio.Event()
 
@@ -421,11 +426,14 @@ class DialogueManager(FrameProcessor):
         try:
             await asyncio.wait({planning, noticed}, return_when=asyncio.FIRST_COMPLETED)
             if needs_tools.is_set() and not planning.done():
-                await self.speak(PROMPTS["hold"][self.language], clock=clock, remember=False, hold=True)
+                await self.hold(clock)
             return await planning
         finally:
             noticed.cancel()
             planning.cancel()  # a no-op once done; stops the request when the turn is abandoned
+
+    async def hold(self, clock: TurnClock | None) -> None:
+        await self.speak(PROMPTS["hold"][self.language], clock=clock, remember=False, hold=True)
 
     def complete_plan(self, text: str, calls: list[ToolCall]) -> list[ToolCall]:
         """Parts of a compound request the plan left out, recovered from the caller's words.

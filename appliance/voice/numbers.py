@@ -52,7 +52,8 @@ def spoken_digits(text: str) -> str:
     return _RUN.sub(lambda m: "".join(_CN_DIGITS.get(c, c) for c in m.group()), text)
 
 
-_ID = re.compile(r"(?<![\d.])\d{6,}(?![\d.])")
+ID_DIGITS = 6  # an order or phone number; shorter runs are house numbers, counts, dates
+_ID = re.compile(rf"(?<![\d.])\d{{{ID_DIGITS},}}(?![\d.])")
 _SAY_ZH = dict(zip("0123456789", "零幺二三四五六七八九", strict=True))  # 幺: 1 in numbers read aloud
 _SAY_EN = {digit: word for word, digit in _EN_DIGITS.items() if word != "oh"}
 
@@ -94,6 +95,11 @@ def digit_runs(text: str) -> list[str]:
     if current:
         runs.append(current)
     return runs
+
+
+def names_an_id(text: str) -> bool:
+    """The caller said an order or phone number, in any form digit_runs reads."""
+    return any(len(run) >= ID_DIGITS for run in digit_runs(text))
 
 
 class DigitNormalizer(FrameProcessor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -250,13 +251,25 @@ async def test_llm_failure_transfers_with_graceful_line() -> None:
     assert any(isinstance(f, TransferFrame) and f.reason == "engine_failure" for f in out)
 
 
+async def test_hold_line_at_once_when_the_caller_names_an_order_number() -> None:
+    llm = FakeLLM({"order": STATUS}, token_s=0.04)  # the plan takes about a second
+    async with Harness(llm, FakeConnector(), hold_line=True) as h:
+        said_at = time.monotonic()
+        out = await h.say("what is the status of order 1 0 0 2 3 4")
+    speak = [f for f in out if isinstance(f, SpeakFrame)]
+    assert [f.text for f in speak[:2]] == [PROMPTS["hold"]["en"], "Order 100234 has shipped."]
+    assert speak[0].hold and speak[0].created - said_at < 0.2  # before the LLM has planned anything
+    assert speak[1].created - said_at > 0.8
+
+
 async def test_hold_line_only_when_the_streamed_plan_needs_tools() -> None:
-    plans = {"order": STATUS, "open": {"intent": "chat", "actions": []}}
+    plans = {"parcel": STATUS, "open": {"intent": "chat", "actions": []}}
     async with Harness(FakeLLM(plans, token_s=0.01), FakeConnector(), hold_line=True) as h:
-        lookup = spoken(await h.say("what is the status of order 1 0 0 2 3 4"))
+        lookup = spoken(await h.say("where is my parcel"))
         chat = spoken(await h.say("when are you open"))
         repeat = spoken(await h.send(DTMFFrame(digit="9")))
-    assert lookup[:2] == [PROMPTS["hold"]["en"], "Order 100234 has shipped."]
+    # no number named: the hold line once the plan shows a lookup, then the bot asks which order
+    assert lookup[:2] == [PROMPTS["hold"]["en"], PROMPTS["ask_order"]["en"]]
     assert PROMPTS["hold"]["en"] not in chat  # no lookup: the answer itself comes as fast
     assert PROMPTS["hold"]["en"] not in repeat  # "repeat" repeats the answer, not the hold line
     hold_frames = [f for f in h.out if isinstance(f, SpeakFrame) and f.hold]

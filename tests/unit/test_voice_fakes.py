@@ -104,7 +104,7 @@ class FakeLLM:
         self.plans = plans
         self.chat_answer = chat
         self.fail = fail
-        self.token_s = token_s  # streamed plans: seconds per 4-character "token"
+        self.token_s = token_s  # plans: seconds per 4-character "token"
         self.schemas: list[dict[str, Any]] = []
         self.requests: list[list[ChatMessage]] = []
 
@@ -122,10 +122,10 @@ class FakeLLM:
             raise EngineError("llm down", engine="fake-llm")
         said = messages[-1].content
         plan = next((p for key, p in self.plans.items() if key in said), {"intent": "unclear", "actions": []})
-        if on_text is not None:
-            text = json.dumps(plan, separators=(",", ":"), ensure_ascii=False)
-            for end in range(4, len(text) + 4, 4):
-                await asyncio.sleep(self.token_s)
+        text = json.dumps(plan, separators=(",", ":"), ensure_ascii=False)
+        for end in range(4, len(text) + 4, 4):  # generated token by token, streamed or not
+            await asyncio.sleep(self.token_s)
+            if on_text is not None:
                 on_text(text[:end])
         return plan
 
