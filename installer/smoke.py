@@ -53,9 +53,10 @@ class SmokeResult:
 
 
 # The bot's reply is over after this much silence. More than the gap between the hold line ("One
-# moment, please.") and the answer that follows it, which is the rest of the plan, the lookup and the
-# answer's first TTS audio (up to about 2 s for a compound Mandarin request on 2 CPU cores).
-REPLY_SILENCE_S = 2.5
+# moment, please.", said as soon as the caller names an order number) and the answer that follows
+# it: the plan, the lookup and the answer's first TTS audio, up to about 2.5 s for a compound
+# Mandarin request on 2 CPU cores.
+REPLY_SILENCE_S = 3.5
 
 
 @dataclass(frozen=True)
