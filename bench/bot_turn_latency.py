@@ -9,9 +9,9 @@ also measures the turn end to end. Prints p50/p95 per stage and language and wha
 
 Each language runs in the same process as the baseline, the bot as it was before ("before": no hold
 line, transcription only after the 0.5 s end-of-utterance silence), then as it is now ("now": the
-hold line "One moment, please." as soon as the streamed plan shows a lookup, and the transcription
-started at the caller's first 0.2 s pause); the last table compares the first audio the caller hears
-and the answer's first audio.
+hold line "One moment, please." at once when the caller names an order number, else as soon as the
+streamed plan shows a lookup, and the transcription started at the caller's first 0.2 s pause); the
+last table compares the first audio the caller hears and the answer's first audio.
 
     python bench/bot_turn_latency.py [--turns 20] [--variants before,now] [--llm-url URL] [--dsn DSN]
 """
