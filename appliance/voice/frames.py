@@ -41,11 +41,12 @@ class TurnClock:
                 out["llm_first_token"] = self.llm_first_token - self.transcript
                 if self.tts_first_audio is not None:
                     out["tts_first_audio"] = self.tts_first_audio - self.llm_first_token
+        if self.hold_audio_out is not None:
+            out["hold"] = self.hold_audio_out - self.end_of_speech
+        # Last: whoever records the stages closes the turn's record on "turn".
         first_audio = self.first_audio_out or self.tts_first_audio
         if first_audio is not None:
             out["turn"] = first_audio - self.end_of_speech
-        if self.hold_audio_out is not None:
-            out["hold"] = self.hold_audio_out - self.end_of_speech
         return out
 
 

@@ -110,14 +110,14 @@ class WhisperASR:
         model: str = "whisper-base-ct2",
         threads: int = 2,
         compute_type: str = "int8",
-        beam_sizes: Mapping[str, int] | None = None,
+        beam_sizes: Mapping[Language, int] | None = None,
     ) -> None:
         _need(model_dir / "model.bin", "faster-whisper", model)
         from faster_whisper import WhisperModel
 
         self.name = f"faster-whisper:{model}"
         self.model_name = model
-        self.beam_sizes = {**DEFAULT_BEAM_SIZES, **(beam_sizes or {})}
+        self.beam_sizes = DEFAULT_BEAM_SIZES | dict(beam_sizes or {})
         self._lock = threading.Lock()  # one CTranslate2 model instance is not re-entrant across threads
         self._model = WhisperModel(
             str(model_dir),

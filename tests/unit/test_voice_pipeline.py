@@ -165,9 +165,12 @@ async def test_hold_line_plays_while_a_slow_plan_streams_and_is_timed_apart() ->
     said = [ln.text for ln in bot.record.lines if ln.speaker == "bot"]
     hold = said.index(PROMPTS["hold"]["en"])
     assert said[hold + 1] == "Order 100234 has shipped."  # then "anything else?"
-    stages = {labels["stage"]: v for name, v, labels in bot.metrics if name == "stage_seconds"}
+    reported = [(labels["stage"], v) for name, v, labels in bot.metrics if name == "stage_seconds"]
+    stages = dict(reported)
     # the caller hears the hold line well before the answer; the answer's stages are its own
     assert stages["hold"] + 0.4 < stages["turn"]
+    # "turn" comes last: the gateway closes the turn's record on it, so "hold" must come before
+    assert reported[-1][0] == "turn" and "hold" in dict(reported[:-1])
     assert stages["tts_first_audio"] >= 0.0
     await bot.pipeline.stop()
 
