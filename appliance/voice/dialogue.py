@@ -119,6 +119,7 @@ TRANSFER_WORDS = (
     "人工服务",
     "找人工",
     "转员工",  # "transfer me to staff"; also what Whisper base hears for 转人工 over G.711
+    "员工客服",  # "staff service"; Whisper base over G.711 hears 我要转人工客服 as 我要在员工客服 too
     "真人",
     "agent",
     "human",

@@ -185,9 +185,10 @@ async def test_invalid_arguments_are_not_executed() -> None:
     assert spoken(out) == [PROMPTS["ask_order"]["en"]]
 
 
-async def test_transfer_on_request_in_chinese() -> None:
+@pytest.mark.parametrize("said", ["转人工", "我要在员工客服"])  # the second: 我要转人工客服 over G.711
+async def test_transfer_on_request_in_chinese(said: str) -> None:
     async with Harness(FakeLLM({}), FakeConnector(), language="zh") as h:
-        out = await h.say("转人工", language="zh")
+        out = await h.say(said, language="zh")
     transfers = [f for f in out if isinstance(f, TransferFrame)]
     assert transfers and transfers[0].reason == "requested" and transfers[0].target == "1001"
     assert spoken(out) == [PROMPTS["transfer"]["zh"]]
