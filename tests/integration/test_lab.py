@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from aicc.installer.lab import lifecycle
-from aicc.installer.lab.state import load_state
+from aicc.installer.lab.state import load_state, process_alive
 from aicc.installer.lab.steps import Steps
 from tests.integration.conftest import Lab, processes_of
 
@@ -202,6 +203,11 @@ def test_second_lab_coexists_and_recovers_from_a_crash(lab: Lab, tmp_path: Path)
         nspawn = next(r for r in state.resources if r.name.startswith("systemd-nspawn"))
         assert nspawn.pid is not None
         subprocess.run(["kill", "-9", str(nspawn.pid)], check=True)
+        # kill returns before the process is gone: `up` must find it dead, not racing its exit
+        for _ in range(100):
+            if not process_alive(nspawn):
+                break
+            time.sleep(0.05)
         lifecycle.up(name, subnet, 1, site, steps=Steps(quiet=True))
         again = load_state(name)
         assert again is not None and again.complete
