@@ -17,7 +17,7 @@ from aicc.installer.lab.groups import groups_by_host
 from aicc.installer.lab.locks import file_lock
 from aicc.installer.lab.plan import LabPlan, make_plan, validate_name
 from aicc.installer.lab.sitefiles import write_site
-from aicc.installer.lab.ssh import ensure_keypair, ssh_ok, wait_ssh, write_known_hosts
+from aicc.installer.lab.ssh import ensure_keypair, run_ssh, ssh_ok, wait_ssh, write_known_hosts
 from aicc.installer.lab.state import (
     LabState,
     Resource,
@@ -221,6 +221,8 @@ def _create(state: LabState, lower: Path, site: Path, steps: Steps, ssh_timeout:
                     fix=fix,
                 )
             steps.say(f"  {h.name} {h.address}: SSH ready after {time.monotonic() - t_boot:.1f} s")
+            for line in settle_boot(site, h.address):
+                steps.say(f"  {h.name}: restarted {line} (failed during the boot)")
         s["note"] = f"(all hosts SSH-ready {time.monotonic() - t_boot:.1f} s after boot)"
     with steps.step(f"site {site}"):
         _write_site_files(state)
@@ -424,3 +426,10 @@ def start_host(state: LabState, host: str, ssh_timeout: float = SSH_TIMEOUT) -> 
     err = wait_ssh(Path(state.site), h.address, time.monotonic() + ssh_timeout)
     if err is not None:
         raise RunFailed(f"{host} ({h.address}) did not answer SSH after a restart: {err}", where=host)
+
+
+def settle_boot(site: Path, address: str) -> list[str]:
+    """Give units that failed during a new host's first boot one restart (not on later boots: by then
+    aicc's own units are there, and their failures must show); returns "UNIT EXIT-STATUS" of each."""
+    proc = run_ssh(site, address, hosts.SETTLE_BOOT, timeout=120)
+    return [line for line in proc.stdout.splitlines() if line.strip()]

@@ -38,6 +38,29 @@ def test_every_host_boots_systemd_to_running(lab: Lab) -> None:
         assert res.stdout.splitlines()[0] == "running", (host, res.stdout, res.stderr)
 
 
+def test_a_unit_that_failed_during_the_boot_gets_one_restart(lab: Lab) -> None:
+    """What `lab up` does once a new host answers: a unit that failed once recovers, one that fails
+    again stays failed (and the host "degraded")."""
+    host, address = "lab3", lab.hosts["lab3"]
+    units = {
+        "aicc-flaky": "test -e /run/aicc-flaky || { touch /run/aicc-flaky; exit 3; }",
+        "aicc-broken": "exit 4",
+    }
+    for unit, script in units.items():
+        unit_file = f"[Service]\nType=oneshot\nExecStart=/bin/sh -c '{script}'\n"
+        lab.ssh(host, f'printf "{unit_file}" > /run/systemd/system/{unit}.service')
+    lab.ssh(host, "systemctl daemon-reload; systemctl start aicc-flaky aicc-broken")
+    try:
+        restarted = lifecycle.settle_boot(lab.site, address)
+        assert sorted(restarted) == ["aicc-broken.service 4", "aicc-flaky.service 3"]
+        failed = lab.ssh(host, "systemctl --failed --no-legend --plain").stdout.split()
+        assert "aicc-flaky.service" not in failed and "aicc-broken.service" in failed
+    finally:
+        lab.ssh(host, "rm -f /run/systemd/system/aicc-*.service /run/aicc-flaky; systemctl daemon-reload")
+        lab.ssh(host, "systemctl reset-failed")
+    assert lab.ssh(host, "systemctl is-system-running").stdout.strip() == "running"
+
+
 def test_ssh_reaches_each_host_with_its_own_identity(lab: Lab) -> None:
     machine_ids = set()
     for host, address in lab.hosts.items():
