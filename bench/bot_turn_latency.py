@@ -34,10 +34,11 @@ from typing import Any
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from aicc.appliance.calls.migrate import all_migrations, apply
+from aicc.appliance.bots.definition import shipped_definitions
 from aicc.appliance.calls.record import CallRecord
-from aicc.appliance.calls.scratchdb import scratch_cluster
-from aicc.appliance.connectors.demo import DemoBackend
+from aicc.appliance.connectors.registry import open_bots
+from aicc.appliance.db.migrate import all_migrations, apply
+from aicc.appliance.db.scratch import scratch_cluster
 from aicc.appliance.voice.bot import BotEngines
 from aicc.appliance.voice.caller import Caller
 from aicc.appliance.voice.config import GatewayConfig
@@ -192,7 +193,8 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
         if rec.ended_at is not None:
             records.append(rec)
 
-    engines = BotEngines(llm=llm, asr=asr, tts=tts, vad=vad, connector=DemoBackend(pool))
+    retail = open_bots({"retail": shipped_definitions()["retail"]}, pool)  # the bot the calls reach
+    engines = BotEngines(llm=llm, asr=asr, tts=tts, vad=vad, bots=retail)
     print("warming up: prompts and the LLM prompt cache ...", flush=True)
     await engines.warm_prompts()
     gw = Gateway(cfg, engines, saver=save)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bot_turn_latency import llama_server, wait_healthy
 
+from aicc.appliance.bots.definition import shipped_definitions
 from aicc.appliance.connectors.demo import PLAN_EXAMPLES, TOOLS
 from aicc.appliance.voice.dialogue import plan_prefix
 from aicc.appliance.voice.toolargs import plan_schema
@@ -50,8 +51,8 @@ REQUESTS: list[tuple[str, list[str]]] = [
 
 def prefixes() -> dict[str, list[ChatMessage]]:
     return {
-        "baseline (instructions only)": plan_prefix(TOOLS, []),
-        "worked examples": plan_prefix(TOOLS, PLAN_EXAMPLES),
+        "baseline (instructions only)": plan_prefix(shipped_definitions()["retail"], TOOLS, []),
+        "worked examples": plan_prefix(shipped_definitions()["retail"], TOOLS, PLAN_EXAMPLES),
     }
 
 

@@ -73,7 +73,12 @@ class SipSettings(_Section):
         "every call from one address). Example: [198.51.100.7/32].",
     )
     service_numbers: dict[str, str] = Field(
-        default_factory=lambda: {"4000": "voicebot", "4001": "voicebot-zh", "5000": "agents"},
+        default_factory=lambda: {
+            "4000": "voicebot",
+            "4001": "voicebot-zh",
+            "4002": "voicebot-bank",
+            "5000": "agents",
+        },
         description="Dialled numbers (DIDs) and the service each reaches, seeded into the database.",
     )
 
@@ -160,11 +165,6 @@ class VoicebotSettings(_Section):
         8, ge=2, le=120, description="Seconds of caller silence before the bot re-prompts."
     )
     max_call_s: int = Field(600, ge=30, le=86400, description="Maximum length of a bot call in seconds.")
-    agent_extension: str = Field(
-        "1001",
-        pattern=r"^[0-9A-Za-z_.-]{1,32}$",
-        description="Where the bot transfers calls (until the ACD exists).",
-    )
 
     @model_validator(mode="after")
     def _range(self) -> VoicebotSettings:
@@ -172,6 +172,44 @@ class VoicebotSettings(_Section):
             raise ValueError(
                 f"rtp_port_min..rtp_port_max ({self.rtp_port_min}-{self.rtp_port_max}) must hold 2 ports "
                 f"per call for max_calls={self.max_calls}"
+            )
+        return self
+
+
+class AppSettings(_Section):
+    """Contact-center services on [app] hosts: the API and the ACD, behind nginx."""
+
+    https_port: Port = Field(443, description="HTTPS port of the appliance (nginx, TLS with the site CA).")
+    api_port: Port = Field(8010, description="Port of the API on 127.0.0.1 (loopback), behind nginx.")
+    api_metrics_port: Port = Field(9162, description="Prometheus metrics of the API.")
+    acd_metrics_port: Port = Field(9163, description="Prometheus metrics of the ACD.")
+    session_ttl_s: int = Field(
+        43200, ge=300, le=2592000, description="Seconds a login session lasts at most (12 h by default)."
+    )
+    session_idle_s: int = Field(
+        1800, ge=60, le=86400, description="Seconds without a request before a session ends."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, le=100, description="Wrong passwords in a row before a user is locked."
+    )
+    lockout_s: int = Field(
+        900, ge=10, le=86400, description="Seconds a locked user stays locked (an admin may unlock sooner)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AppSettings:
+        ports = {
+            "https_port": self.https_port,
+            "api_port": self.api_port,
+            "api_metrics_port": self.api_metrics_port,
+            "acd_metrics_port": self.acd_metrics_port,
+        }
+        if len(set(ports.values())) < len(ports):
+            shown = ", ".join(f"{k}={v}" for k, v in ports.items())
+            raise ValueError(f"the app ports must all differ; found {shown}")
+        if self.session_idle_s > self.session_ttl_s:
+            raise ValueError(
+                f"session_idle_s ({self.session_idle_s}) must not exceed session_ttl_s ({self.session_ttl_s})"
             )
         return self
 
@@ -205,6 +243,7 @@ class SiteSettings(BaseSettings):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     engines: EngineSettings = Field(default_factory=EngineSettings)
     voicebot: VoicebotSettings = Field(default_factory=VoicebotSettings)
+    app: AppSettings = Field(default_factory=AppSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -374,7 +413,17 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "voicebot_metrics_port": s.voicebot.metrics_port,
         "voicebot_no_input_s": s.voicebot.no_input_s,
         "voicebot_max_call_s": s.voicebot.max_call_s,
-        "voicebot_agent_target": s.voicebot.agent_extension,
+        "voicebot_appliance_port": s.app.https_port,
         "voicebot_db_port": s.database.port,
         "voicebot_db_name": s.database.name,
+        "appliance_https_port": s.app.https_port,
+        "appliance_api_port": s.app.api_port,
+        "appliance_api_metrics_port": s.app.api_metrics_port,
+        "appliance_acd_metrics_port": s.app.acd_metrics_port,
+        "appliance_session_ttl_s": s.app.session_ttl_s,
+        "appliance_session_idle_s": s.app.session_idle_s,
+        "appliance_login_max_failures": s.app.login_max_failures,
+        "appliance_lockout_s": s.app.lockout_s,
+        "appliance_db_port": s.database.port,
+        "appliance_db_name": s.database.name,
     }

@@ -22,7 +22,8 @@ SETTINGS_FILE = "aicc.yml"
 SECRETS_FILE = "secrets.yml"
 INVENTORY_FILE = "inventory.ini"
 
-# Every credential the site uses. Generated per site; there are no default passwords.
+# Every credential the site uses. Generated per site; there are no default passwords (the first
+# appliance admin is made with `aicc admin create`, its password typed in, never stored here).
 SECRET_NAMES: dict[str, str] = {
     "postgresql_owner_password": "owner of the appliance database (migrations)",
     "postgresql_app_password": "appliance services' database login",
@@ -31,7 +32,6 @@ SECRET_NAMES: dict[str, str] = {
     "kamailio_db_password": "Kamailio's database login (subscribers, DIDs)",
     "kamailio_demo_agent_password": "SIP password of the demo agent extension 1001",
     "api_secret_key": "signing key of the appliance API's sessions and tokens",
-    "admin_password": "first admin user of the appliance web pages",
 }
 
 

@@ -68,6 +68,12 @@ def listeners(group: str, settings: SiteSettings) -> list[Listener]:
             Listener(s.voicebot.sip_port, "udp", "python", "voice gateway SIP/UDP"),
             Listener(s.voicebot.metrics_port, "tcp", "python", "voice gateway metrics"),
         ],
+        # The API itself listens on 127.0.0.1 behind nginx: not a host listener.
+        "app": [
+            Listener(s.app.https_port, "tcp", "nginx", "appliance HTTPS (nginx)"),
+            Listener(s.app.api_metrics_port, "tcp", "python", "API metrics"),
+            Listener(s.app.acd_metrics_port, "tcp", "python", "ACD metrics"),
+        ],
         "db": [
             Listener(s.database.port, "tcp", "postgres", "PostgreSQL"),
             Listener(s.database.exporter_port, "tcp", "prometheus-post", "postgres_exporter"),
@@ -109,6 +115,7 @@ SERVICES: dict[str, list[tuple[str, str]]] = {
     "sip_proxy": [("kamailio", "kamailio"), ("pgbouncer", "pgbouncer")],
     "media": [("rtpengine-daemon", "rtpengine-daemon")],
     "voicebot": [("aicc-voicebot", "python3-venv")],
+    "app": [("nginx", "nginx-light"), ("aicc-api", "python3-venv"), ("aicc-acd", "python3-venv")],
     "db": [
         ("postgresql@15-main", "postgresql-15"),
         ("prometheus-postgres-exporter", "prometheus-postgres-exporter"),

@@ -33,8 +33,8 @@ def checkout_root() -> Path | None:
     return None
 
 
-def source_requirement(extras: str = "engines") -> str:
-    """This checkout or the installed release, with the engine extras."""
+def source_requirement(extras: str = "engines,app") -> str:
+    """This checkout or the installed release, with the extras the hosts install (engines, app)."""
     root = checkout_root()
     return f"{root}[{extras}]" if root else f"aicc[{extras}]=={metadata.version('aicc')}"
 
@@ -80,8 +80,8 @@ def refresh_own_wheel(dest: Path = DEFAULT_WHEELHOUSE) -> bool:
     return True
 
 
-def build_wheelhouse(dest: Path = DEFAULT_WHEELHOUSE, extras: str = "engines") -> list[Path]:
-    """aicc (fresh from a checkout) and every dependency with the engine extras."""
+def build_wheelhouse(dest: Path = DEFAULT_WHEELHOUSE, extras: str = "engines,app") -> list[Path]:
+    """aicc (fresh from a checkout) and every dependency of the extras the hosts install."""
     dest.mkdir(parents=True, exist_ok=True)
     refresh_own_wheel(dest)
     # From a checkout, pip resolves the dependencies of the path (and rewrites aicc's wheel, so keep

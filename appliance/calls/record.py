@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-Outcome = Literal["resolved", "transferred", "abandoned", "failed", "rejected"]
+Outcome = Literal["resolved", "transferred", "abandoned", "failed", "rejected", "callback"]
 Speaker = Literal["caller", "bot"]
 
 
@@ -46,6 +46,13 @@ class CallRecord:
     end_reason: str = ""
     transfer_target: str = ""
     setup_s: float | None = None
+    gateway: str = ""  # the gateway holding the call (it closes its calls left open after a crash)
+    flow: str = ""
+    bot: str = ""
+    queue: str = ""
+    contact_id: str | None = None  # the ACD contact, once queued
+    agent: str = ""  # extension of the agent who answered
+    summary: str = ""  # the bot's one line for the agent
     lines: list[Line] = field(default_factory=list)
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     turns: list[dict[str, float]] = field(default_factory=list)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import AsyncConnectionPool
+
 from aicc.models.engines.base import Language, ToolSpec
 
 
@@ -44,3 +48,32 @@ class Connector(Protocol):
         not: compact one-line JSON (half the tokens of the pretty-printed default, so half the plan
         time) and one action per part of a compound request. Use order numbers no real caller has."""
         ...
+
+
+class PostgresConnector:
+    """A connector whose tools are methods `_tool_<name>(conn, arguments, caller)` on one PostgreSQL pool:
+    a database that fails is a ConnectorError of kind unavailable (the bot says so gracefully)."""
+
+    backend = "backend"  # for messages: "demo backend unavailable"
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
+        handler = getattr(self, f"_tool_{tool}", None)
+        if handler is None:
+            raise ConnectorError(f"no tool {tool!r}", kind="invalid")
+        try:
+            async with self.pool.connection() as conn:
+                conn.row_factory = dict_row
+                try:
+                    result: dict[str, Any] = await handler(conn, arguments, caller)
+                finally:
+                    conn.row_factory = tuple_row  # the pool shares connections
+                return result
+        except ConnectorError:
+            raise
+        except (psycopg.Error, OSError) as exc:
+            raise ConnectorError(
+                f"{self.backend} unavailable: {type(exc).__name__}", kind="unavailable"
+            ) from exc

@@ -1,16 +1,14 @@
 """The demo business backend on PostgreSQL: order status, logistics tracking, change of delivery address,
-returns and tickets, with the lines the bot speaks for each result in English and Mandarin."""
+returns and tickets, with the lines the bot speaks for each result in English and Mandarin; and the
+customer lookup (phone -> name, value tier, language) the IVR routes by."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import AsyncConnectionPool
-
-from aicc.appliance.connectors.base import ConnectorError
+from aicc.appliance.connectors.base import ConnectorError, PostgresConnector
+from aicc.appliance.connectors.phone import LOOKUP_CUSTOMER, customer_line, e164
 from aicc.models.engines.base import Language, ToolSpec
 
 ORDER_ID = {"type": "string", "pattern": "^[0-9]{6}$", "description": "the 6-digit order number"}
@@ -139,38 +137,17 @@ def _date(value: Any, language: Language) -> str:
     return f"{d.month}月{d.day}日" if language == "zh" else d.strftime("%B %-d")
 
 
-class DemoBackend:
+class DemoBackend(PostgresConnector):
     """Connector to the demo backend tables (aicc.demo_*)."""
 
-    name = "demo"
-
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
-        self.pool = pool
+    name = "demo-retail"
+    backend = "demo backend"
 
     def tools(self) -> list[ToolSpec]:
-        return list(TOOLS)
+        return [*TOOLS, LOOKUP_CUSTOMER]
 
     def plan_examples(self) -> list[tuple[str, dict[str, Any]]]:
         return list(PLAN_EXAMPLES)
-
-    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
-        handler = getattr(self, f"_tool_{tool}", None)
-        if handler is None:
-            raise ConnectorError(f"no tool {tool!r}", kind="invalid")
-        try:
-            async with self.pool.connection() as conn:
-                conn.row_factory = dict_row
-                try:
-                    result: dict[str, Any] = await handler(conn, arguments, caller)
-                finally:
-                    conn.row_factory = tuple_row  # the pool shares connections
-                return result
-        except ConnectorError:
-            raise
-        except (psycopg.Error, OSError) as exc:
-            raise ConnectorError(
-                f"demo backend unavailable: {type(exc).__name__}", kind="unavailable"
-            ) from exc
 
     async def _order(self, conn: Any, order_id: str) -> dict[str, Any]:
         cur = await conn.execute("SELECT * FROM aicc.demo_orders WHERE id = %s", (order_id,))
@@ -178,6 +155,15 @@ class DemoBackend:
         if row is None:
             raise ConnectorError(f"order {order_id} not found", kind="not_found")
         return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
+
+    async def _tool_lookup_customer(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+        cur = await conn.execute(
+            "SELECT name, tier, language FROM aicc.demo_customers WHERE phone = %s", (e164(args["phone"]),)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise ConnectorError("no customer with that phone number", kind="not_found")
+        return dict(row)
 
     async def _tool_get_order_status(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
         o = await self._order(conn, args["order_id"])
@@ -273,6 +259,8 @@ class DemoBackend:
     ) -> str:
         zh = language == "zh"
         oid = str(result.get("order_id", arguments.get("order_id", "")))
+        if tool == "lookup_customer":
+            return customer_line(result, language)
         if tool == "get_order_status":
             status = _STATUS[result["status"]][language]
             item = result["item_zh"] if zh else result["item_en"]

@@ -1,8 +1,9 @@
-"""`python -m aicc.appliance.voice serve|migrate`: the gateway service on a [voicebot] host.
+"""`python -m aicc.appliance.voice serve --config FILE`: the gateway service on a [voicebot] host.
 
-serve: load /etc/aicc/voicebot.yml, open the engines (embedded: whisper ASR, piper/kokoro TTS, silero
-VAD from the model store; LLM over the OpenAI-compatible API), the database pool, the metrics
-listener, then the gateway. migrate: apply the call-record and demo-backend migrations.
+Loads /etc/aicc/voicebot.yml, opens the engines (embedded: whisper ASR, piper/kokoro TTS, silero VAD
+from the model store; LLM over the OpenAI-compatible API), every bot on its connector, the database
+pool, the call-record and event writers, the ACD client and the flows, then the gateway. The
+database's migrations are the appliance role's (`python -m aicc.appliance.db migrate`).
 """
 
 from __future__ import annotations
@@ -31,34 +32,78 @@ def _dsn(cfg: GatewayConfig) -> str | None:
 
 
 async def _engines(cfg: GatewayConfig, pool: Any) -> Any:
-    """The production engine set; imported here so echo mode needs no model runtimes."""
-    from aicc.appliance.connectors.demo import DemoBackend
+    """The production engine set and every bot (the shipped definitions and the site's own in
+    /etc/aicc/bots, each on its connector); imported here so echo mode needs no model runtimes."""
+    from aicc.appliance.bots.definition import load_definitions
+    from aicc.appliance.connectors.registry import open_bots
+    from aicc.appliance.documents import DocumentError
     from aicc.appliance.voice.bot import BotEngines
     from aicc.appliance.voice.engines import open_engines
 
+    site_bots = Path("/etc/aicc/bots")
+    try:
+        bots = open_bots(load_definitions(site_bots if site_bots.is_dir() else None), pool)
+    except DocumentError as exc:  # a bad definition: say which file and field, without a traceback
+        raise SystemExit(f"aicc-voice: {exc}") from None
     llm, asr, tts, vad = await open_engines(cfg)
-    return BotEngines(llm=llm, asr=asr, tts=tts, vad=vad, connector=DemoBackend(pool))
+    return BotEngines(llm=llm, asr=asr, tts=tts, vad=vad, bots=bots)
 
 
 async def serve(cfg: GatewayConfig) -> None:
     metrics = VoiceMetrics()
     start_http_server(cfg.metrics_port, addr=cfg.metrics_ip, registry=metrics.registry)
-    pool = None
-    saver = None
     dsn = _dsn(cfg)
-    if dsn:
-        from psycopg_pool import AsyncConnectionPool
+    if not dsn:
+        # Echo mode (media benches) needs no database; a bot gateway cannot work without one.
+        if cfg.mode == "bot":
+            raise SystemExit("aicc-voice: database_dsn_file is required in bot mode")
+        gw = Gateway(cfg, None, metrics=metrics)
+        await _run(gw)
+        return
+    from psycopg_pool import AsyncConnectionPool
 
-        from aicc.appliance.calls.store import CallStore
+    from aicc.appliance.acd.client import AcdClient
+    from aicc.appliance.calls.store import CallStore
+    from aicc.appliance.calls.writer import RecordWriter
+    from aicc.appliance.events.writer import EventWriter
+    from aicc.appliance.ivr.store import FlowCatalog
 
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=8, open=False)
-        await pool.open(wait=True, timeout=30)
-        saver = CallStore(pool).save
+    # Not waiting for the database: calls are answered while it is away (records and events are
+    # spooled, flows are the last read or the shipped ones, a queue step fails cleanly).
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=8, open=False, timeout=5)
+    await pool.open(wait=False)
+    spool = cfg.spool_dir
+    if spool is not None:
+        spool.mkdir(parents=True, exist_ok=True)
     engines = None if cfg.mode == "echo" else await _engines(cfg, pool)
-    gw = Gateway(cfg, engines, metrics=metrics, saver=saver)
+    name = cfg.name or f"{cfg.advertised_ip}:{cfg.sip_port}"
+    records = RecordWriter(CallStore(pool), spool / "records" if spool else None)
+    events = EventWriter(pool, spool_dir=spool / "events" if spool else None)
+    acd = AcdClient(
+        pool, dsn, source=f"gateway:{name}", spool=spool / "acd-outbox.jsonl" if spool else None, gateway=name
+    )
+    flows = FlowCatalog(pool, dsn, refresh_s=cfg.flows_refresh_s)
+    await records.start(name)
+    await events.start()
+    await acd.start()
+    await flows.start()
+    gw = Gateway(cfg, engines, metrics=metrics, records=records, events=events, acd=acd, flows=flows)
+    try:
+        await _run(gw)
+    finally:
+        await flows.close()
+        await acd.close()
+        await events.close()
+        await records.close()
+        await pool.close()
+
+
+async def _run(gw: Gateway) -> None:
+    cfg = gw.cfg
     await gw.start()
     log.info(
-        "voice gateway listening on %s:%d (%s mode, up to %d calls)",
+        "voice gateway %s listening on %s:%d (%s mode, up to %d calls)",
+        gw.name,
         cfg.sip_ip,
         cfg.sip_port,
         cfg.mode,
@@ -71,15 +116,12 @@ async def serve(cfg: GatewayConfig) -> None:
     await stop.wait()
     log.info("stopping: hanging up %d calls", len(gw.calls))
     await gw.stop()
-    if pool is not None:
-        await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aicc-voice")
-    parser.add_argument("command", choices=("serve", "migrate"))
+    parser.add_argument("command", choices=("serve",))
     parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--dsn-file", type=Path, default=None, help="migrate: conninfo of the owner login")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -87,16 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"aicc-voice: {exc}", file=sys.stderr)
         return 2
-    if args.command == "migrate":
-        from aicc.appliance.calls.migrate import all_migrations, apply
-
-        dsn_file = args.dsn_file or cfg.database_dsn_file
-        if dsn_file is None:
-            print("aicc-voice: migrate needs --dsn-file or database_dsn_file", file=sys.stderr)
-            return 2
-        applied = apply(dsn_file.read_text(encoding="utf-8").strip(), all_migrations())
-        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
-        return 0
     asyncio.run(serve(cfg))
     return 0
 

@@ -46,8 +46,10 @@ class Caller:
         local_ip: str = "127.0.0.1",
         rtp_range: tuple[int, int] = (42000, 42999),
         codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+        number: str = "smoke",
     ) -> None:
         self.local_ip = local_ip
+        self.number = number  # the From user: who is calling (the bots look customers up by it)
         self.rtp_range = rtp_range
         self.codecs = codecs
         self.transport = SipTransport(self._on_request, on_stray_response=self._stray)
@@ -134,7 +136,7 @@ class Caller:
             self.transport,
             target=target,
             proxy=proxy,
-            from_uri=f"sip:smoke@{self.local_ip}",
+            from_uri=f"sip:{self.number}@{self.local_ip}",
             sdp=offer,
             headers=headers,
             credentials=credentials,

@@ -35,10 +35,6 @@ class EngineEndpoints(BaseModel):
     )
 
 
-def _default_services() -> dict[str, Literal["en", "zh"]]:
-    return {"voicebot": "en", "voicebot-zh": "zh", "4000": "en", "4001": "zh"}
-
-
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,7 +54,12 @@ class GatewayConfig(BaseModel):
     )
     llm_timeout_s: float = Field(20.0, ge=1, le=120, description="A plan slower than this: transfer.")
     jitter_depth: int = Field(3, ge=1, le=20, description="Jitter buffer depth in 20 ms packets.")
-    agent_target: str = Field("1001", description="Where transfers go until the ACD exists.")
+    max_agent_call_s: float = Field(
+        14400.0,
+        ge=60,
+        le=86400,
+        description="Maximum length of a call once it waits for or talks with an agent.",
+    )
     early_asr_s: float = Field(
         0.2,
         ge=0,
@@ -74,10 +75,18 @@ class GatewayConfig(BaseModel):
     )
     sip_domain: str = Field("aicc.local")
     proxy: str = Field("127.0.0.1:5060", description="Kamailio address for calls the gateway places.")
-    services: dict[str, Literal["en", "zh"]] = Field(
-        default_factory=_default_services,
-        description="X-AICC-Service value (or dialled number) -> the bot's starting language.",
+    name: str = Field(
+        "", max_length=200, description="This gateway's name for the ACD (empty: advertised_ip:sip_port)."
     )
+    public_url: str = Field(
+        "",
+        max_length=300,
+        description="The appliance's URL (https://app-host): agents follow transcript links to it.",
+    )
+    spool_dir: Path | None = Field(
+        None, description="Where call records, events and ACD commands wait while the database is away."
+    )
+    flows_refresh_s: float = Field(30.0, ge=1, le=3600, description="How often flows are re-read.")
     metrics_port: Port = Field(9161)
     metrics_ip: str = Field("0.0.0.0", description="Address of the metrics listener.")  # noqa: S104
     database_dsn_file: Path | None = Field(None, description="File holding the PostgreSQL conninfo (0600).")

@@ -3,13 +3,15 @@ requests inside a dialog (ACK, BYE) routed through the record-route set."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass, field
 
 from aicc.appliance.voice import sip
 from aicc.appliance.voice.sip import SipMessage
-from aicc.appliance.voice.transport import Addr, SipTransport
+from aicc.appliance.voice.transport import TX_TIMEOUT, Addr, SipTransport
 
 
 @dataclass
@@ -167,7 +169,7 @@ async def invite(
         req = dialog.request(
             "INVITE", via_host=local, headers=[*(headers or []), *auth], body=sdp, cseq=dialog.local_cseq
         )
-        res = await transport.request(req, proxy, timeout=ring_timeout)
+        res = await _ring(transport, req, proxy, ring_timeout)
         if res.status in (401, 407) and credentials is not None and not auth:
             # The non-2xx final response is ACKed in the same transaction (17.1.1.3).
             transport.send(_ack_for_failure(req, res).encode(), proxy)
@@ -195,6 +197,57 @@ async def invite(
         send_ack(transport, dialog)
         return dialog, res
     raise CallFailed(403, "authentication failed")
+
+
+async def _ring(transport: SipTransport, req: SipMessage, proxy: Addr, ring_timeout: float) -> SipMessage:
+    """The INVITE's final response. Past ring_timeout, or when the caller of invite() is cancelled (the
+    calling party hung up), the INVITE is CANCELled so the callee's phone stops ringing (487)."""
+    pending = asyncio.ensure_future(transport.request(req, proxy, timeout=ring_timeout + TX_TIMEOUT))
+    try:
+        await asyncio.wait({pending}, timeout=ring_timeout)
+    except asyncio.CancelledError:
+        res = await _cancel(transport, req, proxy, pending)
+        if res is not None and 200 <= res.status < 300:
+            # Answered just as we gave up: confirm and end that dialog at once.
+            with contextlib.suppress(Exception):
+                await _ack_and_bye(transport, req, res, proxy)
+        raise
+    if pending.done():
+        return pending.result()
+    res = await _cancel(transport, req, proxy, pending)
+    return res or sip.response(req, 408, "Request Timeout")
+
+
+async def _cancel(
+    transport: SipTransport, req: SipMessage, proxy: Addr, pending: asyncio.Future[SipMessage]
+) -> SipMessage | None:
+    with contextlib.suppress(Exception):
+        await asyncio.shield(cancel(transport, req, proxy))
+    with contextlib.suppress(Exception):
+        return await asyncio.wait_for(asyncio.shield(pending), 5)
+    pending.cancel()
+    return None
+
+
+async def _ack_and_bye(transport: SipTransport, req: SipMessage, res: SipMessage, proxy: Addr) -> None:
+    dialog = Dialog(
+        call_id=req.call_id,
+        local_tag=req.from_.tag,
+        remote_tag=res.to.tag,
+        local_uri=req.from_.uri,
+        remote_uri=req.to.uri,
+        remote_target=req.uri,
+        route_set=list(reversed(res.get_all("Record-Route"))),
+        local_cseq=req.cseq[0],
+        contact="",
+        fallback=None,
+    )
+    contact_hdr = res.get("Contact")
+    if contact_hdr:
+        dialog.remote_target = sip.parse_name_addr(sip.split_commas(contact_hdr)[0]).uri
+    dialog.invite_cseq = req.cseq[0]
+    send_ack(transport, dialog)
+    await bye(transport, dialog)
 
 
 def send_ack(transport: SipTransport, dialog: Dialog) -> None:

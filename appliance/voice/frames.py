@@ -67,6 +67,15 @@ class StartFrame(Frame):
 
 
 @dataclass
+class BotStartFrame(Frame):
+    """Hand the caller to a bot (by its definition's name): the dialogue manager switches to it, starts
+    its dialogue afresh and greets the caller in `language`."""
+
+    bot: str
+    language: Language
+
+
+@dataclass
 class EndFrame(Frame):
     """The call is over (hang-up, transfer done, max length); processors release what they hold."""
 
@@ -88,10 +97,21 @@ class InterruptionFrame(Frame):
 
 @dataclass
 class TransferFrame(Frame):
-    """Hand the call to a human; the gateway bridges it to `target` carrying the transcript reference."""
+    """Hand the call to a human: the IVR flow queues it, the ACD picks the agent. intent: the last tool
+    the caller wanted (create_return ...), else the reason; summary: one line in the caller's language
+    for the agent and for routing."""
 
-    target: str
     reason: Literal["requested", "misunderstood", "low_confidence", "engine_failure", "dtmf"]
+    intent: str = ""
+    summary: str = ""
+
+
+@dataclass
+class MarkFrame(Frame):
+    """A marker: it reaches the gateway once the audio queued before it has been played (or dropped by
+    a barge-in), so an IVR flow knows when its prompt is over."""
+
+    token: int
 
 
 @dataclass

@@ -1,8 +1,11 @@
-"""The voice gateway: a SIP UAS behind Kamailio that answers calls, runs each call's RTP and bot
-pipeline, and bridges a call to an agent (B2BUA leg through Kamailio) on transfer.
+"""The voice gateway: a SIP UAS behind Kamailio that answers calls and runs, for each, its RTP, its bot
+pipeline and its IVR flow (appliance/voice/flowcall.py); a queue node asks the ACD for an agent, and
+the agent the ACD chooses is rung through Kamailio and bridged (a B2BUA leg).
 
-One asyncio loop carries signalling, media and the pipelines; engines run their heavy work in threads.
-Every per-call failure ends in a BYE and a stored record: a call never stays up without an owner.
+One asyncio loop carries signalling, media, pipelines and flows; engines run their heavy work in
+threads. Every per-call failure ends in a BYE and a stored record: a call never stays up without an
+owner. The call record is written as the call goes (RecordWriter), and the call's events go to the
+contact-center event log.
 """
 
 from __future__ import annotations
@@ -12,26 +15,34 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from itertools import count
+from typing import Any, Literal, Protocol
 
+from aicc.appliance.acd import commands as cmds
+from aicc.appliance.acd.client import AcdClient, GatewayMessage
 from aicc.appliance.calls.record import CallRecord, Outcome
+from aicc.appliance.events.kinds import Event
+from aicc.appliance.ivr.flow import BotNode
+from aicc.appliance.ivr.runner import BotResult, run_flow
+from aicc.appliance.ivr.store import FlowCatalog
 from aicc.appliance.voice import dialog as dlg
 from aicc.appliance.voice import sdp, sip
 from aicc.appliance.voice.audio import resample
 from aicc.appliance.voice.bot import BotEngines, BotSession, build_bot, build_echo
 from aicc.appliance.voice.config import GatewayConfig
 from aicc.appliance.voice.dialogue import DialogueParams
+from aicc.appliance.voice.flowcall import FlowProcessor, GatewayFlowIO, Waiting, hold_music
 from aicc.appliance.voice.frames import (
     DTMFFrame,
     EndFrame,
     Frame,
     HangupFrame,
     InputAudioFrame,
+    MarkFrame,
     StartFrame,
-    TransferFailedFrame,
     TransferFrame,
 )
 from aicc.appliance.voice.metrics import VoiceMetrics
@@ -45,9 +56,34 @@ log = logging.getLogger(__name__)
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
 TRANSCRIPT_HEADER = "X-AICC-Transcript"
 CALL_RECORD_HEADER = "X-AICC-Call-Record"
+SUMMARY_HEADER = "X-AICC-Summary"
+QUEUE_HEADER = "X-AICC-Queue"
 SERVICE_HEADER = "X-AICC-Service"
 
-RecordSaver = Callable[[CallRecord], Awaitable[None]]
+OfferOutcome = Literal["answered", "no_answer", "busy", "rejected", "unreachable"]
+
+
+class RecordSink(Protocol):
+    """Where call records go as the call goes (RecordWriter in production)."""
+
+    def changed(self, rec: CallRecord) -> None: ...
+
+    async def save_now(self, rec: CallRecord) -> None: ...
+
+
+class EventSink(Protocol):
+    def append(self, event: Event) -> None: ...
+
+
+def offer_outcome(status: int) -> OfferOutcome:
+    """What a failed INVITE to an agent's phone means for the ACD."""
+    if status in (486, 600):
+        return "busy"
+    if status == 603:
+        return "rejected"
+    if status in (487, 408):
+        return "no_answer"  # our CANCEL at the ring timeout, or the phone never answered
+    return "unreachable"  # 404/480 (not registered), 5xx, anything else
 
 
 class Call:
@@ -58,7 +94,7 @@ class Call:
         addr: Addr,
         neg: sdp.Negotiated,
         offer: sdp.SessionDescription,
-        language: str,
+        number: str,
         service: str,
     ) -> None:
         self.gw = gw
@@ -66,17 +102,30 @@ class Call:
         self.addr = addr
         self.neg = neg
         self.offer = offer
-        self.language = language
         self.local_tag = sip.new_tag()
         self.call_id = invite.call_id
         self.received_at = time.monotonic()
+        self.dialled = number
+        # Who calls: the From user, the number the business knows the customer by.
+        self.number = sip.parse_uri(invite.from_.uri).user or ""
+        self.flow = gw.flows.flow_for(number) if gw.flows is not None else None
+        self.language = self.flow.language if self.flow is not None else "en"
         self.record = CallRecord(
-            call_id=self.call_id, caller=invite.from_.uri, service=service, language=language
+            call_id=self.call_id,
+            caller=self.number,
+            service=service or number,
+            language=self.language,
+            gateway=gw.name,
+            flow=self.flow.name if self.flow is not None else "",
         )
         self.dialog: dlg.Dialog | None = None
         self.rtp: RtpSession | None = None
         self.rtp_port = 0
         self.bot: BotSession | None = None
+        self.flow_proc: FlowProcessor | None = None
+        self.flow_task: asyncio.Task[None] | None = None
+        self.bot_result: asyncio.Future[BotResult] | None = None
+        self.bot_outcome: Outcome = "resolved"
         self.cancelled = False
         self.answered = False
         self.ended = False
@@ -85,8 +134,38 @@ class Call:
         self.last_refresh = time.monotonic()
         self.watchdog: asyncio.Task[None] | None = None
         self.setup_task: asyncio.Task[None] | None = None
-        self.agent_leg: tuple[dlg.Dialog, RtpSession] | None = None
         self._stage: dict[str, float] = {}
+        self._marks: dict[int, asyncio.Future[None]] = {}
+        self._mark_ids = count(1)
+        # The ACD's view of the caller: the contact waiting (or talking) now, and the last one.
+        self.waiting: Waiting | None = None
+        self.holding = False  # hold music between announcements while waiting
+        self._music: list[bytes] = []
+        self._music_at = 0
+        # The agent's leg once bridged; hold time the agent put the caller through.
+        self.agent_leg: tuple[dlg.Dialog, RtpSession] | None = None
+        self._bridge_done: asyncio.Future[Literal["agent", "caller"]] | None = None
+        self._to_agent: deque[bytes] = deque(maxlen=10)
+        self._to_caller: deque[bytes] = deque(maxlen=10)
+        self._agent_port = 0
+        self.hold_s = 0.0
+        self._held_since: float | None = None
+
+    @property
+    def session(self) -> BotSession:
+        assert self.bot is not None
+        return self.bot
+
+    @property
+    def last_contact(self) -> Waiting | None:
+        return self.waiting
+
+    def transcript_link(self) -> str:
+        return f"{self.gw.cfg.public_url.rstrip('/')}/api/calls/{self.call_id}/transcript"
+
+    def records_changed(self) -> None:
+        if self.gw.records is not None:
+            self.gw.records.changed(self.record)
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -96,14 +175,14 @@ class Call:
         if self.gw.engines is None or cfg.mode == "echo":
             self.bot = build_echo(out_rate)
         else:
-            params = DialogueParams(
-                agent_target=cfg.agent_target, llm_timeout_s=cfg.llm_timeout_s, hold_line=cfg.hold_line
-            )
+            params = DialogueParams(llm_timeout_s=cfg.llm_timeout_s, hold_line=cfg.hold_line)
+            self.flow_proc = FlowProcessor() if self.flow is not None else None
             self.bot = build_bot(
                 self.gw.engines,
                 self.record,
                 out_rate,
                 params,
+                before_dialogue=[self.flow_proc] if self.flow_proc is not None else (),
                 no_input_s=cfg.no_input_s,
                 max_call_s=cfg.max_call_s,
                 asr_timeout_s=cfg.asr_timeout_s,
@@ -111,6 +190,7 @@ class Call:
             )
         self.bot.pipeline.downstream_sink = self._from_bot
         self.bot.pipeline.reporter = self._report
+        self._music = hold_music(out_rate)
         self.rtp = RtpSession(
             self.neg.codec,
             self.neg.payload_type,
@@ -118,12 +198,18 @@ class Call:
             dtmf_pt=self.neg.dtmf_pt,
             on_audio=self._audio_in,
             on_dtmf=self._dtmf_in,
-            source=self.bot.playback.read_frame,
+            source=self._to_caller_source,
             jitter_depth=cfg.jitter_depth,
         )
         self.rtp.sending = self.neg.direction in ("sendrecv", "sendonly")
         self.rtp_port = await open_session(self.rtp, cfg.sip_ip, cfg.rtp_port_min, cfg.rtp_port_max)
-        await self.bot.prepare(self.language, self.gw.engines)  # type: ignore[arg-type]
+        engines = self.gw.engines
+        if self.flow is not None and engines is not None:
+            # The flow's bot greets the caller soon after pickup: have its greeting ready before answering.
+            first = next((n.bot for n in self.flow.nodes.values() if isinstance(n, BotNode)), None)
+            if first in engines.bots:
+                self.bot.opening = engines.bots[first][0]
+        await self.bot.prepare(self.language, engines)
 
     def answer_sdp(self) -> bytes:
         return sdp.answer(
@@ -144,13 +230,64 @@ class Call:
         self.bot.pipeline.queue(
             StartFrame(
                 call_id=self.call_id,
-                language=self.language,  # type: ignore[arg-type]
-                caller=self.record.caller,
+                language=self.language,
+                caller=self.number,
                 service=self.record.service,
             )
         )
         self.gw.clock.sessions.add(self.rtp)
-        self.watchdog = asyncio.get_running_loop().create_task(self._watch())
+        loop = asyncio.get_running_loop()
+        self.watchdog = loop.create_task(self._watch())
+        self.gw.emit(
+            Event(
+                "call.started",
+                call_id=self.call_id,
+                data={
+                    "service": self.record.service,
+                    "flow": self.record.flow,
+                    "language": self.language,
+                    "gateway": self.gw.name,
+                },
+            )
+        )
+        self.records_changed()
+        if self.flow_proc is not None:
+            self.flow_task = loop.create_task(self._run_flow(), name=f"flow-{self.call_id[:8]}")
+
+    async def _run_flow(self) -> None:
+        assert self.flow is not None and self.flow_proc is not None and self.gw.flows is not None
+        io = GatewayFlowIO(self, self.flow_proc)
+        variables = {"caller": self.number, "number": self.dialled, "language": self.language}
+        try:
+            result = await run_flow(self.flow, io, variables=variables, calendars=self.gw.flows.calendars)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("the flow %s failed", self.flow.name)
+            await self.end("flow_error", "failed", send_bye=True)
+            return
+        if result.outcome.startswith("error") or result.outcome == "loop_limit":
+            log.warning("flow %s ended with %s at %s", self.flow.name, result.outcome, result.path[-1:])
+            await self.end("flow_error", "failed", send_bye=True)
+        else:
+            await self.flow_hangup()
+
+    async def flow_hangup(self) -> None:
+        """The flow is done with the call: hang up with the outcome of what happened in it."""
+        if self.record.outcome == "callback":
+            outcome: Outcome = "callback"
+        elif self.record.agent:
+            outcome = "transferred"
+        else:
+            outcome = self.bot_outcome
+        await self.end("flow_end", outcome, send_bye=True)
+
+    def mark(self) -> tuple[int, asyncio.Future[None]]:
+        """A token to send through the pipeline behind audio, and the future its arrival resolves."""
+        token = next(self._mark_ids)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._marks[token] = future
+        return token, future
 
     # --- media and pipeline ---------------------------------------------------------------------
 
@@ -164,6 +301,17 @@ class Call:
         if self.bot is not None and not self.ended and self.agent_leg is None:
             self.bot.pipeline.queue(DTMFFrame(digit=digit))
 
+    def _to_caller_source(self) -> bytes | None:
+        """What the caller hears: the agent once bridged (hold music while the agent holds), else the
+        bot's audio, else hold music while waiting for an agent."""
+        if self.agent_leg is not None and self._held_since is None:
+            return self._to_caller.popleft() if self._to_caller else None
+        frame = None if self.agent_leg is not None else self.session.playback.read_frame()
+        if frame is None and self.holding and self._music:
+            frame = self._music[self._music_at % len(self._music)]
+            self._music_at += 1
+        return frame
+
     def _report(self, name: str, value: float, labels: dict[str, str]) -> None:
         self.gw.metrics.report(name, value, labels)
         if name == "stage_seconds":
@@ -171,14 +319,42 @@ class Call:
             if labels["stage"] == "turn":
                 self.record.turns.append(self._stage)
                 self._stage = {}
+                self.records_changed()
         elif name == "barge_ins":
             self.record.barge_ins += 1
+        elif name == "tool_calls":
+            self.records_changed()
 
     async def _from_bot(self, frame: Frame) -> None:
-        if isinstance(frame, HangupFrame):
-            await self.end(frame.reason, frame.outcome, send_bye=True)
+        if isinstance(frame, MarkFrame):
+            future = self._marks.pop(frame.token, None)
+            if future is not None and not future.done():
+                future.set_result(None)
         elif isinstance(frame, TransferFrame):
-            await self.transfer(frame.target)
+            dm = self.session.dialogue
+            self.record.summary = frame.summary
+            self.records_changed()
+            result = BotResult(
+                "transfer", frame.reason, frame.intent, frame.summary, dm.language if dm is not None else ""
+            )
+            if not self._resolve_bot(result):
+                await self.end("transfer_without_flow", "failed", send_bye=True)
+        elif isinstance(frame, HangupFrame):
+            self.bot_outcome = frame.outcome
+            # The caller said goodbye: the flow goes on (its next node). Silence or the time limit:
+            # the bot has said goodbye already, the call ends here.
+            outcome: Literal["end", "hangup"] = "end" if frame.reason == "caller_goodbye" else "hangup"
+            if not self._resolve_bot(BotResult(outcome, frame.reason)):
+                await self.end(frame.reason, frame.outcome, send_bye=True)
+
+    def _resolve_bot(self, result: BotResult) -> bool:
+        future = self.bot_result
+        if future is None or future.done():
+            return False
+        future.set_result(result)
+        if result.outcome == "hangup":
+            self.gw._spawn(self.end(result.reason, self.bot_outcome, send_bye=True))
+        return True
 
     async def _watch(self) -> None:
         """Session timer, RTP inactivity and a hard length cap: a call never outlives its peer."""
@@ -186,11 +362,13 @@ class Call:
         while not self.ended:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            # A caller in a queue or with an agent is no longer held to the bot's limit.
+            cap = cfg.max_agent_call_s if self.waiting is not None else cfg.max_call_s + 30
             if self.session_expires and now - self.last_refresh > self.session_expires:
                 await self.end("session_expired", "abandoned", send_bye=True)
             elif self.rtp is not None and now - self.rtp.stats.last_rx > cfg.rtp_timeout_s:
                 await self.end("rtp_timeout", "abandoned", send_bye=True)
-            elif now - self.received_at > cfg.max_call_s + 30:
+            elif now - self.received_at > cap:
                 await self.end("max_length", "resolved", send_bye=True)
 
     # --- in-dialog requests ---------------------------------------------------------------------
@@ -265,16 +443,13 @@ class Call:
                 headers.append(("Require", "timer"))
         return headers
 
-    # --- transfer -------------------------------------------------------------------------------
+    # --- the agent's leg -------------------------------------------------------------------------
 
-    async def transfer(self, target: str) -> None:
-        """Bridge the caller to an agent: store the transcript so far, then INVITE the agent through
-        Kamailio with a header pointing at it; relay audio both ways once the agent answers."""
+    async def ring_agent(self, offer: GatewayMessage) -> OfferOutcome:
+        """Ring the agent the ACD chose, through Kamailio, carrying the transcript link and the bot's
+        summary; answered: bridge the caller to them. Cancelled (the caller hung up): the INVITE is
+        CANCELled and the phone stops ringing."""
         cfg = self.gw.cfg
-        self.record.transfer_target = target
-        self.record.outcome = "transferred"
-        await self.gw.save(self.record)
-        agent_uri = f"sip:{target}@{cfg.sip_domain}"
         agent_rtp = RtpSession(
             self.neg.codec,
             self.neg.payload_type,
@@ -285,54 +460,136 @@ class Call:
             source=self._agent_source,
             jitter_depth=cfg.jitter_depth,
         )
-        self._to_agent: deque[bytes] = deque(maxlen=10)
-        self._to_caller: deque[bytes] = deque(maxlen=10)
+        self._to_agent.clear()
+        self._to_caller.clear()
+        summary = " ".join(self.record.summary.split())[:300]
+        headers = [
+            (TRANSCRIPT_HEADER, self.transcript_link()),
+            (CALL_RECORD_HEADER, self.call_id),
+            (QUEUE_HEADER, self.waiting.queue if self.waiting else ""),
+        ]
+        if summary:
+            headers.append((SUMMARY_HEADER, summary))
         try:
-            port = await open_session(agent_rtp, cfg.sip_ip, cfg.rtp_port_min, cfg.rtp_port_max)
-            offer = sdp.offer(cfg.advertised_ip, port, codecs=(self.neg.codec.name,))
-            headers = [
-                (TRANSCRIPT_HEADER, f"/api/calls/{self.call_id}/transcript"),
-                (CALL_RECORD_HEADER, self.call_id),
-            ]
+            self._agent_port = await open_session(agent_rtp, cfg.sip_ip, cfg.rtp_port_min, cfg.rtp_port_max)
+            offer_sdp = sdp.offer(cfg.advertised_ip, self._agent_port, codecs=(self.neg.codec.name,))
             dialog, ok = await dlg.invite(
                 self.gw.transport,
-                target=agent_uri,
+                target=f"sip:{offer.extension}@{cfg.sip_domain}",
                 proxy=cfg.proxy_addr,
-                from_uri=f"sip:bot@{cfg.sip_domain}",
-                sdp=offer,
+                from_uri=f"sip:{self.number or 'bot'}@{cfg.sip_domain}",
+                sdp=offer_sdp,
                 headers=headers,
-                ring_timeout=30,
+                ring_timeout=offer.ring_timeout_s,
             )
             answer = sdp.parse(ok.body)
             neg = sdp.negotiate(answer, preference=(self.neg.codec.name, "PCMU", "PCMA", "G722"))
             agent_rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt)
-        except (dlg.CallFailed, sdp.SdpError, sdp.NoCommonCodec, OSError) as exc:
-            log.warning("transfer to %s failed: %s", target, exc)
+        except dlg.CallFailed as exc:
             agent_rtp.close()
-            self.gw.metrics.transfers.labels(reason="failed").inc()
-            if self.ended:
-                return
-            if self.bot is None:
-                await self.end("transfer_failed", "failed", send_bye=True)
-                return
-            # No agent took it (not registered, busy, no answer): the bot keeps the caller.
-            self.record.transfer_target = ""
-            self.record.add_line("bot", f"<transfer to {target} failed: {exc}>")
-            self.bot.pipeline.queue(TransferFailedFrame(status=getattr(exc, "status", 0)))
-            return
+            outcome = offer_outcome(exc.status)
+            log.info("agent %s did not take the call: %s (%s)", offer.extension, exc, outcome)
+            self.gw.metrics.agent_legs.labels(outcome=outcome).inc()
+            return outcome
+        except (sdp.SdpError, sdp.NoCommonCodec, OSError) as exc:
+            agent_rtp.close()
+            log.warning("agent leg to %s failed: %s", offer.extension, exc)
+            self.gw.metrics.agent_legs.labels(outcome="unreachable").inc()
+            return "unreachable"
+        except asyncio.CancelledError:
+            agent_rtp.close()
+            raise
         if self.ended:
             await dlg.bye(self.gw.transport, dialog)
             agent_rtp.close()
-            return
+            raise asyncio.CancelledError
         self.agent_leg = (dialog, agent_rtp)
+        self._bridge_done = asyncio.get_running_loop().create_future()
         self.gw.agent_dialogs[dialog.call_id] = self
-        if self.rtp is not None:
-            self.rtp.source = self._caller_source
-        if self.bot is not None:
-            await self.bot.pipeline.broadcast(EndFrame(reason="transferred"))
-            await self.bot.pipeline.stop()
         self.gw.clock.sessions.add(agent_rtp)
-        self.record.add_line("bot", f"<bridged to agent {target}>")
+        self.record.transfer_target = offer.extension
+        self.record.agent = offer.extension
+        self.record.add_line("bot", f"<bridged to agent {offer.extension}>")
+        self.records_changed()
+        self.gw.metrics.agent_legs.labels(outcome="answered").inc()
+        return "answered"
+
+    async def bridged(self) -> Literal["agent", "caller"]:
+        """Wait until the bridged conversation ends; who hung up."""
+        assert self._bridge_done is not None
+        return await asyncio.shield(self._bridge_done)
+
+    def agent_hung_up(self) -> None:
+        """The agent's BYE: the caller goes back to the flow (the survey, a goodbye)."""
+        self._close_agent_leg()
+        if self._bridge_done is not None and not self._bridge_done.done():
+            self._bridge_done.set_result("agent")
+
+    def _close_agent_leg(self) -> None:
+        if self.agent_leg is None:
+            return
+        dialog, agent_rtp = self.agent_leg
+        self.agent_leg = None
+        self._held(False)
+        self.gw.clock.sessions.discard(agent_rtp)
+        self.gw.agent_dialogs.pop(dialog.call_id, None)
+        agent_rtp.close()
+
+    def on_agent_reinvite(self, req: SipMessage, addr: Addr) -> None:
+        """The agent's phone holds (sendonly/inactive) or resumes the call; the hold time is recorded."""
+        t = self.gw.transport
+        assert self.agent_leg is not None
+        dialog, agent_rtp = self.agent_leg
+        direction = "sendrecv"  # ours, answering the agent's offer: recvonly while they hold
+        if req.body:
+            try:
+                offer = sdp.parse(req.body)
+                neg = sdp.negotiate(offer, preference=(agent_rtp.codec.name, "PCMU", "PCMA", "G722"))
+            except (sdp.SdpError, sdp.NoCommonCodec) as exc:
+                t.respond(req, sip.response(req, 488, "Not Acceptable Here", to_tag=dialog.local_tag), addr)
+                log.info("agent re-INVITE refused: %s", exc)
+                return
+            agent_rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt)
+            direction = neg.direction
+        self._held(direction in ("recvonly", "inactive"))
+        body = sdp.offer(self.gw.cfg.advertised_ip, self._agent_port, codecs=(agent_rtp.codec.name,))
+        body = body.replace(b"a=sendrecv", f"a={direction}".encode())
+        headers = [("Contact", f"<{dialog.contact}>"), ("Allow", ALLOW)]
+        t.respond(
+            req,
+            sip.response(req, 200, "OK", to_tag=dialog.local_tag, headers=headers, body=body),
+            addr,
+            reliable_2xx=True,
+        )
+
+    def _held(self, held: bool) -> None:
+        now = time.monotonic()
+        waiting = self.waiting
+        if held and self._held_since is None:
+            self._held_since = now
+            self.holding = True  # the caller hears hold music, not silence
+            self.gw.emit(
+                Event(
+                    "contact.held",
+                    call_id=self.call_id,
+                    contact_id=waiting.contact_id if waiting else None,
+                    queue=waiting.queue if waiting else None,
+                )
+            )
+        elif not held and self._held_since is not None:
+            held_s = now - self._held_since
+            self.hold_s += held_s
+            self._held_since = None
+            self.holding = False
+            self.gw.emit(
+                Event(
+                    "contact.resumed",
+                    call_id=self.call_id,
+                    contact_id=waiting.contact_id if waiting else None,
+                    queue=waiting.queue if waiting else None,
+                    data={"hold_s": round(held_s, 3)},
+                )
+            )
 
     def _bridge_to_agent(self, pcm: bytes) -> None:
         assert self.agent_leg is not None
@@ -345,10 +602,9 @@ class Call:
             )
 
     def _agent_source(self) -> bytes | None:
+        if self._held_since is not None:
+            return None  # the agent holds the call: nothing from the caller reaches them
         return self._to_agent.popleft() if self._to_agent else None
-
-    def _caller_source(self) -> bytes | None:
-        return self._to_caller.popleft() if self._to_caller else None
 
     # --- teardown -------------------------------------------------------------------------------
 
@@ -356,12 +612,19 @@ class Call:
         if self.ended:
             return
         self.ended = True
-        if self.agent_leg is not None and outcome != "failed":
+        if self.record.agent and outcome not in ("failed", "callback"):
             outcome = "transferred"
         self.record.outcome = outcome
         self.record.end_reason = reason
         self.record.ended_at = datetime.now(UTC)
         self.gw.calls.pop(self.call_id, None)
+        self._leave_queue()
+        if self.flow_task is not None and self.flow_task is not asyncio.current_task():
+            self.flow_task.cancel()
+        for future in self._marks.values():
+            future.cancel()
+        if self.bot_result is not None and not self.bot_result.done():
+            self.bot_result.cancel()
         if self.rtp is not None:
             self.gw.clock.sessions.discard(self.rtp)
         if self.bot is not None:
@@ -373,12 +636,10 @@ class Call:
             # the record, the metrics or the freed capacity.
             self.gw._spawn(self._bye(self.dialog))
         if self.agent_leg is not None:
-            agent_dialog, agent_rtp = self.agent_leg
-            self.gw.clock.sessions.discard(agent_rtp)
-            self.gw.agent_dialogs.pop(agent_dialog.call_id, None)
-            if reason != "agent_hangup":
-                self.gw._spawn(self._bye(agent_dialog))
-            agent_rtp.close()
+            self.gw._spawn(self._bye(self.agent_leg[0]))
+            self._close_agent_leg()
+        if self._bridge_done is not None and not self._bridge_done.done():
+            self._bridge_done.set_result("caller")
         if self.rtp is not None:
             self._media_metrics(self.rtp)
             self.rtp.close()
@@ -388,7 +649,42 @@ class Call:
             self.gw.metrics.active.dec()
         self.gw.metrics.finished.labels(outcome=outcome).inc()
         log.info("call ended: %s (%s), %.1f s", outcome, reason, time.monotonic() - self.received_at)
-        await self.gw.save(self.record)
+        self.gw.emit(
+            Event(
+                "call.ended",
+                call_id=self.call_id,
+                data={
+                    "outcome": outcome,
+                    "end_reason": reason,
+                    "bot": self.record.bot,
+                    "duration_s": round(time.monotonic() - self.received_at, 3),
+                    "transferred": bool(self.record.agent or self.waiting),
+                },
+            )
+        )
+        if self.gw.records is not None:
+            await self.gw.records.save_now(self.record)
+
+    def _leave_queue(self) -> None:
+        """The caller hung up: the ACD must learn it, whatever the contact's state (never lost)."""
+        waiting, acd = self.waiting, self.gw.acd
+        if waiting is None or acd is None or waiting.state == "done":
+            return
+        if waiting.state == "connected":
+            cmd: Any = cmds.ContactEnd(
+                contact_id=waiting.contact_id,
+                talk_s=round(max(0.0, time.monotonic() - waiting.connected_at - self.hold_s), 3),
+                hold_s=round(self.hold_s, 3),
+                ended_by="caller",
+            )
+        else:
+            cmd = cmds.Abandon(contact_id=waiting.contact_id, reason="caller_hangup")
+        waiting.state = "done"
+        self.gw._spawn(self._submit(acd, cmd))
+
+    @staticmethod
+    async def _submit(acd: AcdClient, cmd: Any) -> None:
+        await acd.submit(cmd, wait=False, durable=True)
 
     async def _bye(self, dialog: dlg.Dialog) -> None:
         with contextlib.suppress(Exception):
@@ -416,12 +712,23 @@ class Gateway:
         engines: BotEngines | None,
         *,
         metrics: VoiceMetrics | None = None,
-        saver: RecordSaver | None = None,
+        records: RecordSink | None = None,
+        events: EventSink | None = None,
+        acd: AcdClient | None = None,
+        flows: FlowCatalog | None = None,
     ) -> None:
         self.cfg = cfg
         self.engines = engines
         self.metrics = metrics or VoiceMetrics()
-        self.saver = saver
+        self.records = records
+        self.events = events
+        self.acd = acd
+        if acd is not None:
+            acd.on_gateway = self.on_acd_message
+        # Bot calls run a flow: the database's (a catalog) or, with none, the flows shipped with aicc.
+        self.flows = flows if flows is not None or engines is None else FlowCatalog(None)
+        self.name = cfg.name or f"{cfg.advertised_ip}:{cfg.sip_port}"
+        self.contacts: dict[str, Call] = {}  # ACD contact id -> the call waiting in the queue
         self.calls: dict[str, Call] = {}
         self.agent_dialogs: dict[str, Call] = {}
         self.clock = MediaClock()
@@ -442,6 +749,7 @@ class Gateway:
         self.clock.on_tick_error = lambda exc: self.metrics.processor_errors.labels(processor="media").inc()
         self.clock.start()
         self._late = loop.create_task(self._late_ticks())
+        self._heartbeat = loop.create_task(self._heartbeats()) if self.acd is not None else None
         if self.engines is not None and self.cfg.mode == "bot":
             self._spawn(self._warm())
         else:
@@ -472,17 +780,34 @@ class Gateway:
             await call.end("shutdown", "abandoned", send_bye=True)
         await asyncio.sleep(0.1)  # let the BYE tasks put their first transmission on the wire
         self._late.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         await self.clock.stop()
         self.transport.close()
 
-    async def save(self, record: CallRecord) -> None:
-        if self.saver is None:
-            return
-        try:
-            await self.saver(record)
-        except Exception:
-            log.exception("storing the call record failed")
-            self.metrics.engine_errors.labels(engine="call_store").inc()
+    def emit(self, event: Event) -> None:
+        if self.events is not None:
+            self.events.append(event)
+
+    def on_acd_message(self, message: GatewayMessage) -> None:
+        """An offer (ring this agent) or a removal (waited too long) for a contact of one of our calls."""
+        call = self.contacts.get(message.contact_id)
+        # A contact whose caller is gone: its abandon is on the way to the ACD, which frees the agent.
+        if call is not None and call.waiting is not None and call.waiting.contact_id == message.contact_id:
+            call.waiting.messages.put_nowait(message)
+
+    async def _heartbeats(self) -> None:
+        """Tell the ACD this gateway is alive: its contacts are abandoned when it falls silent."""
+        assert self.acd is not None
+        while True:
+            with contextlib.suppress(Exception):
+                async with self.acd.pool.connection() as conn:
+                    await conn.execute(
+                        "INSERT INTO aicc.gateway_heartbeats (gateway, seen_at) VALUES (%s, now()) "
+                        "ON CONFLICT (gateway) DO UPDATE SET seen_at = now()",
+                        (self.name,),
+                    )
+            await asyncio.sleep(5)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -500,6 +825,8 @@ class Gateway:
             if req.to.tag:
                 if call is not None and call.answered and req.to.tag == call.local_tag:
                     call.on_reinvite(req, addr)
+                elif agent_call is not None and agent_call.agent_leg is not None:
+                    agent_call.on_agent_reinvite(req, addr)
                 else:
                     t.respond(req, sip.response(req, 481, "Call/Transaction Does Not Exist"), addr)
             elif call is not None:
@@ -527,7 +854,7 @@ class Gateway:
                 )
             elif agent_call is not None:
                 t.respond(req, sip.response(req, 200, "OK"), addr)
-                self._spawn(agent_call.end("agent_hangup", "transferred", send_bye=True))
+                agent_call.agent_hung_up()
             else:
                 t.respond(req, sip.response(req, 481, "Call/Transaction Does Not Exist"), addr)
         elif m == "CANCEL":
@@ -656,9 +983,8 @@ class Gateway:
                     422, "Session Interval Too Small", "session_timer", [("Min-SE", str(self.cfg.min_se_s))]
                 )
                 return
-        service = req.get(SERVICE_HEADER) or sip.parse_uri(req.uri).user
-        language = self.cfg.services.get(service, "en")
-        call = Call(self, req, addr, neg, offer, language, service)
+        number = sip.parse_uri(req.uri).user or ""
+        call = Call(self, req, addr, neg, offer, number, req.get(SERVICE_HEADER) or "")
         self.calls[call.call_id] = call
         t.respond(req, sip.response(req, 100, "Trying"), addr)
         try:

@@ -51,6 +51,13 @@ class VoiceMetrics:
             "Short caller sounds that paused the bot without interrupting it.",
             registry=r,
         )
+        self.agent_legs = Counter(
+            "aicc_voice_agent_legs_total",
+            "Agents' phones rung for a caller waiting in a queue, by outcome (answered, no_answer, busy, "
+            "rejected, unreachable).",
+            ["outcome"],
+            registry=r,
+        )
         self.transfers = Counter(
             "aicc_voice_transfers_total", "Transfers to a human by reason.", ["reason"], registry=r
         )

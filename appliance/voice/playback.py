@@ -1,7 +1,7 @@
 """Playback: the end of the pipeline. Holds bot audio that the media clock pulls every 20 ms.
 
-Pause/resume/clear implement barge-in; hang-up and transfer requests wait until the audio queued
-before them has been played, so "transferring you now" is heard before the transfer.
+Pause/resume/clear implement barge-in; hang-up and transfer requests (and flow markers) wait until
+the audio queued before them has been played, so "transferring you now" is heard before the transfer.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from aicc.appliance.voice.frames import (
     Frame,
     HangupFrame,
     InterruptionFrame,
+    MarkFrame,
     OutputAudioFrame,
     TransferFrame,
     TurnClock,
@@ -61,7 +62,7 @@ class Playback(FrameProcessor):
             pcm = resample(frame.pcm, frame.sample_rate, self.sample_rate)
             self._items.append(_Chunk(pcm, frame.interruptible, frame.clock, frame.hold))
             return
-        if isinstance(frame, HangupFrame | TransferFrame):
+        if isinstance(frame, HangupFrame | TransferFrame | MarkFrame):
             if not self._items:
                 await self.push(frame, direction)
             else:

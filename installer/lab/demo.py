@@ -107,6 +107,8 @@ def _first_host_by_group(site: Site) -> dict[str, str]:
 
 def _where_to_look(site: Site, inv_groups: dict[str, str], prom_port: int, lab: str) -> None:
     rows = [
+        ("the appliance (API, OpenAPI at /api/openapi.json)", f"https://{inv_groups['app']}/api/health"),
+        ("its first admin", f"aicc admin create --site {site.root}"),
         ("Prometheus", f"http://{inv_groups['monitoring']}:{prom_port}/targets"),
         ("services, versions, ports", f"aicc status -i {site.inventory_path}"),
         ("install logs", str(site.logs)),

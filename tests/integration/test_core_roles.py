@@ -148,6 +148,9 @@ def test_prometheus_reports_every_target_up(installed_site: InstalledSite) -> No
         ("rtpengine", "media"),
         ("prometheus", "monitoring"),
         ("alertmanager", "monitoring"),
+        ("aicc_voicebot", "voicebot"),
+        ("aicc_api", "app"),
+        ("aicc_acd", "app"),
     ):
         expected |= {(job, h) for h, g in groups.items() if group in g}
     # Right after an install some targets have not been scraped yet: wait for two intervals at most.

@@ -16,12 +16,10 @@ from typing import Any
 import pytest
 
 from aicc.appliance.voice import dialog as dlg
-from aicc.appliance.voice import sdp, sip
 from aicc.appliance.voice.audio import rms
 from aicc.appliance.voice.caller import Caller
 from aicc.appliance.voice.dialogue import PROMPTS
 from aicc.appliance.voice.transport import Addr, SipTransport
-from aicc.installer.site import load_secrets
 from aicc.installer.smoke import SmokeParams, local_ip_towards, run_smoke
 from tests.integration.site_fixture import InstalledSite
 
@@ -163,108 +161,6 @@ def test_compound_request_runs_every_tool_after_confirmation(
     assert calls[1]["confirmed"] is True, calls
     # Whisper base hears the street name, not always the rest of a Mandarin address over G.711.
     assert re.search("Nanjing Road|南京", calls[1]["arguments"]["new_address"]), calls
-
-
-class Agent:
-    """The demo agent's phone: registers extension 1001 on Kamailio and auto-answers with echo audio."""
-
-    def __init__(self, proxy: Addr, password: str) -> None:
-        self.proxy = proxy
-        self.password = password
-        self.invites: list[sip.SipMessage] = []
-        self.transport = SipTransport(self._on_request)
-
-    async def register(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(
-            lambda: self.transport, local_addr=(local_ip_towards(*self.proxy), 0)
-        )
-        local = self.transport.local
-        uri = "sip:aicc.local"
-        call_id, tag = sip.new_call_id(local[0]), sip.new_tag()
-        auth: list[tuple[str, str]] = []
-        for cseq in (1, 2):
-            req = sip.SipMessage(method="REGISTER", uri=uri)
-            req.headers = [
-                ("Via", f"SIP/2.0/UDP {local[0]}:{local[1]};branch={sip.new_branch()};rport"),
-                ("Max-Forwards", "70"),
-                ("From", f"<sip:1001@aicc.local>;tag={tag}"),
-                ("To", "<sip:1001@aicc.local>"),
-                ("Call-ID", call_id),
-                ("CSeq", f"{cseq} REGISTER"),
-                ("Contact", f"<sip:1001@{local[0]}:{local[1]}>"),
-                ("Expires", "300"),
-                *auth,
-            ]
-            res = await self.transport.request(req, self.proxy, timeout=5)
-            if res.status == 401 and not auth:
-                creds = dlg.Credentials("1001", self.password)
-                auth = [
-                    (
-                        "Authorization",
-                        dlg.digest_response(res.get("WWW-Authenticate") or "", creds, "REGISTER", uri),
-                    )
-                ]
-                continue
-            assert res.status == 200, f"REGISTER got {res.status} {res.reason}"
-            return
-
-    def _on_request(self, req: sip.SipMessage, addr: Addr) -> None:
-        if req.method == "INVITE":
-            self.invites.append(req)
-            answer = sdp.offer(self.transport.local[0], 49000, codecs=("PCMU",))
-            self.transport.respond(
-                req,
-                sip.response(
-                    req,
-                    200,
-                    "OK",
-                    to_tag=sip.new_tag(),
-                    body=answer,
-                    headers=[("Contact", f"<sip:1001@{self.transport.local[0]}:{self.transport.local[1]}>")],
-                ),
-                addr,
-                reliable_2xx=True,
-            )
-        elif req.method in ("BYE", "CANCEL", "OPTIONS"):
-            self.transport.respond(req, sip.response(req, 200, "OK"), addr)
-
-
-@pytest.mark.parametrize(
-    ("number", "lang", "words", "heard"),
-    [
-        ("4000", "en", "I want to speak to a human agent, please.", "agent"),
-        ("4001", "zh", "我要转人工客服。", "工"),  # heard as 转员工客服, 在员工客服, …
-    ],
-)
-def test_transfer_request_reaches_the_registered_agent_with_the_transcript(
-    voicebot: InstalledSite, number: str, lang: str, words: str, heard: str
-) -> None:
-    password = load_secrets(voicebot.site / "secrets.yml")["kamailio_demo_agent_password"]
-
-    async def run() -> tuple[list[sip.SipMessage], str]:
-        agent = Agent(proxy_of(voicebot), password)
-        await agent.register()
-        caller, _ = await converse(voicebot, number, [words], lang)
-        for _ in range(300):
-            if agent.invites:
-                break
-            await asyncio.sleep(0.1)
-        call_id = caller.dialog.call_id if caller.dialog else ""
-        await caller.hangup()
-        await caller.close()
-        agent.transport.close()
-        return agent.invites, call_id
-
-    invites, call_id = asyncio.run(run())
-    assert invites, "the agent extension got no INVITE"
-    assert invites[0].get("X-AICC-Transcript") == f"/api/calls/{call_id}/transcript"
-    lines = call_lines(voicebot, call_id)
-    assert any(ln["speaker"] == "caller" and heard in ln["text"].lower() for ln in lines), lines
-    assert (
-        sql(voicebot, f"SELECT outcome FROM aicc.calls WHERE call_id = '{call_id}'")[0]["outcome"]
-        == "transferred"
-    )
 
 
 def test_caller_speech_stops_the_greeting_within_300ms(voicebot: InstalledSite) -> None:

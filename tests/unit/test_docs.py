@@ -34,3 +34,17 @@ def test_readme_opens_with_the_demo_and_the_test_command() -> None:
     first_block = README.read_text().split("```")[1]
     assert "aicc demo" in first_block
     assert ".venv/bin/pytest" in first_block
+
+
+APPLIANCE_README = README.parent / "appliance" / "README.md"
+
+
+def test_the_report_definitions_in_the_docs_are_the_codes() -> None:
+    from aicc.appliance.reports.definitions import markdown
+
+    text = APPLIANCE_README.read_text(encoding="utf-8")
+    m = re.search(r"<!-- report-definitions:.*?-->\n(.*?)<!-- /report-definitions -->", text, re.S)
+    assert m, "appliance/README.md lost its report-definitions markers"
+    assert m.group(1).strip() == markdown().strip(), (
+        "appliance/README.md's report definitions differ from appliance/reports/definitions.py"
+    )

@@ -134,6 +134,13 @@ def test_roles_keep_the_sizing_table_true() -> None:
         ("tcp", s.monitoring.alertmanager_port),
     }
     assert [(x.proto, x.port) for x in common_listeners(s)] == [("tcp", s.monitoring.node_exporter_port)]
+    # The API's own port is on loopback behind nginx: not a host listener.
+    assert {(x.proto, x.port, x.process) for x in listeners("app", s)} == {
+        ("tcp", s.app.https_port, "nginx"),
+        ("tcp", s.app.api_metrics_port, "python"),
+        ("tcp", s.app.acd_metrics_port, "python"),
+    }
+    assert [unit for unit, _pkg in SERVICES["app"]] == ["nginx", "aicc-api", "aicc-acd"]
     # The ports the roles bind come from these settings through settings_to_ansible_vars.
     from aicc.installer.settings import settings_to_ansible_vars
 

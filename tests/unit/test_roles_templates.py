@@ -200,6 +200,8 @@ SITE_VARS: dict[str, Any] = {
     "rtpengine_delete_delay": 7,
     "monitoring_scrape_interval_s": 30,
     "monitoring_retention_days": 20,
+    "voicebot_metrics_port": 9171,
+    "appliance_api_metrics_port": 9172,
 }
 
 
@@ -265,6 +267,9 @@ def test_prometheus_config_passes_promtool_and_targets_follow_the_inventory(spli
         "postgres": {"10.0.0.71:9188": "db1"},
         "kamailio": {"10.0.0.11:9152": "sip1"},
         "rtpengine": {"10.0.0.21:2226": "media1"},
+        "aicc_voicebot": {"10.0.0.31:9171": "bot1"},
+        "aicc_api": {"10.0.0.61:9172": "app1"},
+        "aicc_acd": {"10.0.0.61:9163": "app1"},
     }
     assert {j["job_name"]: j["metrics_path"] for j in config["scrape_configs"]}["kamailio"] == "/metrics"
     assert config["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["10.0.0.81:9093"]}]}]
@@ -284,6 +289,9 @@ def test_prometheus_config_for_one_host_lists_each_target_once(single: Path) -> 
         "postgres": ["192.0.2.10:9188"],
         "kamailio": ["192.0.2.10:9152"],
         "rtpengine": ["192.0.2.10:2226"],
+        "aicc_voicebot": ["192.0.2.10:9171"],
+        "aicc_api": ["192.0.2.10:9172"],
+        "aicc_acd": ["192.0.2.10:9163"],
     }
 
 
@@ -330,9 +338,8 @@ def test_pg_hba_allows_each_login_only_from_its_hosts_over_tls(split: Path) -> N
     rules = hba_rules((split / "db1" / "pg-hba").read_text())
     remote = [r for r in rules if r[0] != "local" and not r[3].startswith(("127.0.0.1/", "::1/"))]
     assert {(r[0], r[1], r[2], r[3], r[4]) for r in remote} == {
+        # only app hosts run the appliance's schema migrations as the owner
         ("hostssl", "aicc", "aicc_owner", "10.0.0.61/32", "scram-sha-256"),
-        # voicebot hosts run the appliance's schema migrations as the owner at install time
-        ("hostssl", "aicc", "aicc_owner", "10.0.0.31/32", "scram-sha-256"),
         ("hostssl", "aicc", "aicc_app", "10.0.0.61/32", "scram-sha-256"),
         ("hostssl", "aicc", "aicc_app", "10.0.0.31/32", "scram-sha-256"),
         ("hostssl", "aicc", "aicc_reporting", "10.0.0.61/32", "scram-sha-256"),
@@ -340,7 +347,7 @@ def test_pg_hba_allows_each_login_only_from_its_hosts_over_tls(split: Path) -> N
         ("hostssl", "aicc", "kamailio", "10.0.0.11/32", "scram-sha-256"),
         ("hostssl", "aicc", "aicc_reporting", "10.0.0.1/32", "scram-sha-256"),
     }
-    assert len(remote) == 8, "duplicate rules"
+    assert len(remote) == 7, "duplicate rules"
     methods = {r[-1] for r in rules}
     assert methods <= {"peer", "scram-sha-256"}, methods  # never trust, password or md5
     local_tcp = [r for r in rules if r[0] == "host"]

@@ -76,6 +76,8 @@ def test_environment_overrides_the_file_and_is_named_when_wrong(
         ("media:\n  port_min: 30000\n  port_max: 30010\n", "at least 100 above"),
         ("sip:\n  service_numbers:\n    '40a0': voicebot\n", "must be digits"),
         ("profile: huge\n", "profile"),
+        ("app:\n  api_metrics_port: 9163\n", "app ports must all differ"),
+        ("app:\n  session_ttl_s: 600\n  session_idle_s: 900\n", "must not exceed session_ttl_s"),
     ],
 )
 def test_semantic_errors_are_explained(tmp_path: Path, text: str, fragment: str) -> None:
@@ -91,3 +93,24 @@ def test_ansible_vars_follow_the_settings() -> None:
     assert v["kamailio_udp_port"] == 5070
     assert (v["rtpengine_port_min"], v["rtpengine_port_max"]) == (40000, 41000)
     yaml.safe_dump(v)  # plain data, serialisable as an extra-vars file
+
+
+def test_app_settings_reach_the_appliance_role() -> None:
+    settings = SiteSettings.model_validate(
+        {
+            "app": {"https_port": 8443, "api_port": 8011, "session_idle_s": 600, "lockout_s": 60},
+            "database": {"port": 5433, "name": "cc"},
+        }
+    )
+    v = settings_to_ansible_vars(settings)
+    assert (v["appliance_https_port"], v["appliance_api_port"]) == (8443, 8011)
+    assert (v["appliance_api_metrics_port"], v["appliance_acd_metrics_port"]) == (9162, 9163)
+    assert (v["appliance_session_ttl_s"], v["appliance_session_idle_s"]) == (43200, 600)
+    assert (v["appliance_login_max_failures"], v["appliance_lockout_s"]) == (5, 60)
+    assert (v["appliance_db_port"], v["appliance_db_name"]) == (5433, "cc")
+    role = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "roles/appliance/defaults/main.yml").read_text()
+    )
+    assert not [k for k in v if k.startswith("appliance_") and k not in role], (
+        "a variable the role does not have"
+    )

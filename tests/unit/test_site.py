@@ -59,3 +59,10 @@ def test_no_secret_value_in_settings_or_inventory(tmp_path: Path) -> None:
     site = init_site(tmp_path, profile="ha")
     public = site.settings_path.read_text() + site.inventory_path.read_text()
     assert not [v for v in site.secrets().values() if v in public]
+
+
+def test_no_admin_password_is_generated_but_the_api_key_is(tmp_path: Path) -> None:
+    """The first admin is made with `aicc admin create`: no admin password sits in secrets.yml."""
+    secrets = init_site(tmp_path, profile="single").secrets()
+    assert not [name for name in secrets if "admin" in name]
+    assert len(secrets["api_secret_key"]) >= 32

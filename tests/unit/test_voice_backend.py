@@ -1,5 +1,5 @@
-"""The demo backend, call records and migrations against a real, throwaway PostgreSQL cluster
-(initdb + pg_ctl in a temp dir: no system service needed, so CI runs it too)."""
+"""The demo backends (retail and bank), call records and migrations against a real, throwaway PostgreSQL
+cluster (initdb + pg_ctl in a temp dir: no system service needed, so CI runs it too)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from aicc.appliance.calls.migrate import Migration, MigrationError, all_migrations, apply
 from aicc.appliance.calls.record import CallRecord
-from aicc.appliance.calls.scratchdb import scratch_cluster
 from aicc.appliance.calls.store import CallStore
+from aicc.appliance.connectors.bank import BankBackend
 from aicc.appliance.connectors.base import ConnectorError
 from aicc.appliance.connectors.demo import DemoBackend
+from aicc.appliance.connectors.phone import e164
+from aicc.appliance.db.migrate import Migration, MigrationError, all_migrations, apply
+from aicc.appliance.db.scratch import scratch_cluster
 from aicc.appliance.voice.dialogue import DialogueManager, DialogueParams
 from aicc.appliance.voice.frames import SpeakFrame, StartFrame, TranscriptionFrame
 from aicc.appliance.voice.pipeline import Pipeline
-from tests.unit.test_voice_fakes import FakeLLM, anyio_backend  # noqa: F401
+from tests.unit.test_voice_fakes import RETAIL, FakeLLM, anyio_backend  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +121,13 @@ async def test_compound_chinese_request_against_the_real_backend_and_stored_reco
         ],
     }
     record = CallRecord(call_id="rec-1", caller="sip:+8613800000002@x", service="voicebot-zh")
-    dm = DialogueManager(FakeLLM({"订单": plan}), DemoBackend(pool), record, DialogueParams(notice=False))
+    dm = DialogueManager(
+        FakeLLM({"订单": plan}),
+        {"retail": (RETAIL, DemoBackend(pool))},
+        record,
+        DialogueParams(notice=False),
+        autostart="retail",
+    )
     said: list[str] = []
 
     async def sink(frame: object) -> None:
@@ -155,3 +163,122 @@ async def test_compound_chinese_request_against_the_real_backend_and_stored_reco
     assert loaded["tool_calls"][1]["confirmed"] is True
     assert [ln["speaker"] for ln in loaded["lines"]][:3] == ["bot", "caller", "bot"]
     assert loaded["turns"][0]["stages"] == {"asr": 0.4, "turn": 1.2}
+
+
+TEST_CALLER = "sip:13800138000@10.231.200.1"  # the lab's test calls: a customer of both demo backends
+
+
+@pytest.mark.parametrize(
+    ("caller", "number"),
+    [
+        ("sip:13800138000@10.231.200.1", "+8613800138000"),
+        ("<sip:+86 138-0013-8000@proxy>;tag=a1", "+8613800138000"),
+        ("008613800138000", "+8613800138000"),
+        ("tel:02112345678", "+862112345678"),
+        ("sip:1001@127.0.0.1", ""),  # an extension, not a phone number
+        ("sip:t@127.0.0.1", ""),
+    ],
+)
+def test_caller_numbers_in_one_form(caller: str, number: str) -> None:
+    assert e164(caller) == number
+
+
+@pytest.mark.anyio
+async def test_lookup_customer_gives_name_tier_and_language(pool: AsyncConnectionPool[Any]) -> None:
+    retail, bank = DemoBackend(pool), BankBackend(pool)
+    assert "lookup_customer" not in RETAIL.tools  # for IVR lookups, not the planner
+    found = await retail.call("lookup_customer", {"phone": TEST_CALLER}, caller=TEST_CALLER)
+    assert found == {"name": "李雷", "tier": "gold", "language": "zh"}
+    vip = await retail.call("lookup_customer", {"phone": "+8613800000002"}, caller="x")
+    assert vip["tier"] == "vip"
+    assert (await bank.call("lookup_customer", {"phone": "13800138000"}, caller="x"))["tier"] == "vip"
+    for backend in (retail, bank):
+        with pytest.raises(ConnectorError) as err:
+            await backend.call("lookup_customer", {"phone": "sip:1001@pbx"}, caller="x")
+        assert err.value.kind == "not_found"
+
+
+@pytest.mark.anyio
+async def test_bank_reads_the_callers_cards_and_says_them_in_both_languages(
+    pool: AsyncConnectionPool[Any],
+) -> None:
+    bank = BankBackend(pool)
+    status = await bank.call("get_card_status", {"card_last4": "8421"}, caller=TEST_CALLER)
+    assert status["status"] == "active"
+    # Card digits one by one: the TTS would read 8421 as a number.
+    assert (
+        bank.describe("get_card_status", {}, status, "en") == "Your debit card ending in 8 4 2 1 is active."
+    )
+    assert bank.describe("get_card_status", {}, status, "zh") == "您尾号八四二幺的借记卡状态正常。"
+    recent = await bank.call("list_recent_transactions", {"card_last4": "8421"}, caller=TEST_CALLER)
+    assert recent["count"] == 3 and recent["transactions"][0]["merchant_en"] == "Starbucks"
+    assert bank.describe("list_recent_transactions", {}, recent, "en") == (
+        "The last 3 payments with your card ending in 8 4 2 1: November 24, 36.5 yuan at Starbucks; "
+        "November 23, 1280 yuan at JD.com; November 22, 58 yuan at Hema Fresh."
+    )
+    assert bank.describe("list_recent_transactions", {}, recent, "zh") == (
+        "您尾号八四二幺的卡最近3笔交易：11月24日在星巴克消费36.5元；11月23日在京东商城消费1280元；"
+        "11月22日在盒马鲜生消费58元。"
+    )
+    one = await bank.call("list_recent_transactions", {"card_last4": "5307", "count": 1}, caller=TEST_CALLER)
+    assert [t["merchant_zh"] for t in one["transactions"]] == ["海底捞"]
+    assert (
+        bank.confirm_line("block_card", {"card_last4": "5307"}, "zh")
+        == "请确认：冻结您尾号五三零七的卡，对吗？"
+    )
+
+
+@pytest.mark.anyio
+async def test_bank_blocks_then_reports_lost_and_logs_each_change(pool: AsyncConnectionPool[Any]) -> None:
+    bank = BankBackend(pool)
+    caller = "sip:+8613800000001@proxy"  # Alice: card 1122
+    blocked = await bank.call("block_card", {"card_last4": "1122"}, caller=caller)
+    assert blocked["changed"] is True and blocked["status"] == "blocked"
+    assert bank.describe("block_card", {}, blocked, "en") == (
+        "Done. Your credit card ending in 1 1 2 2 is blocked; nobody can pay with it now."
+    )
+    again = await bank.call("block_card", {"card_last4": "1122"}, caller=caller)
+    assert again["changed"] is False
+    assert bank.describe("block_card", {}, again, "zh") == "您尾号幺幺二二的信用卡已冻结，无需再次办理。"
+    lost = await bank.call("report_lost_card", {"card_last4": "1122"}, caller=caller)
+    assert lost["changed"] is True and lost["status"] == "lost"
+    assert "新卡将在7个工作日内寄出" in bank.describe("report_lost_card", {}, lost, "zh")
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT a.action, a.old_status, a.new_status, a.caller FROM aicc.demo_bank_card_actions a "
+            "JOIN aicc.demo_bank_cards c ON c.id = a.card_id WHERE c.last4 = '1122' ORDER BY a.id"
+        )
+        assert await cur.fetchall() == [
+            ("block", "active", "blocked", caller),
+            ("report_lost", "blocked", "lost", caller),
+        ]
+
+
+@pytest.mark.anyio
+async def test_bank_caller_reaches_only_their_own_cards(pool: AsyncConnectionPool[Any]) -> None:
+    bank = BankBackend(pool)
+    # 8421 is the test caller's (active) and 王芳's (blocked): each caller hears about their own.
+    mine = await bank.call("get_card_status", {"card_last4": "8421"}, caller=TEST_CALLER)
+    hers = await bank.call("get_card_status", {"card_last4": "8421"}, caller="sip:13800000002@proxy")
+    assert (mine["status"], hers["status"]) == ("active", "blocked")
+    for tool in ("get_card_status", "list_recent_transactions", "block_card", "report_lost_card"):
+        with pytest.raises(ConnectorError) as err:
+            await bank.call(tool, {"card_last4": "7788"}, caller=TEST_CALLER)  # 王芳's card
+        assert err.value.kind == "not_found", tool
+    with pytest.raises(ConnectorError) as err:
+        await bank.call("get_card_status", {"card_last4": "8421"}, caller="sip:1001@pbx")
+    assert err.value.kind == "not_found"  # a caller with no number has no cards
+    with pytest.raises(ConnectorError):
+        await bank.call(
+            "create_ticket",
+            {"summary": "charged twice", "category": "transaction", "card_last4": "7788"},
+            caller=TEST_CALLER,
+        )
+    ticket = await bank.call("create_ticket", {"summary": "card not arrived", "category": "card"}, caller="x")
+    assert ticket["ticket_id"] >= 1
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT status FROM aicc.demo_bank_cards WHERE last4 = '7788'")
+        assert await cur.fetchone() == ("active",)  # nothing changed on somebody else's card
+    assert bank.not_found_line("block_card", {"card_last4": "7788"}, "en") == (
+        "Sorry, I couldn't find a card ending in 7 7 8 8 in your name. Please check the last four digits."
+    )

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from aicc.appliance.bots.definition import PromptKey
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.voice.dialogue import (
     HISTORY_MAX_MESSAGES,
-    PROMPTS,
     DialogueManager,
     DialogueParams,
     compact,
@@ -31,7 +31,8 @@ from aicc.appliance.voice.frames import (
 )
 from aicc.appliance.voice.numbers import digit_runs
 from aicc.appliance.voice.pipeline import Pipeline
-from tests.unit.test_voice_fakes import FakeConnector, FakeLLM, anyio_backend  # noqa: F401
+from aicc.models.engines.base import Language
+from tests.unit.test_voice_fakes import RETAIL, FakeConnector, FakeLLM, anyio_backend, retail_on  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +52,9 @@ class Harness:
         self.metrics: list[tuple[str, float, dict[str, str]]] = []
         self.record = CallRecord(call_id="t1")
         params.setdefault("hold_line", False)  # its own tests turn it on
-        self.dm = DialogueManager(llm, connector, self.record, DialogueParams(notice=False, **params))
+        self.dm = DialogueManager(
+            llm, retail_on(connector), self.record, DialogueParams(notice=False, **params), autostart="retail"
+        )
 
         async def sink(frame: Frame) -> None:
             self.out.append(frame)
@@ -89,9 +92,14 @@ def spoken(frames: list[Frame]) -> list[str]:
     return [f.text for f in frames if isinstance(f, SpeakFrame)]
 
 
+def line(key: PromptKey, language: Language = "en") -> str:
+    """What the retail bot says for a prompt key."""
+    return RETAIL.prompt(key, language)
+
+
 async def test_greeting_in_service_language() -> None:
     async with Harness(FakeLLM({}), FakeConnector(), language="zh") as h:
-        assert spoken(h.out) == [PROMPTS["greeting"]["zh"]]
+        assert spoken(h.out) == [line("greeting", "zh")]
 
 
 async def test_order_status_runs_tool_and_speaks_result() -> None:
@@ -173,7 +181,7 @@ async def test_write_declined_changes_nothing() -> None:
         await h.say("查询订单100234并修改地址 address")
         out = await h.say("不用了，取消")
     assert conn.addresses["100234"] == "old street"
-    assert spoken(out) == [PROMPTS["cancelled"]["zh"]]
+    assert spoken(out) == [line("cancelled", "zh")]
 
 
 async def test_invalid_arguments_are_not_executed() -> None:
@@ -182,7 +190,7 @@ async def test_invalid_arguments_are_not_executed() -> None:
     async with Harness(FakeLLM({"order": bad}), conn) as h:
         out = await h.say("what about my order")
     assert conn.calls == []
-    assert spoken(out) == [PROMPTS["ask_order"]["en"]]
+    assert spoken(out) == [line("ask_id")]
 
 
 @pytest.mark.parametrize("said", ["转人工", "我要在员工客服"])  # the second: 我要转人工客服 over G.711
@@ -190,9 +198,9 @@ async def test_transfer_on_request_in_chinese(said: str) -> None:
     async with Harness(FakeLLM({}), FakeConnector(), language="zh") as h:
         out = await h.say(said, language="zh")
     transfers = [f for f in out if isinstance(f, TransferFrame)]
-    assert transfers and transfers[0].reason == "requested" and transfers[0].target == "1001"
-    assert spoken(out) == [PROMPTS["transfer"]["zh"]]
-    assert h.record.transfer_target == "1001"
+    assert transfers and transfers[0].reason == "requested" and transfers[0].intent == "requested"
+    assert spoken(out) == [line("transfer", "zh")]
+    assert transfers[0].summary.endswith("。")
 
 
 async def test_transfer_after_repeated_misunderstanding() -> None:
@@ -200,7 +208,7 @@ async def test_transfer_after_repeated_misunderstanding() -> None:
         first = await h.say("blah blah")
         await h.say("blah blah")
         third = await h.say("blah blah")
-    assert spoken(first) == [PROMPTS["unclear"]["en"]]
+    assert spoken(first) == [line("unclear")]
     assert any(isinstance(f, TransferFrame) and f.reason == "misunderstood" for f in third)
 
 
@@ -209,7 +217,7 @@ async def test_low_confidence_reprompts_then_transfers() -> None:
         first = await h.say("order", confidence=0.1)
         await h.say("order", confidence=0.1)
         third = await h.say("order", confidence=0.1)
-    assert spoken(first) == [PROMPTS["sorry_asr"]["en"]]
+    assert spoken(first) == [line("sorry_asr")]
     assert any(isinstance(f, TransferFrame) and f.reason == "low_confidence" for f in third)
 
 
@@ -220,21 +228,21 @@ async def test_confidence_threshold_is_per_language() -> None:
         zh = await h.say("转人工", confidence=0.3, language="zh")
     async with Harness(FakeLLM({}), FakeConnector()) as h:
         en = await h.say("I want a human agent", confidence=0.3)
-    assert spoken(zh) == [PROMPTS["transfer"]["zh"]]
-    assert spoken(en) == [PROMPTS["sorry_asr"]["en"]]
+    assert spoken(zh) == [line("transfer", "zh")]
+    assert spoken(en) == [line("sorry_asr")]
 
 
 async def test_connector_failure_gives_graceful_line() -> None:
     async with Harness(FakeLLM({"order": STATUS}), FakeConnector(fail=True)) as h:
         out = await h.say("order 100234")
-    assert spoken(out)[0] == PROMPTS["connector_trouble"]["en"]
+    assert spoken(out)[0] == line("connector_trouble")
     assert h.record.tool_calls[0].ok is False
 
 
 async def test_connector_timeout_gives_graceful_line() -> None:
     async with Harness(FakeLLM({"order": STATUS}), FakeConnector(delay_s=1.0), tool_timeout_s=0.05) as h:
         out = await h.say("order 100234")
-    assert spoken(out)[0] == PROMPTS["connector_trouble"]["en"]
+    assert spoken(out)[0] == line("connector_trouble")
     assert h.record.tool_calls[0].error == "timeout"
 
 
@@ -248,7 +256,7 @@ async def test_not_found_order_is_an_answer_not_an_error() -> None:
 async def test_llm_failure_transfers_with_graceful_line() -> None:
     async with Harness(FakeLLM({}, fail=True), FakeConnector()) as h:
         out = await h.say("order 100234")
-    assert spoken(out) == [PROMPTS["engine_trouble"]["en"]]
+    assert spoken(out) == [line("engine_trouble")]
     assert any(isinstance(f, TransferFrame) and f.reason == "engine_failure" for f in out)
 
 
@@ -258,7 +266,7 @@ async def test_hold_line_at_once_when_the_caller_names_an_order_number() -> None
         said_at = time.monotonic()
         out = await h.say("what is the status of order 1 0 0 2 3 4")
     speak = [f for f in out if isinstance(f, SpeakFrame)]
-    assert [f.text for f in speak[:2]] == [PROMPTS["hold"]["en"], "Order 100234 has shipped."]
+    assert [f.text for f in speak[:2]] == [line("hold"), "Order 100234 has shipped."]
     assert speak[0].hold and speak[0].created - said_at < 0.2  # before the LLM has planned anything
     assert speak[1].created - said_at > 0.8
 
@@ -270,11 +278,11 @@ async def test_hold_line_only_when_the_streamed_plan_needs_tools() -> None:
         chat = spoken(await h.say("when are you open"))
         repeat = spoken(await h.send(DTMFFrame(digit="9")))
     # no number named: the hold line once the plan shows a lookup, then the bot asks which order
-    assert lookup[:2] == [PROMPTS["hold"]["en"], PROMPTS["ask_order"]["en"]]
-    assert PROMPTS["hold"]["en"] not in chat  # no lookup: the answer itself comes as fast
-    assert PROMPTS["hold"]["en"] not in repeat  # "repeat" repeats the answer, not the hold line
+    assert lookup[:2] == [line("hold"), line("ask_id")]
+    assert line("hold") not in chat  # no lookup: the answer itself comes as fast
+    assert line("hold") not in repeat  # "repeat" repeats the answer, not the hold line
     hold_frames = [f for f in h.out if isinstance(f, SpeakFrame) and f.hold]
-    assert [f.text for f in hold_frames] == [PROMPTS["hold"]["en"]]
+    assert [f.text for f in hold_frames] == [line("hold")]
 
 
 async def test_chat_streams_llm_tokens() -> None:
@@ -296,7 +304,7 @@ async def test_dtmf_zero_transfers_and_nine_repeats() -> None:
     async with Harness(FakeLLM({}), FakeConnector()) as h:
         again = await h.send(DTMFFrame(digit="9"))
         out = await h.send(DTMFFrame(digit="0"))
-    assert spoken(again) == [PROMPTS["greeting"]["en"]]
+    assert spoken(again) == [line("greeting")]
     assert any(isinstance(f, TransferFrame) and f.reason == "dtmf" for f in out)
 
 
@@ -312,7 +320,7 @@ async def test_no_input_reprompts_then_hangs_up() -> None:
     async with Harness(FakeLLM({}), FakeConnector()) as h:
         first = await h.send(NoInputFrame(count=1))
         last = await h.send(NoInputFrame(count=3))
-    assert spoken(first) == [PROMPTS["no_input"]["en"]]
+    assert spoken(first) == [line("no_input")]
     hang = [f for f in last if isinstance(f, HangupFrame)]
     assert hang and hang[0].outcome == "abandoned"
 
@@ -368,7 +376,7 @@ async def test_an_order_number_the_caller_did_not_say_is_not_used() -> None:
     async with Harness(FakeLLM({"order": invented}), conn) as h:
         out = await h.say("status of order 0 0 2 3 4 please")  # five digits heard: the model padded them
     assert conn.calls == []
-    assert spoken(out) == [PROMPTS["ask_order"]["en"]]
+    assert spoken(out) == [line("ask_id")]
 
 
 async def test_order_number_keyed_in_after_the_bot_asks_for_it() -> None:

@@ -2,7 +2,8 @@
 
 The fake VAD calls loud frames speech; the fake ASR maps an utterance's tone frequency to a scripted
 transcript; the fake TTS answers with a tone whose length follows the text; the fake LLM plans from
-a table keyed by the caller's words.
+a table keyed by the caller's words. The fake connector has two of the retail tools; the shipped
+retail definition runs on it (the dialogue manager offers the tools both have).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aicc.appliance.connectors.base import ConnectorError
+from aicc.appliance.bots.definition import BotDefinition, shipped_definitions
+from aicc.appliance.connectors.base import Connector, ConnectorError
 from aicc.appliance.voice.audio import rms, tone
 from aicc.models.engines.base import (
     Audio,
@@ -29,6 +31,7 @@ from aicc.models.engines.base import (
 )
 
 RATE = 16000
+RETAIL = shipped_definitions()["retail"]
 
 
 @pytest.fixture
@@ -210,3 +213,8 @@ class FakeConnector:
             ),
             ("refund 555002", {"intent": "tools", "actions": [{"tool": "refund", "arguments": {}}]}),
         ]
+
+
+def retail_on(connector: Connector) -> dict[str, tuple[BotDefinition, Connector]]:
+    """The dialogue manager's bots: the shipped retail bot on `connector`."""
+    return {"retail": (RETAIL, connector)}

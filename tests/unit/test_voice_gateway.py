@@ -1,28 +1,42 @@
 """The gateway over real UDP on loopback: SIP answers (200/400/422/481/487/488/503), SDP offer/answer
-with G.711 and G.722, RTP echo, DTMF, re-INVITE, session timer and RTP timeouts, and the transfer
-bridge to an agent carrying the transcript header. Engines are fakes; SIP and RTP are real."""
+with G.711 and G.722, RTP echo, DTMF, re-INVITE, session timer and RTP timeouts, and a caller's way
+through the IVR flow to an agent: queued with the ACD (a fake that offers at once), the agent's phone
+rung and bridged with the transcript header, hold, the survey after the agent hangs up. Engines and
+the ACD are fakes; SIP and RTP are real."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
 
+from aicc.appliance.acd import commands as cmds
+from aicc.appliance.acd.client import AcdUnavailable, GatewayMessage
 from aicc.appliance.calls.record import CallRecord
+from aicc.appliance.events.kinds import Event
 from aicc.appliance.voice import sdp, sip
 from aicc.appliance.voice.audio import tone
 from aicc.appliance.voice.bot import BotEngines
 from aicc.appliance.voice.caller import Caller
 from aicc.appliance.voice.config import GatewayConfig
 from aicc.appliance.voice.dialog import CallFailed
-from aicc.appliance.voice.dialogue import PROMPTS
 from aicc.appliance.voice.gateway import TRANSCRIPT_HEADER, Gateway
 from aicc.appliance.voice.transport import SipTransport
 from aicc.models.engines.base import Audio, Language
-from tests.unit.test_voice_fakes import FakeASR, FakeConnector, FakeLLM, FakeTTS, FakeVAD, anyio_backend  # noqa: F401
+from tests.integration.agentphone import AgentPhone
+from tests.unit.test_voice_fakes import (  # noqa: F401
+    FakeASR,
+    FakeConnector,
+    FakeLLM,
+    FakeTTS,
+    FakeVAD,
+    anyio_backend,
+    retail_on,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -61,18 +75,68 @@ class SlowTTS(FakeTTS):
 
 def engines(tts: FakeTTS | None = None) -> BotEngines:
     return BotEngines(
-        llm=FakeLLM({}), asr=FakeASR({}), tts=tts or FakeTTS(), vad=FakeVAD, connector=FakeConnector()
+        llm=FakeLLM({}), asr=FakeASR({}), tts=tts or FakeTTS(), vad=FakeVAD, bots=retail_on(FakeConnector())
     )
 
 
-async def start_gateway(
-    cfg: GatewayConfig, eng: BotEngines | None = None, records: list[CallRecord] | None = None
-) -> Gateway:
-    async def save(rec: CallRecord) -> None:
-        if records is not None:
-            records.append(rec)
+class Records:
+    """The gateway's record sink: every save, in order."""
 
-    gw = Gateway(cfg, eng, saver=save)
+    def __init__(self, saved: list[CallRecord]) -> None:
+        self.saved = saved
+
+    def changed(self, rec: CallRecord) -> None:
+        pass
+
+    async def save_now(self, rec: CallRecord) -> None:
+        self.saved.append(rec)
+
+
+class FakeAcd:
+    """Takes every contact and offers it at once (before the Enqueue's result) to `extension` (the
+    agent's phone); records commands.
+    unavailable: as if no ACD answered."""
+
+    def __init__(self, extension: str = "1001", *, unavailable: bool = False) -> None:
+        self.extension = extension
+        self.unavailable = unavailable
+        self.commands: list[cmds.Command] = []
+        self.on_gateway: Any = None
+        self.pool = None
+
+    async def submit(
+        self, cmd: cmds.Command, *, wait: bool = True, durable: bool = False
+    ) -> dict[str, Any] | None:
+        if self.unavailable and not durable:
+            raise AcdUnavailable("no active ACD answered")
+        self.commands.append(cmd)
+        if isinstance(cmd, cmds.Enqueue):
+            offer = GatewayMessage(
+                "offer", cmd.contact_id, "00000000-0000-4000-8000-000000000001", 7, self.extension, 5
+            )
+            # The real ACD's offer NOTIFY comes in the Enqueue's own transaction, before its result.
+            self.on_gateway(offer)
+            return {
+                "position": 1,
+                "ewt_s": 20.0,
+                "staffed": 1,
+                "callback_offer": False,
+                "announce_every_s": 0,
+            }
+        return {}
+
+    def kinds(self) -> list[str]:
+        return [c.kind for c in self.commands]
+
+
+async def start_gateway(
+    cfg: GatewayConfig,
+    eng: BotEngines | None = None,
+    records: list[CallRecord] | None = None,
+    acd: FakeAcd | None = None,
+    events: list[Event] | None = None,
+) -> Gateway:
+    gw = Gateway(cfg, eng, records=Records(records if records is not None else []), acd=acd, events=events)  # type: ignore[arg-type]
     await gw.start()
     return gw
 
@@ -346,38 +410,53 @@ async def test_in_dialog_requests_for_unknown_calls_get_481_and_unknown_methods_
         await gw.stop()
 
 
-async def bot_in_front_of(agent_cfg: GatewayConfig) -> tuple[Gateway, list[CallRecord]]:
-    """A bot gateway whose transfers go to the agent's phone at agent_cfg (no Kamailio between)."""
+async def bot_in_front_of(
+    agent_cfg: GatewayConfig, acd: FakeAcd
+) -> tuple[Gateway, list[CallRecord], list[Event]]:
+    """A bot gateway whose ACD sends every contact to the agent's phone at agent_cfg (no Kamailio)."""
     records: list[CallRecord] = []
+    events = []
     bot_cfg = config(mode="bot", proxy=f"127.0.0.1:{agent_cfg.sip_port}", sip_domain="127.0.0.1")
-    return await start_gateway(bot_cfg, engines(), records), records
+    return await start_gateway(bot_cfg, engines(), records, acd, events), records, events
 
 
-async def test_bot_greets_at_once_and_dtmf_zero_bridges_to_the_agent_with_the_transcript() -> None:
+async def wait_for(predicate: Any, seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())
+
+
+async def test_dtmf_zero_queues_the_caller_and_the_acds_agent_is_bridged_with_the_transcript() -> None:
     agent_cfg = config()
     agent = await start_gateway(agent_cfg)  # an echo UA stands in for the agent's phone
-    gw, records = await bot_in_front_of(agent_cfg)
+    acd = FakeAcd()
+    gw, records, events = await bot_in_front_of(agent_cfg, acd)
     bot_cfg = gw.cfg
-    caller = Caller()
+    caller = Caller(number="13800138000")
     await caller.start()
     try:
         await caller.call(f"sip:4000@127.0.0.1:{bot_cfg.sip_port}", ("127.0.0.1", bot_cfg.sip_port))
         answered = asyncio.get_running_loop().time()
-        await asyncio.sleep(0.5)
+        assert await wait_for(lambda: caller.heard.first_voice_after(0) is not None, 2)
         first = caller.heard.first_voice_after(0)
-        assert first is not None and first - answered < 0.3, "greeting not ready at pickup"
+        assert first is not None and first - answered < 1.0, "greeting too slow"
         caller.dtmf("0")
-        for _ in range(100):
-            if agent.calls:
-                break
-            await asyncio.sleep(0.1)
-        assert agent.calls, "the agent leg never arrived"
+        assert await wait_for(lambda: bool(agent.calls)), "the agent leg never arrived"
+        enqueue = acd.commands[0]
+        assert (
+            isinstance(enqueue, cmds.Enqueue)
+            and enqueue.queue == "support-en"
+            and enqueue.caller == "13800138000"
+        )
+        assert enqueue.language == "en" and enqueue.attributes["intent"] == "dtmf"
         agent_call = next(iter(agent.calls.values()))
-        header = agent_call.invite.get(TRANSCRIPT_HEADER) or ""
         call_id = caller.dialog.call_id if caller.dialog else ""
-        assert header == f"/api/calls/{call_id}/transcript"
-        assert records and records[-1].outcome == "transferred"
-        assert any("<DTMF 0>" in ln.text for ln in records[-1].lines)
+        assert agent_call.invite.get(TRANSCRIPT_HEADER) == f"/api/calls/{call_id}/transcript"
+        assert await wait_for(lambda: "offer_result" in acd.kinds())
+        result = acd.commands[acd.kinds().index("offer_result")]
+        assert isinstance(result, cmds.OfferResult) and result.outcome == "answered"
         await asyncio.sleep(0.3)
         caller.heard.frames.clear()
         caller.play(tone(600, 1.0, 8000), 8000)  # through the bridge to the agent's echo and back
@@ -385,44 +464,101 @@ async def test_bot_greets_at_once_and_dtmf_zero_bridges_to_the_agent_with_the_tr
         await asyncio.sleep(0.4)
         assert abs(dominant_hz(caller.heard.pcm(), 8000) - 600) < 10
         await caller.hangup()
-        await asyncio.sleep(0.3)
-        assert not gw.calls and not agent.calls
+        assert await wait_for(lambda: "contact_end" in acd.kinds())
+        end = acd.commands[acd.kinds().index("contact_end")]
+        assert isinstance(end, cmds.ContactEnd) and end.ended_by == "caller" and end.talk_s > 0.5
+        assert await wait_for(lambda: not gw.calls and not agent.calls)
+        assert records[-1].outcome == "transferred" and records[-1].agent == "1001"
+        assert records[-1].queue == "support-en" and records[-1].contact_id == enqueue.contact_id
+        assert any("<DTMF 0>" in ln.text for ln in records[-1].lines)
+        assert events[0].kind == "call.started" and events[-1].kind == "call.ended"
     finally:
         await caller.close()
         await gw.stop()
         await agent.stop()
 
 
-async def test_no_free_agent_keeps_the_caller_with_the_bot() -> None:
+async def test_after_the_agent_hangs_up_the_caller_answers_the_survey() -> None:
+    agent_cfg = config()
+    agent = await start_gateway(agent_cfg)
+    acd = FakeAcd()
+    gw, records, events = await bot_in_front_of(agent_cfg, acd)
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        await asyncio.sleep(0.5)
+        caller.dtmf("0")
+        assert await wait_for(lambda: bool(agent.calls))
+        await asyncio.sleep(0.5)
+        await next(iter(agent.calls.values())).end("agent_done", "resolved", send_bye=True)
+        assert await wait_for(lambda: "contact_end" in acd.kinds())
+        end = acd.commands[acd.kinds().index("contact_end")]
+        assert isinstance(end, cmds.ContactEnd) and end.ended_by == "agent"
+        call = next(iter(gw.calls.values()))
+        assert await wait_for(lambda: any("satisfied" in ln.text for ln in call.record.lines)), (
+            call.record.lines
+        )
+        caller.dtmf("5")
+        assert await wait_for(lambda: any(e.kind == "contact.survey" for e in events))
+        survey = next(e for e in events if e.kind == "contact.survey")
+        assert survey.data == {"score": 5} and survey.contact_id == end.contact_id
+        assert await wait_for(caller.remote_bye.is_set), "the flow did not say goodbye and hang up"
+        assert records[-1].outcome == "transferred"
+    finally:
+        await caller.close()
+        await gw.stop()
+        await agent.stop()
+
+
+async def test_an_agent_who_does_not_take_it_is_reported_and_the_caller_keeps_waiting() -> None:
     agent_cfg = config(max_calls=1)
     agent = await start_gateway(agent_cfg)  # the agent's phone, already on a call: 503 to the next
     busy = Caller()
     await busy.start()
-    gw, records = await bot_in_front_of(agent_cfg)
-    bot_cfg = gw.cfg
+    acd = FakeAcd()
+    gw, records, _ = await bot_in_front_of(agent_cfg, acd)
     caller = Caller()
     await caller.start()
     try:
         await busy.call(f"sip:1001@127.0.0.1:{agent_cfg.sip_port}", ("127.0.0.1", agent_cfg.sip_port))
-        await caller.call(f"sip:4000@127.0.0.1:{bot_cfg.sip_port}", ("127.0.0.1", bot_cfg.sip_port))
+        await caller.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
         await asyncio.sleep(0.5)
         caller.dtmf("0")
-        call = next(iter(gw.calls.values()))
-        for _ in range(50):
-            if any(ln.text == PROMPTS["no_agent"]["en"] for ln in call.record.lines):
-                break
-            await asyncio.sleep(0.1)
-        assert any(ln.text == PROMPTS["no_agent"]["en"] for ln in call.record.lines), call.record.lines
-        assert gw.calls, "the caller was hung up instead of staying with the bot"
-        assert len(agent.calls) == 1  # only the call that kept the agent busy
+        assert await wait_for(lambda: "offer_result" in acd.kinds())
+        result = acd.commands[acd.kinds().index("offer_result")]
+        assert isinstance(result, cmds.OfferResult) and result.outcome == "unreachable"
+        await asyncio.sleep(0.5)
+        assert gw.calls, "the caller was hung up instead of waiting for the next agent"
+        assert next(iter(gw.calls.values())).holding, "no hold music while waiting"
         await caller.hangup()
-        await asyncio.sleep(0.3)
-        assert records[-1].outcome != "transferred" and not records[-1].transfer_target
+        assert await wait_for(lambda: "abandon" in acd.kinds())
+        assert await wait_for(lambda: bool(records) and records[-1].ended_at is not None)
+        assert records[-1].outcome == "abandoned" and not records[-1].agent
     finally:
         await caller.close()
         await busy.close()
         await gw.stop()
         await agent.stop()
+
+
+async def test_no_acd_answering_ends_in_the_flows_busy_path_not_a_dead_line() -> None:
+    agent_cfg = config()
+    acd = FakeAcd(unavailable=True)
+    gw, _, _ = await bot_in_front_of(agent_cfg, acd)
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        await asyncio.sleep(0.5)
+        caller.dtmf("0")
+        call = next(iter(gw.calls.values()))
+        assert await wait_for(lambda: any("all our agents are busy" in ln.text for ln in call.record.lines))
+        assert await wait_for(lambda: any("call you back" in ln.text for ln in call.record.lines))
+        await caller.hangup()
+    finally:
+        await caller.close()
+        await gw.stop()
 
 
 async def test_session_not_refreshed_in_time_is_hung_up() -> None:
@@ -470,3 +606,47 @@ async def test_update_refreshes_the_session() -> None:
         await caller.hangup()
         await caller.close()
         await gw.stop()
+
+
+class UnregisteredPhone(AgentPhone):
+    """The test agent's phone without a registrar: the bot gateway's proxy setting points at it."""
+
+    async def register(self, expires: int = 300) -> None:
+        pass
+
+
+async def test_the_agents_hold_is_timed_and_the_caller_hears_music_meanwhile() -> None:
+    phone = UnregisteredPhone("1001", "x", ("127.0.0.1", 9), "127.0.0.1", answer_after_s=0.2)
+    await phone.start()
+    acd = FakeAcd()
+    records: list[CallRecord] = []
+    events: list[Event] = []
+    cfg = config(mode="bot", proxy=f"127.0.0.1:{phone.transport.local[1]}", sip_domain="127.0.0.1")
+    gw = await start_gateway(cfg, engines(), records, acd, events)
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        await asyncio.sleep(0.5)
+        caller.dtmf("0")
+        assert await wait_for(lambda: phone.current is not None), "the agent's phone never answered"
+        await asyncio.sleep(0.5)
+        assert await phone.hold(True) == 200
+        caller.heard.frames.clear()
+        await asyncio.sleep(1.5)
+        assert caller.heard.first_voice_after(0) is not None, "silence instead of hold music"
+        assert await phone.hold(False) == 200
+        await caller.hangup()
+        assert await wait_for(lambda: "contact_end" in acd.kinds())
+        end = acd.commands[acd.kinds().index("contact_end")]
+        assert isinstance(end, cmds.ContactEnd) and 1.2 < end.hold_s < 3.0, end
+        kinds = [e.kind for e in events]
+        assert "contact.held" in kinds and "contact.resumed" in kinds, kinds
+        resumed = next(e for e in events if e.kind == "contact.resumed")
+        assert resumed.contact_id == end.contact_id and resumed.data["hold_s"] == pytest.approx(
+            end.hold_s, abs=0.1
+        )
+    finally:
+        await caller.close()
+        await gw.stop()
+        await phone.close()

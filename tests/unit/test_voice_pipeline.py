@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from aicc.appliance.bots.definition import PROMPTS
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.voice.asr import ASRProcessor
 from aicc.appliance.voice.audio import silence, tone
 from aicc.appliance.voice.bargein import BargeInProcessor, is_backchannel
-from aicc.appliance.voice.dialogue import PROMPTS, DialogueManager, DialogueParams
+from aicc.appliance.voice.dialogue import DialogueManager, DialogueParams
 from aicc.appliance.voice.frames import (
     EndFrame,
     ErrorFrame,
@@ -36,7 +37,16 @@ from aicc.appliance.voice.sentences import SentenceAggregator
 from aicc.appliance.voice.timers import CallTimersProcessor
 from aicc.appliance.voice.tts import TTSProcessor
 from aicc.appliance.voice.vad import EchoReference, VADProcessor
-from tests.unit.test_voice_fakes import FakeASR, FakeConnector, FakeLLM, FakeTTS, FakeVAD, anyio_backend  # noqa: F401
+from tests.unit.test_voice_fakes import (  # noqa: F401
+    RETAIL,
+    FakeASR,
+    FakeConnector,
+    FakeLLM,
+    FakeTTS,
+    FakeVAD,
+    anyio_backend,
+    retail_on,
+)
 
 pytestmark = pytest.mark.anyio
 RATE = 8000  # the codec side (G.711)
@@ -101,7 +111,9 @@ async def make_bot(
     tts = TTSProcessor(FakeTTS(fail=tts_fail), RATE)
     record = CallRecord(call_id="c1")
     llm = FakeLLM({"order": STATUS}, token_s=llm_token_s)
-    dm = DialogueManager(llm, FakeConnector(), record, DialogueParams(notice=notice))
+    dm = DialogueManager(
+        llm, retail_on(FakeConnector()), record, DialogueParams(notice=notice), autostart="retail"
+    )
     procs: list[FrameProcessor] = [
         VADProcessor(FakeVAD(), echo),
         ASRProcessor(asr),
@@ -120,7 +132,7 @@ async def make_bot(
     bot.pipeline.downstream_sink = sink
     bot.pipeline.reporter = lambda n, v, labels: bot.metrics.append((n, v, labels))
     if not tts_fail:
-        await tts.prewarm(DialogueManager.prewarm_lines(language))  # type: ignore[arg-type]
+        await tts.prewarm(DialogueManager.prewarm_lines(RETAIL, language))  # type: ignore[arg-type]
     else:
         tts.cache[(PROMPTS["engine_trouble"]["en"], "en")] = tone(200, 0.5, RATE)
     tts.fallback = {"en": PROMPTS["engine_trouble"]["en"], "zh": PROMPTS["engine_trouble"]["zh"]}

@@ -1,0 +1,139 @@
+"""Settings of the [app] host's services: /etc/aicc/app.yml, read by the API and the ACD.
+
+Secrets are files named here (the database conninfo, the API secret key), never values in the YAML,
+so the file can be shown and diffed freely.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aicc.appliance.documents import describe
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+MIN_SECRET_KEY_CHARS = 32
+
+
+class ConfigError(Exception):
+    """A settings or secret file that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AcdSettings(_Strict):
+    """Settings of the ACD service (appliance/acd); kept here so both services read one file."""
+
+    registrations_table: str = Field(
+        "kamailio.location",
+        pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$",
+        description="schema.table of Kamailio's registrations (usrloc db_mode); agents whose phone "
+        "is not registered there get no offers",
+    )
+    registrations_poll_s: float = Field(2.0, gt=0, le=60, description="how often registrations are read")
+    tick_s: float = Field(0.5, gt=0, le=10, description="timer resolution: ring timeouts, overflow steps")
+    gateway_timeout_s: float = Field(
+        30, ge=5, le=3600, description="contacts of a gateway silent this long are abandoned"
+    )
+    result_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="how long a producer waits for a command's result"
+    )
+    timezone: str = Field(
+        "UTC", description="the site's IANA time zone: 'today' of the live service-level figure"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import available_timezones
+
+        if value not in available_timezones():
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai or UTC")
+        return value
+
+
+class AppConfig(_Strict):
+    listen_host: str = Field("127.0.0.1", description="address uvicorn binds (nginx proxies to it)")
+    listen_port: Port = 8010
+    metrics_host: str = Field("127.0.0.1", description="address of both services' metrics listeners")
+    api_metrics_port: Port = 9162
+    acd_metrics_port: Port = 9163
+    database_dsn_file: Path = Field(description="file holding the PostgreSQL conninfo of the app login")
+    secret_key_file: Path = Field(description="file holding the site's api_secret_key (tokens' HMAC key)")
+    public_url: str = Field(
+        pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$",
+        description="the appliance's address as users reach it, e.g. https://10.0.0.5 (used in links)",
+    )
+    session_ttl_s: int = Field(43200, ge=60, le=30 * 86400, description="a login session lasts this long")
+    session_idle_s: int = Field(1800, ge=1, le=30 * 86400, description="an unused session ends after this")
+    login_max_failures: int = Field(5, ge=1, le=100, description="wrong passwords in a row before lockout")
+    lockout_s: int = Field(900, ge=1, le=86400, description="how long a user stays locked out")
+    ip_max_failures: int = Field(20, ge=1, le=10000, description="failed logins per client address ...")
+    ip_window_s: int = Field(300, ge=1, le=86400, description="... within this window before 429")
+    acd: AcdSettings = Field(default_factory=AcdSettings)
+    pool_min: int = Field(2, ge=0, le=100, description="database connections kept open")
+    pool_max: int = Field(20, ge=1, le=500, description="database connections at most")
+    sip_domain: str = Field(
+        "aicc.local",
+        pattern=r"^[A-Za-z0-9.-]{1,253}$",
+        description="the SIP domain (digest realm) agents' phones register in (site setting sip.domain)",
+    )
+    sip_schema: str = Field(
+        "kamailio", pattern=r"^[a-z_][a-z0-9_]*$", description="Kamailio's schema (its subscriber table)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AppConfig:
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"pool_min ({self.pool_min}) is above pool_max ({self.pool_max})")
+        if self.session_idle_s > self.session_ttl_s:
+            raise ValueError(
+                f"session_idle_s ({self.session_idle_s}) is above session_ttl_s ({self.session_ttl_s})"
+            )
+        return self
+
+    def database_dsn(self) -> str:
+        text = _read_secret(self.database_dsn_file, "database_dsn_file")
+        if not text:
+            raise ConfigError(
+                f"{self.database_dsn_file} (database_dsn_file): empty; write the conninfo there"
+            )
+        return text
+
+    def secret_key(self) -> bytes:
+        text = _read_secret(self.secret_key_file, "secret_key_file")
+        if len(text) < MIN_SECRET_KEY_CHARS:
+            raise ConfigError(
+                f"{self.secret_key_file} (secret_key_file): the key has {len(text)} characters, expected "
+                f"at least {MIN_SECRET_KEY_CHARS}; write the site's api_secret_key (secrets.yml) there"
+            )
+        return text.encode()
+
+
+def _read_secret(path: Path, field: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{path} ({field}): cannot read: {exc.strerror}") from None
+
+
+def load_config(path: Path) -> AppConfig:
+    """Read and validate app.yml; every problem names the file and the field."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings; found {type(loaded).__name__}")
+    try:
+        return AppConfig.model_validate(loaded)
+    except ValidationError as exc:
+        problems = "; ".join(f"{field or '(top level)'}: {msg}" for field, msg in describe(exc))
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,60 @@
+"""The role matrix as data: which permissions each role holds.
+
+A route declares exactly one permission (deps.require); a role may call it when the permission is in
+its set here. Permission names are shared with the other components' routes: keep them stable.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Role = Literal["agent", "supervisor", "admin", "auditor"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+PERMISSIONS: dict[str, str] = {
+    "users.read": "list and read users",
+    "users.write": "create, change, disable and unlock users; set their passwords",
+    "tokens.own": "one's own session, password and API tokens",
+    "tokens.all": "list and revoke every user's tokens",
+    "audit.read": "read the audit log",
+    "config.read": "read skills, queues, dispositions, agents' profiles and the routing policy",
+    "config.write": "change skills, queues, dispositions, agents' profiles and the routing policy",
+    "agent.self": "one's own agent status, offers and wrap-up",
+    "agents.state.write": "set other agents' status",
+    "live.read": "live queue and agent figures",
+    "reports.read": "reports",
+    "calls.read": "every call record",
+    "calls.own.read": "the records of one's own calls",
+    "numbers.full": "callers' numbers unmasked",
+    "callbacks.read": "the callback list",
+    "callbacks.write": "change a callback's status",
+    "contacts.write": "create and change contacts",
+}
+
+_AGENT = frozenset({"tokens.own", "agent.self", "live.read", "calls.own.read", "config.read"})
+_SUPERVISOR = _AGENT | {
+    "users.read",
+    "agents.state.write",
+    "reports.read",
+    "calls.read",
+    "callbacks.read",
+    "callbacks.write",
+}
+# The auditor reads everything an admin reads (the audit log included) and changes nothing but its own
+# tokens and password.
+_AUDITOR = frozenset(p for p in PERMISSIONS if p.endswith(".read")) | {"tokens.own"}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
+    "agent": _AGENT,
+    "supervisor": frozenset(_SUPERVISOR),
+    "admin": frozenset(PERMISSIONS),
+    "auditor": _AUDITOR,
+}
+
+
+_BY_NAME: dict[str, frozenset[str]] = {str(role): perms for role, perms in ROLE_PERMISSIONS.items()}
+
+
+def role_can(role: str, permission: str) -> bool:
+    """True when `role` holds `permission`; unknown roles hold nothing."""
+    return permission in _BY_NAME.get(role, frozenset())

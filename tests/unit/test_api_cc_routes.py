@@ -1,0 +1,277 @@
+"""The contact-center routes of the API against a real PostgreSQL and a real ACD process in this one:
+IVR flows with versions and rollback, service numbers, calendars, agents' status through the ACD
+(audited when a supervisor sets it), wrap-up, live figures, callbacks, agents' SIP credentials, and
+call records with numbers masked by role and agents limited to their own calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_asyncio
+import yaml
+
+from aicc.appliance.acd.client import AcdClient
+from aicc.appliance.acd.metrics import AcdMetrics
+from aicc.appliance.acd.service import AcdService
+from aicc.appliance.api.config import AcdSettings
+from aicc.appliance.ivr.flow import shipped_flows
+from tests.unit.api_support import (
+    Api,
+    ApiDatabase,
+    ApiUser,
+    api_db_fixture,  # noqa: F401
+    audit_since,
+    fresh_database,
+    last_audit_id,
+    make_user,
+    open_api,
+)
+
+YAML = {"Content-Type": "application/yaml"}
+
+
+@pytest.fixture(scope="module")
+def db(api_db: ApiDatabase) -> Iterator[ApiDatabase]:
+    """This module's own database: a queue, a disposition, an agent with a phone registered on a
+    stand-in of Kamailio's tables."""
+    fresh = fresh_database(api_db, "aicc_cc_routes")
+    with psycopg.connect(fresh.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO aicc.skills (name) VALUES ('orders')")
+        conn.execute(
+            "INSERT INTO aicc.queues (name, config) VALUES ('support-en', %s)",
+            ('{"name": "support-en", "language": "en", "skills": {"orders": 1}}',),
+        )
+        conn.execute(
+            "INSERT INTO aicc.dispositions (code, label) VALUES ('resolved', '{\"en\": \"Resolved\"}')"
+        )
+        conn.execute("CREATE SCHEMA kamailio")
+        conn.execute("CREATE TABLE kamailio.location (username text, expires timestamp)")
+        conn.execute(
+            "CREATE TABLE kamailio.subscriber (id serial, username text, domain text, ha1 text, ha1b text, "
+            "UNIQUE (username, domain))"
+        )
+        conn.execute("INSERT INTO kamailio.location VALUES ('1001', localtimestamp + interval '1 day')")
+    yield fresh
+
+
+@pytest.fixture(scope="module")
+def users(db: ApiDatabase) -> dict[str, ApiUser]:
+    made = {
+        role: make_user(db, role, username=f"cc-{role}")
+        for role in ("agent", "supervisor", "admin", "auditor")
+    }
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO aicc.agents (user_id, extension, profile) VALUES (%s, '1001', %s)",
+            (made["agent"].id, '{"skills": {"orders": 3}, "languages": ["en"]}'),
+        )
+    return made
+
+
+@pytest_asyncio.fixture
+async def api(db: ApiDatabase, users: dict[str, ApiUser]) -> AsyncIterator[Api]:
+    """The app, with a real ACD in this process and the API's ACD client on it."""
+    async with open_api(db, users) as opened:
+        service = AcdService(db.dsn, AcdSettings(registrations_poll_s=0.2, tick_s=0.1), AcdMetrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        client = AcdClient(opened.pool, db.dsn, source="test")  # type: ignore[arg-type]
+        await client.start()
+        opened.state.acd = client
+        try:
+            for _ in range(100):
+                if service.engine is not None:
+                    break
+                await asyncio.sleep(0.05)
+            yield opened
+        finally:
+            await client.close()
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def flow_text(name: str) -> str:
+    data = yaml.safe_load(Path(shipped_flows()["retail-en"]).read_text())
+    data["name"] = name
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+
+
+@pytest.mark.asyncio
+async def test_flows_are_versioned_rolled_back_simulated_and_audited(api: Api, db: ApiDatabase) -> None:
+    admin = api.auth("admin")
+    before = last_audit_id(db)
+    first = await api.client.post(
+        "/api/flows?comment=first", content=flow_text("shop"), headers={**admin, **YAML}
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["version"] == 1 and first.json()["active"] is True
+    changed = flow_text("shop").replace("Please hold, an agent", "Please stay on the line, an agent")
+    second = await api.client.post("/api/flows", content=changed, headers={**admin, **YAML})
+    assert second.json()["version"] == 2
+    versions = (await api.client.get("/api/flows/shop/versions", headers=admin)).json()
+    assert [(v["version"], v["active"]) for v in versions] == [(2, True), (1, False)]
+    back = await api.client.post("/api/flows/shop/rollback", json={"version": 1}, headers=admin)
+    assert back.status_code == 200
+    now = (await api.client.get("/api/flows/shop", headers=api.auth("supervisor"))).json()
+    assert now["version"] == 1 and "Please hold" in now["source"]
+    walked = await api.client.post(
+        "/api/flows/shop/simulate", json={"inputs": ["bot:transfer", "queue:served", "5"]}, headers=admin
+    )
+    assert walked.json()["outcome"] == "hangup_by_flow"
+    assert [s["node"] for s in walked.json()["path"]][-3:] == ["agents", "survey", "bye"]
+    actions = [e["action"] for e in audit_since(db, before)]
+    assert actions == ["flow.upload", "flow.upload", "flow.activate"]
+    # An agent reads flows but cannot change them; nothing changed after a refused upload.
+    refused = await api.client.post(
+        "/api/flows", content=flow_text("x"), headers={**api.auth("agent"), **YAML}
+    )
+    assert refused.status_code == 403
+
+
+@pytest.mark.asyncio
+async def test_a_bad_flow_is_refused_naming_node_and_field_and_nothing_is_stored(api: Api) -> None:
+    admin = {**api.auth("admin"), **YAML}
+    broken = flow_text("broken").replace("queue: support-en", "queue: nowhere", 1)
+    r = await api.client.post("/api/flows", content=broken, headers=admin)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_reference"
+    assert {p["field"] for p in r.json()["error"]["problems"]} == {"nodes.agents.queue"}
+    dangling = flow_text("broken").replace("next: survey", "next: surfey", 1)
+    r = await api.client.post("/api/flows/validate", content=dangling, headers=admin)
+    assert r.status_code == 422
+    assert any("unknown node 'surfey'" in p["message"] for p in r.json()["error"]["problems"])
+    r = await api.client.post("/api/flows", content=b"\xff\xfe not text", headers=admin)
+    assert r.status_code == 422 and "UTF-8" in r.json()["error"]["message"]
+    assert (await api.client.get("/api/flows/broken/versions", headers=admin)).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_numbers_select_flows_in_force_and_calendars_can_be_set(api: Api) -> None:
+    admin = api.auth("admin")
+    await api.client.post("/api/flows", content=flow_text("line"), headers={**admin, **YAML})
+    assert (
+        await api.client.put("/api/numbers/4999", json={"flow": "line"}, headers=admin)
+    ).status_code == 200
+    missing = await api.client.put("/api/numbers/4998", json={"flow": "no-flow"}, headers=admin)
+    assert missing.status_code == 422
+    in_use = await api.client.delete("/api/flows/line", headers=admin)
+    assert in_use.status_code == 409 and "4999" in in_use.json()["error"]["message"]
+    assert {"number": "4999", "flow": "line"}.items() <= next(
+        n for n in (await api.client.get("/api/numbers", headers=admin)).json() if n["number"] == "4999"
+    ).items()
+    calendar = "name: shop-hours\ntimezone: Asia/Shanghai\nweekly: {sat: [['10:00', '19:00']]}\n"
+    r = await api.client.put("/api/calendars/shop-hours", content=calendar, headers={**admin, **YAML})
+    assert r.status_code == 200, r.text
+    wrong = await api.client.put("/api/calendars/other", content=calendar, headers={**admin, **YAML})
+    assert wrong.status_code == 422
+    names = {c["name"]: c["site"] for c in (await api.client.get("/api/calendars", headers=admin)).json()}
+    assert names["shop-hours"] is True and names["always"] is False
+
+
+@pytest.mark.asyncio
+async def test_agent_status_goes_through_the_acd_and_a_supervisors_change_is_audited(
+    api: Api, db: ApiDatabase, users: dict[str, ApiUser]
+) -> None:
+    agent = users["agent"]
+    mine = await api.client.post("/api/agents/me/status", json={"status": "ready"}, headers=api.auth("agent"))
+    assert mine.status_code == 200, mine.text
+    assert mine.json() == {"agent_id": agent.id, "status": "ready", "state": "idle", "reason": ""}
+    before = last_audit_id(db)
+    set_by = await api.client.post(
+        f"/api/agents/{agent.id}/status",
+        json={"status": "away", "reason": "training"},
+        headers=api.auth("supervisor"),
+    )
+    assert set_by.json()["status"] == "away" and set_by.json()["reason"] == "training"
+    entry = audit_since(db, before)[-1]
+    assert entry["action"] == "agent.state" and entry["actor"] == "cc-supervisor"
+    assert entry["before"]["status"] == "ready" and entry["after"]["status"] == "away"
+    live = (await api.client.get("/api/live/queues", headers=api.auth("agent"))).json()["queues"]
+    assert live["support-en"]["staffed"] == 1
+    agents = (await api.client.get("/api/live/agents", headers=api.auth("supervisor"))).json()
+    assert [(a["username"], a["status"], a["reason"]) for a in agents] == [("cc-agent", "away", "training")]
+    # Wrap-up needs a known disposition; the admin (no agent profile) has no status to set.
+    bad = await api.client.post(
+        "/api/agents/me/wrapup", json={"disposition": "nope"}, headers=api.auth("agent")
+    )
+    assert bad.status_code == 422
+    none = await api.client.post("/api/agents/me/status", json={"status": "ready"}, headers=api.auth("admin"))
+    assert none.status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_an_agent_without_a_registered_phone_is_told_why_it_cannot_go_ready(
+    api: Api, db: ApiDatabase
+) -> None:
+    other = make_user(db, "agent", username="cc-phoneless")
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO aicc.agents (user_id, extension, profile) VALUES (%s, '1077', %s)",
+            (other.id, '{"skills": {"orders": 1}, "languages": ["en"]}'),
+        )
+        conn.execute(
+            "INSERT INTO aicc.acd_commands (uid, kind, payload) VALUES (gen_random_uuid(), 'reload', '{}')"
+        )
+        conn.execute("NOTIFY acd_commands")
+    await asyncio.sleep(0.5)
+    r = await api.client.post("/api/agents/me/status", json={"status": "ready"}, headers=other.headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_registered"
+
+
+@pytest.mark.asyncio
+async def test_sip_credentials_are_shown_once_and_stored_as_digests(
+    api: Api, db: ApiDatabase, users: dict[str, ApiUser]
+) -> None:
+    r = await api.client.post(f"/api/agents/{users['agent'].id}/sip-credentials", headers=api.auth("admin"))
+    assert r.status_code == 201, r.text
+    creds = r.json()
+    assert creds["extension"] == "1001" and creds["domain"] == "aicc.local" and len(creds["password"]) >= 20
+    with psycopg.connect(db.dsn) as conn:
+        row = conn.execute("SELECT ha1 FROM kamailio.subscriber WHERE username = '1001'").fetchone()
+        stored = " ".join(str(v) for v in conn.execute("SELECT * FROM kamailio.subscriber").fetchall())
+    assert row == (hashlib.md5(f"1001:aicc.local:{creds['password']}".encode()).hexdigest(),)
+    assert creds["password"] not in stored
+    denied = await api.client.post(
+        f"/api/agents/{users['agent'].id}/sip-credentials", headers=api.auth("supervisor")
+    )
+    assert denied.status_code == 403
+
+
+def add_call(db: ApiDatabase, call_id: str, agent: str) -> None:
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO aicc.calls (call_id, caller, service, language, started_at, ended_at, outcome, "
+            "agent, queue) VALUES (%s, '13800138000', '4000', 'en', now() - interval '1 minute', now(), "
+            "'transferred', %s, 'support-en')",
+            (call_id, agent),
+        )
+        conn.execute(
+            "INSERT INTO aicc.call_lines (call_id, seq, speaker, text, at_s) "
+            "VALUES (%s, 0, 'caller', 'agent please', 1.5)",
+            (call_id,),
+        )
+
+
+@pytest.mark.asyncio
+async def test_calls_mask_numbers_by_role_and_agents_see_only_their_own(api: Api, db: ApiDatabase) -> None:
+    add_call(db, "call-mine", "1001")
+    add_call(db, "call-other", "1002")
+    admin = {c["call_id"]: c for c in (await api.client.get("/api/calls", headers=api.auth("admin"))).json()}
+    assert admin["call-mine"]["caller"] == "13800138000"
+    supervisor = (await api.client.get("/api/calls", headers=api.auth("supervisor"))).json()
+    assert {c["caller"] for c in supervisor if c["call_id"].startswith("call-")} == {"138****8000"}
+    agent: list[dict[str, Any]] = (await api.client.get("/api/calls", headers=api.auth("agent"))).json()
+    assert [c["call_id"] for c in agent] == ["call-mine"]
+    assert (await api.client.get("/api/calls/call-other", headers=api.auth("agent"))).status_code == 404
+    text = await api.client.get("/api/calls/call-mine/transcript?format=text", headers=api.auth("agent"))
+    assert text.text == "[   1.50] caller: agent please\n"
+    detail = (await api.client.get("/api/calls/call-mine", headers=api.auth("auditor"))).json()
+    assert detail["transcript"] == "/api/calls/call-mine/transcript" and detail["contact"] is None
