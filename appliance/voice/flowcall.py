@@ -458,7 +458,7 @@ class GatewayFlowIO:
 
     async def survey(self, score: int) -> None:
         call = self.call
-        waiting = call.last_contact
+        waiting = call.waiting  # the contact the survey is about (done by now)
         call.gw.emit(
             Event(
                 "contact.survey",

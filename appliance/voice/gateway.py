@@ -156,10 +156,6 @@ class Call:
         assert self.bot is not None
         return self.bot
 
-    @property
-    def last_contact(self) -> Waiting | None:
-        return self.waiting
-
     def transcript_link(self) -> str:
         return f"{self.gw.cfg.public_url.rstrip('/')}/api/calls/{self.call_id}/transcript"
 
