@@ -42,7 +42,7 @@ from aicc.models.store import DEFAULT_STORE, model_dir
 log = logging.getLogger("aicc.speech")
 ASR_RATE = 16000
 UTTERANCE_END_S = 0.5
-PREROLL_FRAMES = 10  # 320 ms at 16 kHz
+PREROLL_FRAMES = 20  # 640 ms at 16 kHz
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 REGISTRY = CollectorRegistry()
@@ -100,7 +100,8 @@ class AsrSession:
         self.times: list[dict[str, Any]] = []
         self.offset_s = 0.0
         self.start_s: float | None = None
-        # VAD fires a frame or two into a word: keep the audio just before it, or onsets are clipped.
+        # VAD fires into a word, up to half a second late on a stream's first short word ("Is there
+        # anything..." lost "Is there"): keep the audio before it, or onsets are clipped.
         self.preroll: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
 
     def joined(self) -> str:
