@@ -60,6 +60,18 @@ def _pip_wheel(args: list[str], where: Path) -> None:
         )
 
 
+def build_web(root: Path) -> None:
+    """The pages' npm bundle (JsSIP) into the checkout's appliance/web/static/vendor, which the wheel
+    carries: built from the pinned lock file, cached, so usually a copy."""
+    proc = subprocess.run([str(root / "scripts" / "build-web")], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RunFailed(
+            f"could not bundle the agent desktop's JsSIP: {proc.stderr.strip()[-600:]}",
+            where=str(root / "appliance" / "web" / "package-lock.json"),
+            fix="install npm (apt-get install npm) and allow access to the npm registry once",
+        )
+
+
 def refresh_own_wheel(dest: Path = DEFAULT_WHEELHOUSE) -> bool:
     """From a checkout, put this code's aicc wheel into the wheelhouse (aicc only, no dependencies);
     True when the wheel there changed. A release install has nothing to refresh: the bundle's
@@ -68,6 +80,7 @@ def refresh_own_wheel(dest: Path = DEFAULT_WHEELHOUSE) -> bool:
     if root is None:
         return False
     dest.mkdir(parents=True, exist_ok=True)
+    build_web(root)
     with tempfile.TemporaryDirectory(prefix="aicc-wheel-") as tmp:
         _pip_wheel(["--no-deps", "-w", tmp, str(root)], dest)
         built = next(Path(tmp).glob("aicc-*.whl"))

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 COMMANDS_CHANNEL = "acd_commands"
 RESULTS_CHANNEL = "acd_results"
 GATEWAY_CHANNEL = "acd_gateway"
+# The ACD's state changed (agents, contacts): the API pushes fresh live figures to open pages.
+LIVE_CHANNEL = "acd_live"
 
 
 class AcdUnavailable(Exception):
@@ -85,7 +87,9 @@ class AcdClient:
         spool: Path | None = None,
         on_gateway: Callable[[GatewayMessage], None] | None = None,
         gateway: str = "",
+        on_live: Callable[[], None] | None = None,
     ) -> None:
+        self.on_live = on_live
         self.pool = pool
         self.conninfo = conninfo
         self.source = source
@@ -170,6 +174,9 @@ class AcdClient:
                     await conn.execute(f"LISTEN {RESULTS_CHANNEL}")
                     if self.gateway:  # a gateway's client: offers for its contacts
                         await conn.execute(f"LISTEN {GATEWAY_CHANNEL}")
+                    if self.on_live is not None:
+                        await conn.execute(f"LISTEN {LIVE_CHANNEL}")
+                        self.on_live()  # changes made while it was not listening
                     self._listening.set()
                     backoff = 0.5
                     async for note in conn.notifies():
@@ -183,6 +190,10 @@ class AcdClient:
                 backoff = min(backoff * 2, 5.0)
 
     def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == LIVE_CHANNEL:
+            if self.on_live is not None:
+                self.on_live()
+            return
         try:
             data = json.loads(payload)
         except ValueError:

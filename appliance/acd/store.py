@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from aicc.appliance.acd.client import GATEWAY_CHANNEL, RESULTS_CHANNEL
+from aicc.appliance.acd.client import GATEWAY_CHANNEL, LIVE_CHANNEL, RESULTS_CHANNEL
 from aicc.appliance.acd.engine import Acd
 from aicc.appliance.acd.model import AgentRuntime, Callback, Changes, Contact
 from aicc.appliance.acd.policy import AgentProfile, QueueConfig, RoutingPolicy
@@ -129,6 +129,8 @@ async def persist(conn: Conn, engine: Acd, changes: Changes) -> None:
         )
     if changes.removed:
         await conn.execute("DELETE FROM aicc.acd_contacts WHERE id = ANY(%s)", (sorted(changes.removed),))
+    if changes.agents or live or changes.removed:
+        await conn.execute("SELECT pg_notify(%s, '')", (LIVE_CHANNEL,))
     if changes.callbacks:
         await _store_callbacks(conn, changes.callbacks)
     if changes.events:

@@ -29,6 +29,7 @@ from aicc.appliance.acd.client import AcdClient
 from aicc.appliance.api.auth import LoginThrottle, Passwords
 from aicc.appliance.api.config import AppConfig
 from aicc.appliance.api.deps import ApiError, ApiMetrics, ApiState, Pool, route_permission
+from aicc.appliance.api.live import LiveHub
 from aicc.appliance.api.routes import routers
 from aicc.appliance.api.routes.health import aicc_version
 from aicc.appliance.documents import field_path
@@ -197,8 +198,13 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
             await own.open(wait=False)
             state.pool = own
         # Commands to the ACD (agents' status, wrap-up, live figures) and their results.
+        state.live = LiveHub(config.acd.timezone)
         state.acd = AcdClient(
-            state.pool, config.database_dsn(), source="api", result_timeout_s=config.acd.result_timeout_s
+            state.pool,
+            config.database_dsn(),
+            source="api",
+            result_timeout_s=config.acd.result_timeout_s,
+            on_live=state.live.changed,
         )
         await state.acd.start()
         try:

@@ -86,6 +86,14 @@ class AppConfig(_Strict):
     sip_schema: str = Field(
         "kamailio", pattern=r"^[a-z_][a-z0-9_]*$", description="Kamailio's schema (its subscriber table)"
     )
+    sip_ws_urls: list[Annotated[str, Field(pattern=r"^wss://[^\s/]+(:[0-9]+)?(/\S*)?$")]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Kamailio's secure WebSocket URLs, one per SIP proxy: the browser softphones' servers",
+    )
+    sip_token_ttl_s: int = Field(
+        900, ge=120, le=86400, description="a browser softphone's SIP credentials last this long"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AppConfig:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from aicc.appliance.acd.client import AcdClient
 from aicc.appliance.api.auth import LoginThrottle, Passwords, check_token
 from aicc.appliance.api.config import AppConfig
+from aicc.appliance.api.live import LiveHub
 from aicc.appliance.api.permissions import PERMISSIONS, role_can
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
@@ -151,6 +152,7 @@ class ApiState:
     metrics: ApiMetrics
     pool: Pool | None = None
     acd: AcdClient | None = None
+    live: LiveHub | None = None
 
 
 def api_state(request: Request) -> ApiState:

@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 CALLER_INPUT = (TranscriptionFrame, DTMFFrame, NoInputFrame, MaxDurationFrame, ErrorFrame)
 INTER_DIGIT_S = 4.0
 LOOKUP_TIMEOUT_S = 4.0
+# An agent free now gets the offer in the enqueue's own transaction; its NOTIFY may trail the result
+# by a few milliseconds. Wait this long for it before announcing a place in the queue.
+OFFER_GRACE_S = 0.3
 
 QUEUE_LINES: dict[str, dict[str, str]] = {
     "position": {"en": "You are number {position} in the queue.", "zh": "您当前排在第{position}位。"},
@@ -305,9 +308,14 @@ class GatewayFlowIO:
             )
             waiting.state = "done"
             return QueueResult("no_agents", "nobody staffed")
-        await self._announce(placed, lang)
-        if offer_callback:
-            await self.say(QUEUE_LINES["callback_offer"][lang], lang)
+        early: GatewayMessage | None = None
+        with contextlib.suppress(TimeoutError):
+            early = await asyncio.wait_for(waiting.messages.get(), OFFER_GRACE_S)
+        if early is None or early.type != "offer":
+            # Nobody free at once: the caller hears their place (an agent free now is rung at once).
+            await self._announce(placed, lang)
+            if offer_callback:
+                await self.say(QUEUE_LINES["callback_offer"][lang], lang)
         call.holding = True
         self.proc.forget_input()
         self.proc.listening = offer_callback
@@ -315,6 +323,12 @@ class GatewayFlowIO:
         next_announce = loop.time() + every if every else None
         try:
             while True:
+                if early is not None:
+                    msg, early = early, None
+                    outcome = await self._on_message(waiting, msg)
+                    if outcome is not None:
+                        return outcome
+                    continue
                 message = asyncio.ensure_future(waiting.messages.get())
                 key = asyncio.ensure_future(self.proc.inbox.get())
                 timeout = None if next_announce is None else max(0.0, next_announce - loop.time())
@@ -325,14 +339,9 @@ class GatewayFlowIO:
                     if f not in done:
                         f.cancel()
                 if message in done:
-                    msg = message.result()
-                    if msg.type == "removed":
-                        waiting.state = "done"
-                        return QueueResult("timeout" if msg.reason == "timeout" else "no_agents", msg.reason)
-                    if msg.type == "offer":
-                        served = await self._offered(waiting, msg)
-                        if served is not None:
-                            return served
+                    outcome = await self._on_message(waiting, message.result())
+                    if outcome is not None:
+                        return outcome
                     continue
                 if key in done:
                     frame = key.result()
@@ -351,6 +360,15 @@ class GatewayFlowIO:
                     next_announce = loop.time() + every
         finally:
             self.proc.listening = False
+
+    async def _on_message(self, waiting: Waiting, msg: GatewayMessage) -> QueueResult | None:
+        """The ACD's word on the waiting contact: the end of the wait, or None to keep waiting."""
+        if msg.type == "removed":
+            waiting.state = "done"
+            return QueueResult("timeout" if msg.reason == "timeout" else "no_agents", msg.reason)
+        if msg.type == "offer":
+            return await self._offered(waiting, msg)
+        return None
 
     async def _announce(self, status: dict[str, Any], lang: str) -> None:
         position = int(status.get("position") or 0)

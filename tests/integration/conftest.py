@@ -22,6 +22,7 @@ from aicc.installer.lab import lifecycle
 from aicc.installer.lab.ssh import run_ssh
 from aicc.installer.lab.state import LabState, load_state
 from aicc.installer.lab.steps import Steps
+from tests.integration.appliance_fixture import appliance  # noqa: F401
 from tests.integration.site_fixture import installed_site, pytest_terminal_summary  # noqa: F401
 
 LAB_NAME = os.environ.get("AICC_TEST_LAB_NAME", "aicctest")

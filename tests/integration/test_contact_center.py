@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
-import ssl
 import subprocess
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,62 +23,15 @@ from aicc.appliance.voice.caller import Caller
 from aicc.installer.site import load_secrets
 from aicc.installer.smoke import SmokeParams, _open_asr, _open_tts, _transcribe, local_ip_towards, wait_quiet
 from tests.integration.agentphone import AgentPhone
-from tests.integration.site_fixture import AICC, InstalledSite
+from tests.integration.appliance_fixture import Appliance
 from tests.integration.test_voicebot import call_lines, proxy_of, sql, tool_calls
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 CALLER = "13800138000"  # a customer of both demo backends
-
-
-@dataclass
-class Appliance:
-    site: InstalledSite
-    url: str
-    ca: Path
-    token: str
-
-    def api(self, method: str, path: str, *, token: str | None = "", **kw: Any) -> httpx.Response:
-        headers = {} if token is None else {"Authorization": f"Bearer {token or self.token}"}
-        with httpx.Client(verify=ssl.create_default_context(cafile=self.ca), timeout=15) as client:
-            return client.request(method, self.url + path, headers=headers, **kw)
-
-    def ssh(self, group: str, cmd: str) -> subprocess.CompletedProcess[str]:
-        return self.site.ssh(self.site.hosts_in(group)[0], cmd)
-
-    def agent_id(self, username: str) -> int:
-        agents = self.api("GET", "/api/agents").json()
-        return int(next(a["user_id"] for a in agents if a["username"] == username))
-
-    def set_status(self, username: str, status: str, reason: str = "") -> httpx.Response:
-        return self.api(
-            "POST", f"/api/agents/{self.agent_id(username)}/status", json={"status": status, "reason": reason}
-        )
-
-
-@pytest.fixture(scope="module")
-def appliance(installed_site: InstalledSite) -> Appliance:
-    site = installed_site.site
-    url = f"https://{installed_site.address_of('app')}"
-    # The first admin, made as the README says: `aicc admin create`, the password from a 0600 file.
-    password = secrets.token_urlsafe(16) + "aA1!"
-    pwfile = site / "admin-password"
-    pwfile.write_text(password + "\n", encoding="utf-8")
-    pwfile.chmod(0o600)
-    made = subprocess.run(
-        [AICC, "admin", "create", "--site", str(site), "--username", "admin", "--password-file", str(pwfile)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
-    assert password not in made.stdout + made.stderr
-    ca = site / "pki" / "ca.crt"
-    with httpx.Client(verify=ssl.create_default_context(cafile=ca), timeout=15) as client:
-        login = client.post(f"{url}/api/auth/login", json={"username": "admin", "password": password})
-    assert login.status_code == 200, login.text
-    return Appliance(installed_site, url, ca, login.json()["token"])
+# 转人工 as callers say it, in turn, when the bot did not get the first (how well the Mandarin bot
+# hears a phone line is measured by bench/zh_phone_asr.py, not here).
+ASK_FOR_AGENT = ("我要转人工客服。", "请帮我转接人工服务。", "转人工。")
 
 
 def test_the_api_is_https_h2_with_the_site_ca_and_every_route_needs_a_token(appliance: Appliance) -> None:
@@ -262,8 +211,12 @@ def test_zhuan_rengong_reaches_a_ready_agent_with_the_transcript(appliance: Appl
             try:
                 await caller.call("sip:4001@aicc.local", proxy)
                 await wait_quiet(caller, time.monotonic(), timeout=30)
-                await _say(caller, tts, "我要转人工客服。", "zh")
-                await _until(lambda: agent.current is not None, 40)
+                for phrase in ASK_FOR_AGENT:  # a caller the bot did not get says it again
+                    end = await _say(caller, tts, phrase, "zh")
+                    if await _until(lambda: bool(agent.rings), 25):
+                        break
+                    await wait_quiet(caller, end, timeout=20)
+                await _until(lambda: agent.current is not None, 15)
                 return list(agent.rings), caller.dialog.call_id if caller.dialog else ""
             finally:
                 await caller.hangup()

@@ -44,6 +44,10 @@ class Request:
     http_uri: str = "/"
     destination: str | None = None
     reply_status: int | None = None
+    auth_user: str | None = None  # the username in the request's credentials
+    to_user: str | None = "1001"
+    source_port: int = 5062
+    from_user: str | None = "1001"
 
 
 class _Module:
@@ -150,6 +154,9 @@ class FakeKSR:
             return r.headers.get(str(args[0]))
         if name == "htable.sht_get":
             return self.htables.setdefault(str(args[0]), {}).get(str(args[1]))
+        if name == "htable.sht_rm":
+            self.htables.setdefault(str(args[0]), {}).pop(str(args[1]), None)
+            return 1
         if name in ("htable.sht_seti", "htable.sht_sets"):
             self.htables.setdefault(str(args[0]), {})[str(args[1])] = args[2]
             return 1
@@ -173,6 +180,10 @@ class FakeKSR:
             "$ru": f"sip:{r.ruri_user}@aicc.local" if r.ruri_user else "sip:aicc.local",
             "$hu": r.http_uri,
             "$rs": r.reply_status,
+            "$aU": r.auth_user,
+            "$sp": r.source_port,
+            "$tU": r.to_user,
+            "$fU": r.from_user,
         }
         if spec not in values:
             raise KeyError(f"fake KSR has no value for pseudo-variable {spec}")

@@ -275,3 +275,121 @@ async def test_calls_mask_numbers_by_role_and_agents_see_only_their_own(api: Api
     assert text.text == "[   1.50] caller: agent please\n"
     detail = (await api.client.get("/api/calls/call-mine", headers=api.auth("auditor"))).json()
     assert detail["transcript"] == "/api/calls/call-mine/transcript" and detail["contact"] is None
+
+
+# --- the live picture pushed to pages, the softphone's credentials, the pages ----------------------
+
+
+@pytest.mark.asyncio
+async def test_live_pictures_follow_the_acd_and_pop_the_contact_to_its_agent(
+    api: Api, db: ApiDatabase, users: dict[str, ApiUser]
+) -> None:
+    from uuid import uuid4
+
+    from aicc.appliance.acd import commands as cmds
+    from aicc.appliance.api.deps import Principal
+    from aicc.appliance.api.live import LiveHub
+    from aicc.appliance.api.routes.live import snapshot
+
+    add_call(db, "call-live", "1001")
+    hub = LiveHub("UTC")
+    listener = AcdClient(api.pool, db.dsn, source="test-live", on_live=hub.changed)  # type: ignore[arg-type]
+    await listener.start()
+    acd = api.state.acd
+    assert acd is not None
+    agent = Principal(users["agent"].id, users["agent"].username, "agent", 0)
+    supervisor = Principal(users["supervisor"].id, users["supervisor"].username, "supervisor", 0)
+    try:
+        seen = hub.version
+        r = await api.client.post(
+            "/api/agents/me/status", json={"status": "ready"}, headers=api.auth("agent")
+        )
+        assert r.status_code == 200, r.text
+        changed = await hub.wait(seen, 5.0)
+        assert changed != seen, "no push after the agent went ready"
+        contact_id = str(uuid4())
+        await acd.submit(
+            cmds.Enqueue(
+                contact_id=contact_id,
+                queue="support-en",
+                language="en",
+                attributes={"summary": "wants to change the address", "intent": "change_address"},
+                gateway="gw-test",
+                call_id="call-live",
+                caller="13800138000",
+            )
+        )
+        for _ in range(50):  # the ACD offers it to the one ready agent within a tick
+            picture = await hub.picture(api.pool, acd)
+            mine = await snapshot(picture, agent, api.pool)
+            if mine["me"]["contact"]:
+                break
+            await hub.wait(hub.version, 0.2)
+        me = mine["me"]
+        assert me["state"] == "reserved" and me["queues"] == ["support-en"]
+        pop = me["contact"]
+        assert pop["contact_id"] == contact_id and pop["summary"] == "wants to change the address"
+        assert pop["caller"] == "138****8000" and pop["transcript"][0]["text"] == "agent please"
+        assert mine["queues"]["support-en"]["waiting"] == 1
+        board = await snapshot(picture, supervisor, api.pool)
+        assert board["me"] is None
+        assert [a["contact_id"] for a in board["agents"] if a["agent_id"] == agent.user_id] == [contact_id]
+        assert board["contacts"][0]["caller"] == "138****8000"
+    finally:
+        with contextlib.suppress(Exception):
+            await acd.submit(cmds.Abandon(contact_id=contact_id))
+        await api.client.post("/api/agents/me/status", json={"status": "away"}, headers=api.auth("agent"))
+        await listener.close()
+
+
+@pytest.mark.asyncio
+async def test_the_softphone_gets_short_lived_credentials_kamailio_accepts(
+    api: Api, users: dict[str, ApiUser]
+) -> None:
+    import base64
+    import hmac
+    import time
+
+    api.state.config.sip_ws_urls.append("wss://192.0.2.5:8443")
+    try:
+        r = await api.client.post("/api/agents/me/sip-token", headers=api.auth("agent"))
+        assert r.status_code == 200, r.text
+        token = r.json()
+        expiry, extension = token["authorization_user"].split(":")
+        assert extension == "1001" and token["sip_uri"] == "sip:1001@aicc.local"
+        assert 0 < int(expiry) - time.time() <= api.config.sip_token_ttl_s + 1
+        # What the kamailio role renders: sha256 of the label and the site's api_secret_key.
+        key = hashlib.sha256(b"aicc-sip-ephemeral:" + api.state.secret_key).hexdigest()
+        mac = hmac.new(key.encode(), token["authorization_user"].encode(), hashlib.sha1).digest()
+        assert token["password"] == base64.b64encode(mac).decode()
+        assert token["ws_urls"] == ["wss://192.0.2.5:8443"]
+        # Users without an agent profile have no softphone.
+        r = await api.client.post("/api/agents/me/sip-token", headers=api.auth("admin"))
+        assert r.status_code == 404
+    finally:
+        api.state.config.sip_ws_urls.clear()
+    r = await api.client.post("/api/agents/me/sip-token", headers=api.auth("agent"))
+    assert r.status_code == 503 and "sip_ws_urls" in r.json()["error"]["message"]
+
+
+@pytest.mark.asyncio
+async def test_the_pages_are_served_with_a_strict_policy_and_nothing_outside_static(api: Api) -> None:
+    api.state.config.sip_ws_urls.append("wss://192.0.2.5:8443/")
+    try:
+        r = await api.client.get("/desk/")
+    finally:
+        api.state.config.sip_ws_urls.clear()
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "connect-src 'self' wss://192.0.2.5:8443;" in csp
+    assert (await api.client.get("/wall")).headers["location"] == "/wall/"
+    js = await api.client.get("/static/vendor/jssip.min.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert b"JsSIP" in js.content[:200]
+    for path in (
+        "/static/../api/app.py",
+        "/static/%2e%2e/api/app.py",
+        "/static/desk.html",
+        "/static/nothing.js",
+    ):
+        assert (await api.client.get(path)).status_code == 404, path

@@ -456,3 +456,124 @@ def test_config_file_is_read_from_the_environment_path(
 def test_bad_trusted_network_fails_at_load(routing: ModuleType) -> None:
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
         routing.RoutingConfig.from_mapping({"realm": REALM, "trusted_sources": ["10.1.0.0/33"]})
+
+
+# --- browser softphones' short-lived credentials --------------------------------------------------
+
+SECRET = "k" * 64
+
+
+def _ephemeral(routing: ModuleType, extension: str = "1001", ttl_s: int = 600) -> str:
+    import time
+
+    return f"{int(time.time()) + ttl_s}:{extension}"
+
+
+def test_browser_register_with_short_lived_credentials_is_saved(routing: ModuleType) -> None:
+    user = _ephemeral(routing)
+    app, ksr = make(
+        routing,
+        Request(method="REGISTER", ruri_user=None, transport="wss", auth_user=user),
+        ephemeral_secret=SECRET,
+    )
+    app.ksr_request_route(None)
+    assert ksr.called("auth.pv_auth_check") == [(REALM, routing.ephemeral_password(SECRET, user), 0, 0)]
+    assert not ksr.called("auth_db.auth_check")
+    assert ksr.called("registrar.save") == [("location", 0)]
+
+
+def test_expired_short_lived_credentials_are_challenged_again(routing: ModuleType) -> None:
+    app, ksr = make(
+        routing,
+        Request(method="REGISTER", ruri_user=None, transport="wss", auth_user=_ephemeral(routing, ttl_s=-1)),
+        ephemeral_secret=SECRET,
+    )
+    app.ksr_request_route(None)
+    assert ksr.called("auth.auth_challenge") == [(REALM, 1)]
+    assert not ksr.called("auth.pv_auth_check") and not ksr.called("registrar.save")
+
+
+@pytest.mark.parametrize(
+    ("auth_user", "secret"),
+    [("{exp}:1002", SECRET), ("{exp}:1001", ""), ("soon:1001", SECRET), ("{exp}:", SECRET)],
+    ids=["another-extension", "no-key-configured", "expiry-not-a-number", "no-extension"],
+)
+def test_short_lived_credentials_for_the_wrong_extension_or_without_a_key_get_403(
+    routing: ModuleType, auth_user: str, secret: str
+) -> None:
+    exp = _ephemeral(routing).split(":")[0]
+    app, ksr = make(
+        routing,
+        Request(method="REGISTER", ruri_user=None, transport="wss", auth_user=auth_user.format(exp=exp)),
+        ephemeral_secret=secret,
+    )
+    app.ksr_request_route(None)
+    if auth_user.startswith("soon") or auth_user.endswith(":"):
+        assert ksr.called("auth.auth_challenge") == [(REALM, 1)]  # not valid credentials: ask again
+    else:
+        assert ksr.replies() == [(403, "Forbidden")]
+    assert not ksr.called("auth.pv_auth_check") and not ksr.called("registrar.save")
+
+
+def test_short_lived_credentials_with_a_wrong_password_get_403(routing: ModuleType) -> None:
+    app, ksr = make(
+        routing,
+        Request(method="REGISTER", ruri_user=None, transport="wss", auth_user=_ephemeral(routing)),
+        ephemeral_secret=SECRET,
+    )
+    ksr.returns["auth.pv_auth_check"] = -2
+    app.ksr_request_route(None)
+    assert ksr.replies() == [(403, "Forbidden")]
+    assert not ksr.called("registrar.save")
+
+
+def test_browser_calls_an_agent_with_short_lived_credentials(routing: ModuleType) -> None:
+    user = _ephemeral(routing, "1001")
+    app, ksr = make(
+        routing,
+        Request(method="INVITE", ruri_user="1002", transport="wss", auth_user=user, from_user="1001"),
+        ephemeral_secret=SECRET,
+    )
+    ksr.returns["registrar.registered"] = 1
+    ksr.returns["registrar.lookup"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("auth.pv_auth_check") == [(REALM, routing.ephemeral_password(SECRET, user), 0, 0)]
+    assert ksr.called("tm.t_relay")
+
+
+def test_the_api_and_kamailio_derive_the_same_password(routing: ModuleType) -> None:
+    from aicc.appliance.api.routes.softphone import sip_password
+
+    assert sip_password(SECRET, "1764800000:1001") == routing.ephemeral_password(SECRET, "1764800000:1001")
+
+
+def test_a_closed_browser_connection_takes_its_registration_with_it(routing: ModuleType) -> None:
+    app, ksr = make(
+        routing,
+        Request(
+            method="REGISTER",
+            ruri_user=None,
+            transport="wss",
+            auth_user=_ephemeral(routing),
+            source_port=42,
+        ),
+        ephemeral_secret=SECRET,
+    )
+    app.ksr_request_route(None)
+    assert ksr.htables["wsaor"] == {"198.51.100.7:42": f"sip:1001@{REALM}"}
+    # Another connection closing changes nothing; this one's closing unregisters the AOR once.
+    ksr.request.source_port = 43
+    app.ksr_websocket_event(None, "websocket:closed")
+    assert not ksr.called("registrar.unregister")
+    ksr.request.source_port = 42
+    app.ksr_websocket_event(None, "websocket:closed")
+    app.ksr_websocket_event(None, "websocket:closed")
+    assert ksr.called("registrar.unregister") == [("location", f"sip:1001@{REALM}")]
+    assert ksr.htables["wsaor"] == {}
+
+
+def test_a_phone_registering_over_udp_is_not_tied_to_a_connection(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="REGISTER", ruri_user=None))
+    ksr.returns["auth_db.auth_check"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("registrar.save") and not ksr.htables.get("wsaor")

@@ -42,6 +42,9 @@ app1 ansible_host=10.0.0.61
 app2 ansible_host=fd00::62
 [db]
 db1 ansible_host=10.0.0.71
+[sip_proxy]
+sip1 ansible_host=10.0.0.81
+sip2 ansible_host=fd00::82
 """
 
 # What the services' AppConfig (appliance/api/config.py) accepts: it refuses unknown keys.
@@ -64,6 +67,8 @@ APP_KEYS = {
     "pool_max",
     "sip_domain",
     "sip_schema",
+    "sip_ws_urls",
+    "sip_token_ttl_s",
     "acd",
 }
 ACD_KEYS = {
@@ -234,6 +239,8 @@ def test_app_settings_have_exactly_the_services_keys_and_follow_the_site(rendere
     assert doc["database_dsn_file"] == "/etc/aicc/app-db.conninfo"
     assert doc["secret_key_file"] == "/etc/aicc/api-secret.key"
     assert doc["acd"]["registrations_table"] == "kamailio.location"
+    # The softphones' servers: every SIP proxy's secure WebSocket, IPv6 in brackets.
+    assert doc["sip_ws_urls"] == ["wss://10.0.0.81:8443", "wss://[fd00::82]:8443"]
     six = yaml.safe_load((rendered / "app2" / "app.yml").read_text())
     assert (six["metrics_host"], six["public_url"]) == ("fd00::62", "https://[fd00::62]:8443")
 

@@ -471,6 +471,8 @@ async def test_dtmf_zero_queues_the_caller_and_the_acds_agent_is_bridged_with_th
         assert records[-1].outcome == "transferred" and records[-1].agent == "1001"
         assert records[-1].queue == "support-en" and records[-1].contact_id == enqueue.contact_id
         assert any("<DTMF 0>" in ln.text for ln in records[-1].lines)
+        # An agent was free at once: rung at once, without telling the caller a place in the queue.
+        assert not any("in the queue" in ln.text for ln in records[-1].lines), records[-1].lines
         assert events[0].kind == "call.started" and events[-1].kind == "call.ended"
     finally:
         await caller.close()

@@ -36,7 +36,7 @@ from aicc.appliance.voice.playback import Playback
 from aicc.appliance.voice.sentences import SentenceAggregator
 from aicc.appliance.voice.timers import CallTimersProcessor
 from aicc.appliance.voice.tts import TTSProcessor
-from aicc.appliance.voice.vad import EchoReference, VADProcessor
+from aicc.appliance.voice.vad import EchoReference, VADParams, VADProcessor
 from tests.unit.test_voice_fakes import (  # noqa: F401
     RETAIL,
     FakeASR,
@@ -256,7 +256,7 @@ async def test_vad_segments_one_utterance_with_pre_roll_and_drops_clicks() -> No
     await pipe.idle()
     utterances = [f for f in sink.frames if isinstance(f, UtteranceFrame)]
     assert len(utterances) == 1
-    assert 1.0 <= utterances[0].duration_s <= 1.0 + 0.2 + 0.5 + 0.05
+    assert 1.0 <= utterances[0].duration_s <= 1.0 + VADParams().pre_roll_s + 0.5 + 0.05
     assert [type(f) for f in sink.frames if not isinstance(f, UtteranceFrame | SpeechPauseFrame)] == [
         UserStartedSpeakingFrame,
         UserStoppedSpeakingFrame,

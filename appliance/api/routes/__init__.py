@@ -40,10 +40,13 @@ def routers() -> list[APIRouter]:
         dispositions,
         flows,
         health,
+        live,
+        pages,
         queues,
         reports,
         routing_policy,
         skills,
+        softphone,
         tokens,
         users,
     )
@@ -63,5 +66,8 @@ def routers() -> list[APIRouter]:
         flows,
         calls,
         reports,
+        softphone,
+        live,
+        pages,
     )
     return [m.router for m in modules]

@@ -5,7 +5,8 @@ kamailio role to /etc/kamailio/kamailio_routing.py; its settings come from a JSO
 role renders next to it (aicc-routing.json), so this file is the same on every site.
 
 Call path: flood limits -> max-forwards -> sanity -> transactions -> in-dialog (record-route)
--> OPTIONS keepalive -> REGISTER (digest auth, usrloc) -> INVITE: DID -> service (voicebot
+-> OPTIONS keepalive -> REGISTER (digest auth: the subscriber table, or the short-lived credentials
+the appliance API gives browser softphones; usrloc) -> INVITE: DID -> service (voicebot
 dispatcher set) or a registered agent (usrloc) -> rtpengine offer/answer -> relay.
 
 A KEMI function returns an int; a negative value is failure. Unlike a native route, nothing
@@ -14,10 +15,14 @@ stops the script here but `return`, so every check returns at once once it has a
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import importlib
 import ipaddress
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +45,14 @@ FLAG_SRC_WS = 5
 # any other failure (wrong password, unknown user, user mismatch) gets 403.
 RECHALLENGE = frozenset({-4, -5, -6, -7})
 
-# rtpengine flags per side: plain RTP toward SIP phones and the voice gateway, DTLS-SRTP
-# with ICE toward browsers.
-RTP_PLAIN = "replace-origin replace-session-connection ICE=remove RTP/AVP"
-RTP_WEBRTC = "replace-origin replace-session-connection ICE=force DTLS=passive RTP/SAVPF"
+# rtpengine flags per side: plain RTP toward SIP phones and the voice gateway (RTCP taken apart
+# again if the other side muxed it), DTLS-SRTP with ICE toward browsers, which insist on rtcp-mux
+# and a=mid and must not be offered SDES keys.
+RTP_PLAIN = "replace-origin replace-session-connection ICE=remove RTP/AVP rtcp-mux-demux"
+RTP_WEBRTC = (
+    "replace-origin replace-session-connection ICE=force DTLS=passive RTP/SAVPF "
+    "rtcp-mux-require generate-mid SDES-off"
+)
 
 SERVICE_HEADER = "X-AICC-Service"
 
@@ -62,6 +71,8 @@ class RoutingConfig:
     rtpengine: bool = True
     metrics_port: int = 9151
     wss_port: int = 8443
+    # Key of the browsers' short-lived SIP credentials (the API derives the same); empty: refused.
+    ephemeral_secret: str = field(default="", repr=False)
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(), init=False, repr=False, compare=False
     )
@@ -80,7 +91,23 @@ class RoutingConfig:
             rtpengine=bool(data.get("rtpengine", True)),
             metrics_port=int(data.get("metrics_port", 9151)),
             wss_port=int(data.get("wss_port", 8443)),
+            ephemeral_secret=str(data.get("ephemeral_secret", "")),
         )
+
+
+def ephemeral_password(secret: str, username: str) -> str:
+    """The password of short-lived credentials "<expiry epoch>:<extension>" (the TURN REST scheme,
+    as Kamailio's auth_ephemeral computes it): base64(HMAC-SHA1(secret, username))."""
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def ephemeral_user(username: str, now: float) -> str | None:
+    """The extension of unexpired short-lived credentials, else None."""
+    expiry, sep, extension = username.partition(":")
+    if not sep or not expiry.isdigit() or not extension or int(expiry) <= now:
+        return None
+    return extension
 
 
 def load_config(path: str | None = None) -> RoutingConfig:
@@ -202,27 +229,58 @@ class kamailio:
             return
         KSR.sl.sl_send_reply(404, "Not Here")
 
-    def _register(self) -> None:
-        realm = self.cfg.realm
-        rc = KSR.auth_db.auth_check(realm, "subscriber", 1)
+    def _authenticated(self, aor_user: str, register: bool) -> bool:
+        """Digest auth of the request for `aor_user`; answers 401/407 or 403 itself when it fails.
+
+        Credentials named "<expiry>:<extension>" are a browser softphone's, from the appliance API:
+        checked against the key, the expiry and the extension. Others are the subscriber table's."""
+        auth_user = str(KSR.pv.get("$aU") or "")  # the whole username: $au stops at a colon
+        if ":" in auth_user:
+            extension = ephemeral_user(auth_user, time.time())
+            if not self.cfg.ephemeral_secret or extension is None or extension != aor_user:
+                # Expired credentials get a fresh challenge: the page fetches new ones and retries.
+                if extension is None and self.cfg.ephemeral_secret:
+                    KSR.auth.auth_challenge(self.cfg.realm, 1)
+                else:
+                    KSR.sl.sl_send_reply(403, "Forbidden")
+                return False
+            rc = KSR.auth.pv_auth_check(
+                self.cfg.realm, ephemeral_password(self.cfg.ephemeral_secret, auth_user), 0, 0
+            )
+        else:
+            rc = KSR.auth_db.auth_check(self.cfg.realm, "subscriber", 1 if register else 0)
         if rc < 0:
             if rc in RECHALLENGE:
-                KSR.auth.auth_challenge(realm, 1)
+                KSR.auth.auth_challenge(self.cfg.realm, 1)
             else:
                 KSR.sl.sl_send_reply(403, "Forbidden")
-            return
+            return False
         KSR.auth.consume_credentials()
+        return True
+
+    def _register(self) -> None:
+        if not self._authenticated(str(KSR.pv.get("$tU") or ""), register=True):
+            return
         if KSR.is_WSX() or KSR.nathelper.nat_uac_test(19) > 0:
             # Browsers and NATed phones: reach them where they connected from, not their Contact.
             KSR.nathelper.fix_nated_register()
         if KSR.registrar.save("location", 0) < 0:
             KSR.sl.sl_reply_error()
+            return
+        if KSR.is_WSX():
+            # Remember the connection's AOR: when the browser goes, so does its registration (usrloc's
+            # handle_lost_tcp does not work with the database-only mode used here).
+            aor = "sip:" + str(KSR.pv.get("$tU")) + "@" + self.cfg.realm
+            KSR.htable.sht_sets("wsaor", self._peer(), aor)
 
     def _invite(self) -> None:
         if not KSR.is_myself_ruri():
             KSR.sl.sl_send_reply(403, "Relaying Forbidden")
             return
         KSR.rr.record_route()
+        if KSR.is_WSX():
+            # A browser's Contact is a made-up host: requests back to it go where it connected from.
+            KSR.nathelper.set_contact_alias()
         user = KSR.pv.get("$rU")
         if not user:
             KSR.sl.sl_send_reply(404, "Not Found")
@@ -250,15 +308,10 @@ class kamailio:
 
     def _to_agent(self) -> None:
         # Agents calling agents must authenticate; the voicebot hosts (the ACD's transfers) are trusted.
-        if not self._trusted(str(KSR.pv.get("$si"))):
-            rc = KSR.auth_db.auth_check(self.cfg.realm, "subscriber", 0)
-            if rc < 0:
-                if rc in RECHALLENGE:
-                    KSR.auth.auth_challenge(self.cfg.realm, 1)
-                else:
-                    KSR.sl.sl_send_reply(403, "Forbidden")
-                return
-            KSR.auth.consume_credentials()
+        if not self._trusted(str(KSR.pv.get("$si"))) and not self._authenticated(
+            str(KSR.pv.get("$fU") or ""), register=False
+        ):
+            return
         rc = KSR.registrar.lookup("location")
         if rc < 0:
             # -1: no contact, -2: contact does not accept the method, -3: internal error.
@@ -308,6 +361,26 @@ class kamailio:
         if self.cfg.rtpengine:
             KSR.rtpengine.rtpengine_delete0()
         return 1
+
+    # --- WebSocket connections --------------------------------------------------------------
+
+    def ksr_websocket_event(self, msg: object, evname: str) -> int:
+        """websocket:closed: the browser softphone is gone (tab closed, network lost); unregister its
+        AOR at once so the ACD, which follows registrations, stops offering it contacts."""
+        if evname != "websocket:closed":
+            return 1
+        peer = self._peer()
+        aor = KSR.htable.sht_get("wsaor", peer)
+        if aor is not None:
+            KSR.htable.sht_rm("wsaor", peer)
+            KSR.registrar.unregister("location", str(aor))
+        return 1
+
+    @staticmethod
+    def _peer() -> str:
+        # The connection's far end names it: its id ($conid) is gone by the time the close event runs
+        # (the module runs it seconds later, from a timer), its source address and port are not.
+        return str(KSR.pv.get("$si")) + ":" + str(KSR.pv.get("$sp"))
 
     # --- HTTP: Prometheus metrics and the WebSocket handshake -----------------------------
 

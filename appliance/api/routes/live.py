@@ -1,0 +1,193 @@
+"""GET /api/live/stream: the live picture as server-sent events, pushed within a second of a change.
+
+Each `snapshot` event is the whole picture for this caller (pages render it idempotently): queues
+with today's counts, agents, contacts (callers masked by role) and, for an agent, `me`: their state,
+the queues they serve, and the contact ringing or connected to them with the bot's transcript and
+summary (the screen pop). A `ping` event every PING_S keeps proxies from closing a quiet stream and
+lets the page tell a live stream from a dead one. The token is
+checked again every REVALIDATE_S: a revoked or expired session ends the stream with an `end` event.
+An open stream counts as use of the session (an open desktop is an agent at work).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from aicc.appliance.api.auth import check_token
+from aicc.appliance.api.deps import (
+    COMMON_ERRORS,
+    SESSION_COOKIE,
+    AcdDep,
+    ApiError,
+    PoolDep,
+    Principal,
+    api_state,
+    mask_number,
+    require,
+)
+from aicc.appliance.api.live import Picture, Pool, queues_served
+
+router = APIRouter(tags=["acd"], responses=COMMON_ERRORS)
+
+PING_S = 15.0
+REVALIDATE_S = 60.0
+TRANSCRIPT_LINES = 40  # the pop shows the end of a long bot conversation
+
+
+@router.get(
+    "/api/live/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+)
+async def live_stream(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("live.read"))],
+    pool: PoolDep,
+    acd: AcdDep,
+) -> StreamingResponse:
+    """Live queues, agents and contacts (and the caller's own agent state and screen pop), pushed."""
+    state = api_state(request)
+    hub = state.live
+    if hub is None:
+        raise ApiError(503, "starting", "the service is starting; try again", headers={"Retry-After": "2"})
+    auth = request.headers.get("authorization", "")
+    token = auth[7:] if auth[:7].lower() == "bearer " else request.cookies.get(SESSION_COOKIE, "")
+
+    async def events() -> AsyncIterator[str]:
+        seen, checked = -1, time.monotonic()
+        # Tell EventSource how long to wait before reconnecting after the stream ends.
+        yield "retry: 2000\n\n"
+        while True:
+            if time.monotonic() - checked >= REVALIDATE_S:
+                checked = time.monotonic()
+                async with pool.connection() as conn:
+                    check = await check_token(
+                        conn, state.secret_key, token, idle_s=state.config.session_idle_s
+                    )
+                if check is None or check.refused:
+                    reason = check.refused if check else "the session ended"
+                    yield _event("end", {"code": "unauthorized", "message": reason})
+                    return
+            version = await hub.wait(seen, PING_S if seen >= 0 else 0.0)
+            if version == seen:
+                # A named event, not a comment: the page's EventSource sees it and knows the stream lives.
+                yield _event("ping", {"at": time.time()})
+                continue
+            seen = version
+            picture = await hub.picture(pool, acd)
+            yield _event("snapshot", await snapshot(picture, principal, pool))
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        # No caching, and no buffering in nginx: each event must reach the page at once.
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def _contact(row: dict[str, Any], principal: Principal, now: float) -> dict[str, Any]:
+    """An acd_contacts row as this caller may see it (the number masked by role)."""
+    c = row["contact"]
+    return {
+        "contact_id": row["id"],
+        "queue": row["queue"],
+        "state": row["state"],
+        "language": c.get("language", ""),
+        "caller": mask_number(str(c.get("caller", "")), principal),
+        "waiting_s": round(max(0.0, now - float(c.get("enqueued_at", now))), 1),
+        "agent_id": (c.get("reservation") or {}).get("agent_id") or c.get("agent_id"),
+    }
+
+
+async def snapshot(picture: Picture, principal: Principal, pool: Pool) -> dict[str, Any]:
+    now = time.time()
+    contacts = [_contact(c, principal, now) for c in picture.contacts]
+    me = None
+    if principal.user_id in picture.profiles:
+        async with pool.connection() as conn:
+            me = await _me(conn, picture, principal, now)
+    return {
+        "at": now,
+        "acd_available": picture.acd_available,
+        "queues": picture.queues,
+        "agents": picture.agents,
+        "contacts": contacts,
+        "me": me,
+    }
+
+
+async def _me(
+    conn: AsyncConnection[DictRow], picture: Picture, principal: Principal, now: float
+) -> dict[str, Any]:
+    state = picture.states.get(principal.user_id) or {}
+    wraps = state.get("wraps") or []
+    contact_id = state.get("reserved_for") or next(iter(state.get("connected") or {}), None)
+    contact = None
+    if contact_id is not None:
+        row = next((c for c in picture.contacts if c["id"] == contact_id), None)
+        if row is not None:
+            contact = await _pop(conn, row, principal, now)
+    elif wraps:
+        # The call ended: the desk still needs which contact it wraps up.
+        w = wraps[-1]
+        contact = {"contact_id": w["contact_id"], "call_id": w.get("call_id"), "queue": w["queue"]}
+    return {
+        "agent_id": principal.user_id,
+        "status": state.get("status", "logged_out"),
+        "state": state.get("state", "idle"),
+        "reason": state.get("reason", ""),
+        "since": state.get("since") or None,
+        "queues": queues_served(picture.profiles[principal.user_id], picture.queue_configs),
+        "wrapup_until": max((float(w["ends_at"]) for w in wraps), default=None),
+        "contact": contact,
+    }
+
+
+async def _pop(
+    conn: AsyncConnection[DictRow], row: dict[str, Any], principal: Principal, now: float
+) -> dict[str, Any]:
+    c = row["contact"]
+    attributes = c.get("attributes") or {}
+    call_id = c.get("call_id")
+    transcript: list[dict[str, Any]] = []
+    actions: list[str] = []
+    if call_id:
+        lines = await (
+            await conn.execute(
+                "SELECT speaker, text, at_s FROM (SELECT seq, speaker, text, at_s FROM aicc.call_lines "
+                "WHERE call_id = %s ORDER BY seq DESC LIMIT %s) t ORDER BY seq",
+                (call_id, TRANSCRIPT_LINES),
+            )
+        ).fetchall()
+        transcript = [dict(r) for r in lines]
+        tools = await (
+            await conn.execute(
+                "SELECT tool, arguments, ok FROM aicc.call_tool_calls WHERE call_id = %s ORDER BY seq",
+                (call_id,),
+            )
+        ).fetchall()
+        actions = [
+            f"{t['tool']}({', '.join(f'{k}={v}' for k, v in (t['arguments'] or {}).items())})"
+            + ("" if t["ok"] else " failed")
+            for t in tools
+        ]
+    return {
+        **_contact(row, principal, now),
+        "call_id": call_id,
+        "intent": attributes.get("intent", ""),
+        "summary": attributes.get("summary", ""),
+        "transcript": transcript,
+        "customer": {"bot_actions": actions} if actions else None,
+    }
