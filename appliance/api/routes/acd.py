@@ -256,18 +256,22 @@ async def live_contacts(
             await conn.execute("SELECT id::text, queue, state, contact FROM aicc.acd_contacts ORDER BY seq")
         ).fetchall()
     now = time.time()
-    return [
-        LiveContact(
-            contact_id=r["id"],
-            queue=r["queue"],
-            state=r["state"],
-            language=r["contact"].get("language", ""),
-            caller=mask_number(str(r["contact"].get("caller", "")), principal),
-            waiting_s=round(max(0.0, now - float(r["contact"].get("enqueued_at", now))), 1),
-            agent_id=(r["contact"].get("reservation") or {}).get("agent_id") or r["contact"].get("agent_id"),
-        )
-        for r in rows
-    ]
+    return [LiveContact(**contact_view(r, principal, now)) for r in rows]
+
+
+def contact_view(row: dict[str, Any], principal: Principal, now: float) -> dict[str, Any]:
+    """An acd_contacts row (id, queue, state, contact) as `principal` may see it: LiveContact's fields,
+    the caller's number masked by role. The live stream sends the same."""
+    c = row["contact"]
+    return {
+        "contact_id": row["id"],
+        "queue": row["queue"],
+        "state": row["state"],
+        "language": c.get("language", ""),
+        "caller": mask_number(str(c.get("caller", "")), principal),
+        "waiting_s": round(max(0.0, now - float(c.get("enqueued_at", now))), 1),
+        "agent_id": (c.get("reservation") or {}).get("agent_id") or c.get("agent_id"),
+    }
 
 
 @router.get("/api/callbacks", response_model=list[Callback])

@@ -30,10 +30,10 @@ from aicc.appliance.api.deps import (
     PoolDep,
     Principal,
     api_state,
-    mask_number,
     require,
 )
 from aicc.appliance.api.live import Picture, Pool, queues_served
+from aicc.appliance.api.routes.acd import contact_view
 
 router = APIRouter(tags=["acd"], responses=COMMON_ERRORS)
 
@@ -97,23 +97,9 @@ def _event(kind: str, data: dict[str, Any]) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-def _contact(row: dict[str, Any], principal: Principal, now: float) -> dict[str, Any]:
-    """An acd_contacts row as this caller may see it (the number masked by role)."""
-    c = row["contact"]
-    return {
-        "contact_id": row["id"],
-        "queue": row["queue"],
-        "state": row["state"],
-        "language": c.get("language", ""),
-        "caller": mask_number(str(c.get("caller", "")), principal),
-        "waiting_s": round(max(0.0, now - float(c.get("enqueued_at", now))), 1),
-        "agent_id": (c.get("reservation") or {}).get("agent_id") or c.get("agent_id"),
-    }
-
-
 async def snapshot(picture: Picture, principal: Principal, pool: Pool) -> dict[str, Any]:
     now = time.time()
-    contacts = [_contact(c, principal, now) for c in picture.contacts]
+    contacts = [contact_view(c, principal, now) for c in picture.contacts]
     me = None
     if principal.user_id in picture.profiles:
         async with pool.connection() as conn:
@@ -184,7 +170,7 @@ async def _pop(
             for t in tools
         ]
     return {
-        **_contact(row, principal, now),
+        **contact_view(row, principal, now),
         "call_id": call_id,
         "intent": attributes.get("intent", ""),
         "summary": attributes.get("summary", ""),
