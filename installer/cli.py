@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,9 @@ from aicc.installer.lab.cli import app as lab_app
 from aicc.installer.lab.demo import demo
 from aicc.installer.smoke import smoke
 from aicc.models.cli import app as models_app
+
+if TYPE_CHECKING:
+    from aicc.installer.alerts import FiringAlert
 
 app = typer.Typer(
     name="aicc",
@@ -208,17 +211,39 @@ def print_install_report(report: object) -> None:
 
 @app.command()
 def status(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt = None) -> None:
-    """Per host and service: active or not, enabled, installed version, listening ports.
+    """Per host and service: active or not, enabled, installed version, listening ports; then the
+    alerts firing now (from the site's Prometheus; see `aicc alerts`).
 
-    Exit 1 when any service is not active or a host cannot be reached.
+    Exit 1 when any service is not active or a host cannot be reached (alerts are shown, and
+    `aicc alerts` exits 1 on a critical one).
     """
+    from aicc.installer import alerts as al
     from aicc.installer import status as st
     from aicc.installer.site import site_for_inventory
 
-    _site, inv = site_for_inventory(inventory, site)
+    site_obj, inv = site_for_inventory(inventory, site)
     rows = st.collect(inv, list(inv.hosts.values()))
+    firing: list[al.FiringAlert] | None = None
+    alerts_error = ""
+    if inv.group("monitoring"):
+        try:
+            firing = [
+                a
+                for a in al.collect(inv, site_obj.settings().monitoring.prometheus_port)
+                if a.state == "firing"
+            ]
+        except AiccError as exc:
+            alerts_error = str(exc)
+    ok = st.healthy(rows)
     if json_out:
-        output.emit_json(st.as_json(rows))
+        output.emit_json(
+            {
+                **st.as_json(rows),
+                "ok": ok,
+                "alerts": None if firing is None else al.as_json(firing),
+                "alerts_error": alerts_error or None,
+            }
+        )
     else:
         table_rows = [
             (
@@ -237,7 +262,107 @@ def status(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt = N
                 "status", ["host", "service", "", "active", "enabled", "version", "listening"], table_rows
             )
         )
-    raise typer.Exit(EXIT_OK if st.healthy(rows) else EXIT_FAILED)
+        if alerts_error:
+            output.console.print(f"[yellow]alerts: not known[/yellow] ({escape(alerts_error)})")
+        elif firing is not None:
+            _print_alerts(firing, "alerts firing")
+    raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+def _print_alerts(alerts: list[FiringAlert], title: str) -> None:
+    if not alerts:
+        output.console.print(f"{title}: none")
+        return
+    output.console.print(
+        output.table(
+            title,
+            ["alert", "severity", "state", "host", "since (UTC)", "summary"],
+            [(a.name, a.severity, a.state, a.host, a.since, a.summary) for a in alerts],
+        )
+    )
+    output.console.print("runbooks:", highlight=False)
+    for a in alerts:
+        output.console.print(f"  {a.name}: {escape(a.runbook_url)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def alerts(
+    inventory: InventoryOpt,
+    json_out: JsonOpt = False,
+    site: SiteOpt = None,
+    pending: Annotated[
+        bool,
+        typer.Option("--pending", help="Also list alerts whose condition holds but not yet for long enough."),
+    ] = False,
+) -> None:
+    """The alerts the site's Prometheus has firing now, worst first, with their runbook links.
+
+    The rules come with aicc (monitoring/rules.py and the SLOs in monitoring/slos/); each alert's
+    runbook section says what to check and what to do. Exit 1 when a critical alert fires.
+    """
+    from aicc.installer import alerts as al
+    from aicc.installer.site import site_for_inventory
+
+    site_obj, inv = site_for_inventory(inventory, site)
+    found = [
+        a
+        for a in al.collect(inv, site_obj.settings().monitoring.prometheus_port)
+        if pending or a.state == "firing"
+    ]
+    if json_out:
+        output.emit_json({"ok": True, "alerts": al.as_json(found)})
+    else:
+        _print_alerts(found, "alerts firing" + (" or pending" if pending else ""))
+    raise typer.Exit(
+        EXIT_FAILED if any(a.severity == "critical" and a.state == "firing" for a in found) else EXIT_OK
+    )
+
+
+@app.command()
+def logs(
+    inventory: InventoryOpt,
+    json_out: JsonOpt = False,
+    site: SiteOpt = None,
+    host: Annotated[str | None, typer.Option("--host", help="Only this inventory host's entries.")] = None,
+    unit: Annotated[
+        str | None, typer.Option("--unit", "-u", help="Only this systemd unit (kamailio, aicc-api ...).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help='From this time (journalctl forms: "2026-12-04 10:00", "-1h", "today").'
+        ),
+    ] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Up to this time (same forms).")] = None,
+    grep: Annotated[
+        str | None, typer.Option("--grep", "-g", help="Only messages matching this regular expression.")
+    ] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="The newest N entries (1 to 10000).")] = 100,
+) -> None:
+    """Every host's journal, collected on the [monitoring] host: the newest entries, oldest first,
+    with host, time (UTC), unit and message.
+
+    Hosts forward their journal with systemd-journal-upload (HTTPS); the monitoring host keeps it
+    for monitoring.log_retention_days (default 180). With --json: the entries as a list.
+    """
+    from aicc.installer import logs as lg
+    from aicc.installer.site import site_for_inventory
+
+    _, inv = site_for_inventory(inventory, site)
+    query = lg.LogQuery(host=host, unit=unit, since=since, until=until, grep=grep, lines=lines)
+    entries = lg.collect(inv, query)
+    if json_out:
+        output.emit_json({"ok": True, "entries": lg.as_json(entries)})
+        return
+    if not entries:
+        output.console.print("no entries match")
+        return
+    table = output.table(
+        "logs",
+        ["host", "time (UTC)", "unit", "message"],
+        [(e.host, e.time[:23].replace("T", " "), e.unit or e.identifier, e.message) for e in entries],
+    )
+    output.console.print(table)
 
 
 def main() -> None:

@@ -53,12 +53,17 @@ class Inventory(BaseModel):
         wanted = [w.strip() for w in limit.split(",") if w.strip()]
         chosen: dict[str, Host] = {}
         for w in wanted:
+            if w == "localhost":
+                continue  # the installer host's own play (site PKI): not an inventory host
             matched = [h for h in self.hosts.values() if h.name == w or w in h.groups]
             if not matched:
                 raise InputError(
                     f"--limit {w!r} matches no host or group",
                     where=str(self.path),
-                    fix=f"hosts: {', '.join(self.hosts)}; groups: {', '.join(GROUPS)}",
+                    fix=(
+                        f"hosts: {', '.join(self.hosts)}; groups: {', '.join(GROUPS)}; "
+                        "localhost: the installer's own play"
+                    ),
                 )
             chosen.update((h.name, h) for h in matched)
         return list(chosen.values())

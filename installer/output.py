@@ -13,7 +13,16 @@ from rich.table import Table
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
-STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "changed": "yellow"}
+STATUS_STYLE = {
+    "ok": "green",
+    "warn": "yellow",
+    "fail": "bold red",
+    "changed": "yellow",
+    # alert severities
+    "critical": "bold red",
+    "warning": "yellow",
+    "info": "cyan",
+}
 
 
 def emit_json(data: Any) -> None:

@@ -41,6 +41,21 @@ def wheelhouse_dir(site: Site) -> Path:
     return bundled if bundled.is_dir() else Path("/var/cache/aicc/wheelhouse")
 
 
+def render_monitoring_rules(runner_dir: Path, inventory: Inventory) -> Path:
+    """Render aicc.monitoring's rules for the monitoring role; runbook links point at the first app
+    host's /ops/runbook (the appliance serves the runbook)."""
+    from aicc.monitoring.render import write_rules
+    from aicc.monitoring.slo import DefinitionError
+
+    app = inventory.group("app")
+    address = app[0].address if app else "localhost"
+    host = f"[{address}]" if ":" in address else address
+    try:
+        return write_rules(runner_dir / "monitoring-rules", f"https://{host}/ops/runbook").folder
+    except DefinitionError as exc:
+        raise InputError(exc.message, where=f"{exc.path} field {exc.field}") from exc
+
+
 def roles_dir() -> Path:
     return Path(str(resources.files("aicc.roles")))
 
@@ -237,7 +252,11 @@ def run_playbook(
     runner_dir = site.root / ".runner"
     (runner_dir / "env").mkdir(parents=True, exist_ok=True)
     vars_file = runner_dir / "site-vars.yml"
-    installer_vars = {"aicc_site_dir": str(site.root), "aicc_wheelhouse": str(wheelhouse_dir(site))}
+    installer_vars = {
+        "aicc_site_dir": str(site.root),
+        "aicc_wheelhouse": str(wheelhouse_dir(site)),
+        "aicc_monitoring_rules_dir": str(render_monitoring_rules(runner_dir, inventory)),
+    }
     vars_file.write_text(
         yaml.safe_dump({**settings_to_ansible_vars(settings), **installer_vars}), encoding="utf-8"
     )

@@ -129,10 +129,22 @@ class MonitoringSettings(_Section):
     """Prometheus, Alertmanager and node_exporter."""
 
     scrape_interval_s: int = Field(15, ge=1, le=300, description="Seconds between scrapes.")
-    retention_days: int = Field(15, ge=1, le=3650, description="Days Prometheus keeps samples.")
+    retention_days: int = Field(
+        30, ge=1, le=3650, description="Days Prometheus keeps samples (the SLOs count their budget over 28)."
+    )
     prometheus_port: Port = Field(9090, description="Prometheus HTTP port.")
     alertmanager_port: Port = Field(9093, description="Alertmanager HTTP port.")
     node_exporter_port: Port = Field(9100, description="node_exporter port on every host.")
+    journal_port: Port = Field(
+        19532,
+        description="systemd-journal-remote's port on the monitoring host (every host's journal, HTTPS).",
+    )
+    log_retention_days: int = Field(
+        180,
+        ge=1,
+        le=3650,
+        description="Days the monitoring host keeps the hosts' journals (Cybersecurity Law: at least 180).",
+    )
 
 
 class EngineSettings(_Section):
@@ -155,7 +167,10 @@ class VoicebotSettings(_Section):
     sip_port: Port = Field(
         5080, description="SIP/UDP port of the gateway; Kamailio's dispatcher sends calls here."
     )
-    rtp_port_min: Port = Field(40000, description="First RTP port of the gateway (two per call at most).")
+    rtp_port_min: Port = Field(
+        40000,
+        description="First RTP port of the gateway (4 per call at most: RTP and RTCP, caller and agent).",
+    )
     rtp_port_max: Port = Field(40999, description="Last RTP port of the gateway.")
     max_calls: int = Field(
         20, ge=1, le=5000, description="Concurrent calls per host; beyond it new calls get 503 (next host)."
@@ -168,9 +183,9 @@ class VoicebotSettings(_Section):
 
     @model_validator(mode="after")
     def _range(self) -> VoicebotSettings:
-        if self.rtp_port_max - self.rtp_port_min + 1 < 2 * self.max_calls:
+        if self.rtp_port_max - self.rtp_port_min + 1 < 4 * self.max_calls:
             raise ValueError(
-                f"rtp_port_min..rtp_port_max ({self.rtp_port_min}-{self.rtp_port_max}) must hold 2 ports "
+                f"rtp_port_min..rtp_port_max ({self.rtp_port_min}-{self.rtp_port_max}) must hold 4 ports "
                 f"per call for max_calls={self.max_calls}"
             )
         return self
@@ -372,6 +387,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "common_apt_url": s.packages.url,
         "common_apt_suite": s.packages.suite,
         "common_node_exporter_port": s.monitoring.node_exporter_port,
+        "common_journal_port": s.monitoring.journal_port,
         "kamailio_domain": s.sip.domain,
         "kamailio_udp_port": s.sip.udp_port,
         "kamailio_tls_port": s.sip.tls_port,
@@ -398,6 +414,8 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "monitoring_retention_days": s.monitoring.retention_days,
         "monitoring_prometheus_port": s.monitoring.prometheus_port,
         "monitoring_alertmanager_port": s.monitoring.alertmanager_port,
+        "monitoring_journal_port": s.monitoring.journal_port,
+        "monitoring_journal_retention_days": s.monitoring.log_retention_days,
         "llm_engine": s.engines.llm,
         "llm_min_gpu_memory_gib": s.engines.min_gpu_memory_gib,
         "speech_engine": s.engines.speech,

@@ -57,6 +57,10 @@ class SmokeResult:
 # it: the plan, the lookup and the answer's first TTS audio, up to about 2.5 s for a compound
 # Mandarin request on 2 CPU cores.
 REPLY_SILENCE_S = 3.5
+# Speech shorter than this is most likely the hold line alone: on a loaded host the answer can come
+# later than REPLY_SILENCE_S after it, so wait up to HOLD_SILENCE_S of silence before calling it over.
+HOLD_LINE_S = 2.0
+HOLD_SILENCE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class SmokeParams:
     greeting_timeout_s: float = 30.0
     reply_timeout_s: float = 60.0
     silence_end_s: float = REPLY_SILENCE_S
+    number: str = "smoke"  # the caller's number (SIP From user)
 
 
 def read_wav(path: Path) -> tuple[bytes, int]:
@@ -207,7 +212,10 @@ async def wait_quiet(
         await asyncio.sleep(0.1)
         start = start or caller.heard.first_voice_after(since)
         last = caller.heard.last_voice()
-        if start is not None and last is not None and time.monotonic() - last >= silence:
+        if start is None or last is None:
+            continue
+        needed = max(silence, HOLD_SILENCE_S) if last - start < HOLD_LINE_S else silence
+        if time.monotonic() - last >= needed:
             return start, last
     return start, caller.heard.last_voice() or time.monotonic()
 
@@ -226,7 +234,7 @@ async def run_smoke(params: SmokeParams) -> SmokeResult:
     result = SmokeResult(
         ok=False, problem="", target=params.target, setup_s=None, utterance=said, expected=list(expected)
     )
-    caller = Caller(local_ip=local_ip_towards(*params.proxy))
+    caller = Caller(local_ip=local_ip_towards(*params.proxy), number=params.number)
     await caller.start()
     try:
         try:

@@ -61,12 +61,12 @@ def _pip_wheel(args: list[str], where: Path) -> None:
 
 
 def build_web(root: Path) -> None:
-    """The pages' npm bundle (JsSIP) into the checkout's appliance/web/static/vendor, which the wheel
-    carries: built from the pinned lock file, cached, so usually a copy."""
+    """The pages' npm bundle (JsSIP, uPlot) into the checkout's appliance/web/static/vendor, which the
+    wheel carries: built from the pinned lock file, cached, so usually a copy."""
     proc = subprocess.run([str(root / "scripts" / "build-web")], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RunFailed(
-            f"could not bundle the agent desktop's JsSIP: {proc.stderr.strip()[-600:]}",
+            f"could not bundle the pages' JsSIP and uPlot: {proc.stderr.strip()[-600:]}",
             where=str(root / "appliance" / "web" / "package-lock.json"),
             fix="install npm (apt-get install npm) and allow access to the npm registry once",
         )

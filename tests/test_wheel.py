@@ -52,8 +52,9 @@ def test_wheel_carries_every_module_and_data_file(wheel: Path) -> None:
         if f"aicc/{rel}" not in names:
             missing.append(rel)
     assert not missing, f"files not in the wheel (add their package to pyproject.toml): {missing[:20]}"
-    # Built, not tracked: the agent desktop's JsSIP bundle (scripts/build-web).
+    # Built, not tracked: the desktop's JsSIP bundle and the operations page's uPlot (scripts/build-web).
     assert "aicc/appliance/web/static/vendor/jssip.min.js" in names
+    assert "aicc/appliance/web/static/vendor/uPlot.iife.min.js" in names
 
 
 def test_installed_wheel_runs_and_finds_its_roles(wheel: Path, tmp_path: Path) -> None:

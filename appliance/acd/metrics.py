@@ -6,6 +6,7 @@ from the event log (the source of truth), refreshed every 30 s, not from counter
 
 from __future__ import annotations
 
+import math
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -67,6 +68,7 @@ class AcdMetrics:
         self._observed = time.monotonic()
         stats = engine.queue_stats(now)
         for gone in self._queues - set(stats):
+            self.service_level.remove(gone)
             self.waiting.remove(gone)
             self.longest_wait.remove(gone)
             for state in AGENT_STATES:
@@ -79,6 +81,8 @@ class AcdMetrics:
         self._queues = set(stats)
 
     def set_service_level(self, ratios: dict[str, float | None]) -> None:
-        for queue, ratio in ratios.items():
-            if ratio is not None:
-                self.service_level.labels(queue=queue).set(ratio)
+        # NaN for a queue with no contact yet today: the series exists (dashboards and alerts know the
+        # queue) but no comparison holds, so no alert fires on an empty morning.
+        for queue in self._queues | set(ratios):
+            ratio = ratios.get(queue)
+            self.service_level.labels(queue=queue).set(math.nan if ratio is None else ratio)

@@ -94,6 +94,12 @@ class AppConfig(_Strict):
     sip_token_ttl_s: int = Field(
         900, ge=120, le=86400, description="a browser softphone's SIP credentials last this long"
     )
+    prometheus_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$",
+        description="the site's Prometheus, e.g. http://10.0.0.9:9090, which the operations page (/ops/) "
+        "reads; none when the site has no [monitoring] host",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AppConfig:

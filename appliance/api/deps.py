@@ -95,6 +95,7 @@ _ERROR_DESCRIPTIONS = {
     422: "The request does not validate; problems name each field",
     423: "The user is locked out after too many failed logins",
     429: "Too many failed logins from this address; see Retry-After",
+    502: "A service the API reads from (Prometheus) cannot be reached or refused the request",
     503: "The database is unreachable; see Retry-After",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}

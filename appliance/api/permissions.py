@@ -29,6 +29,7 @@ PERMISSIONS: dict[str, str] = {
     "callbacks.read": "the callback list",
     "callbacks.write": "change a callback's status",
     "contacts.write": "create and change contacts",
+    "ops.read": "the operations page: the site's dashboards from Prometheus, and the runbook",
 }
 
 _AGENT = frozenset({"tokens.own", "agent.self", "live.read", "calls.own.read", "config.read"})

@@ -144,7 +144,7 @@ class Caller:
         )
         self.setup_s = time.monotonic() - started
         neg = sdp.negotiate(sdp.parse(self.answer.body), preference=self.codecs)
-        self.rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt)
+        self.rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt, neg.rtcp_addr)
         self.sample_rate = neg.codec.sample_rate
         self.clock.sessions.add(self.rtp)
 
@@ -183,6 +183,7 @@ class Caller:
         self._hung_up = True
         if self.rtp is not None:
             self.clock.sessions.discard(self.rtp)
+            self.rtp.send_bye()  # the last RTCP report and BYE, before the SIP BYE ends the session
         if self.remote_bye.is_set():
             return 200
         with contextlib.suppress(Exception):

@@ -19,7 +19,8 @@ STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "turn")
 class TurnClock:
     """Timings of one caller turn: end of caller speech -> utterance segmented (VAD hang-over) -> transcript
     -> first LLM token (or plan) -> first TTS audio; `turn` is end of speech -> first answer audio sent,
-    `hold` end of speech -> the hold line ("One moment, please.") when one was said before the answer."""
+    `hold` end of speech -> the hold line ("One moment, please.") when one was said before the answer,
+    `first_audio` end of speech -> whichever came first: the silence the caller sits through."""
 
     turn: int
     end_of_speech: float
@@ -46,6 +47,8 @@ class TurnClock:
         # Last: whoever records the stages closes the turn's record on "turn".
         first_audio = self.first_audio_out or self.tts_first_audio
         if first_audio is not None:
+            heard = min(first_audio, self.hold_audio_out or first_audio)
+            out["first_audio"] = heard - self.end_of_speech
             out["turn"] = first_audio - self.end_of_speech
         return out
 

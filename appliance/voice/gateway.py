@@ -196,6 +196,7 @@ class Call:
             on_dtmf=self._dtmf_in,
             source=self._to_caller_source,
             jitter_depth=cfg.jitter_depth,
+            rtcp_remote=self.neg.rtcp_addr,
         )
         self.rtp.sending = self.neg.direction in ("sendrecv", "sendonly")
         self.rtp_port = await open_session(self.rtp, cfg.sip_ip, cfg.rtp_port_min, cfg.rtp_port_max)
@@ -395,7 +396,7 @@ class Call:
                 return
             self.offer, self.neg = offer, neg
             if self.rtp is not None:
-                self.rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt)
+                self.rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt, neg.rtcp_addr)
                 self.rtp.sending = neg.direction in ("sendrecv", "sendonly")
                 self.rtp.stats.last_rx = time.monotonic()  # a held call sends no RTP: restart the clock
             if self.bot is not None and self.bot.playback.sample_rate != neg.codec.sample_rate:
@@ -480,7 +481,7 @@ class Call:
             )
             answer = sdp.parse(ok.body)
             neg = sdp.negotiate(answer, preference=(self.neg.codec.name, "PCMU", "PCMA", "G722"))
-            agent_rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt)
+            agent_rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt, neg.rtcp_addr)
         except dlg.CallFailed as exc:
             agent_rtp.close()
             outcome = offer_outcome(exc.status)
@@ -545,7 +546,7 @@ class Call:
                 t.respond(req, sip.response(req, 488, "Not Acceptable Here", to_tag=dialog.local_tag), addr)
                 log.info("agent re-INVITE refused: %s", exc)
                 return
-            agent_rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt)
+            agent_rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt, neg.rtcp_addr)
             direction = neg.direction
         self._held(direction in ("recvonly", "inactive"))
         body = sdp.offer(self.gw.cfg.advertised_ip, self._agent_port, codecs=(agent_rtp.codec.name,))
@@ -636,15 +637,19 @@ class Call:
             self._close_agent_leg()
         if self._bridge_done is not None and not self._bridge_done.done():
             self._bridge_done.set_result("caller")
+        media = ""
         if self.rtp is not None:
             self._media_metrics(self.rtp)
-            self.rtp.close()
+            self.rtp.close()  # sends the RTCP BYE, before our SIP BYE (a task) leaves
+            media = self.rtp.quality()
         if self.watchdog is not None and self.watchdog is not asyncio.current_task():
             self.watchdog.cancel()
         if self.answered:
             self.gw.metrics.active.dec()
         self.gw.metrics.finished.labels(outcome=outcome).inc()
-        log.info("call ended: %s (%s), %.1f s", outcome, reason, time.monotonic() - self.received_at)
+        log.info(
+            "call ended: %s (%s), %.1f s; %s", outcome, reason, time.monotonic() - self.received_at, media
+        )
         self.gw.emit(
             Event(
                 "call.ended",
@@ -909,7 +914,7 @@ class Gateway:
         with contextlib.suppress(sdp.SdpError, sdp.NoCommonCodec):
             neg = sdp.negotiate(sdp.parse(ack.body))
             assert call.rtp is not None
-            call.rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt)
+            call.rtp.update(neg.codec, neg.payload_type, neg.remote_addr, neg.dtmf_pt, neg.rtcp_addr)
 
     async def _guarded_invite(self, req: SipMessage, addr: Addr) -> None:
         """Whatever goes wrong while answering, the caller gets a final response and nothing is left

@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Label values known in advance get a series at start-up (0), so alerts and dashboards see the metric
+# before the first event instead of "no data" (Prometheus' instrumentation guidance).
+STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "turn", "hold", "first_audio")
+ENGINES = ("asr", "llm", "tts", "vad", "bot")
+TRANSFER_REASONS = ("requested", "misunderstood", "low_confidence", "engine_failure", "dtmf")
+OUTCOMES = ("resolved", "transferred", "abandoned", "failed")
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
 
 
@@ -38,7 +45,8 @@ class VoiceMetrics:
             "aicc_voice_stage_seconds",
             "Bot turn latency by stage: vad (hang-over), asr "
             "(to final transcript), llm_first_token, tts_first_audio, turn (end of speech "
-            "to the answer's first audio), hold (end of speech to the hold line, when one was said).",
+            "to the answer's first audio), hold (end of speech to the hold line, when one was said), "
+            "first_audio (end of speech to the first audio the caller hears, hold line or answer).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -97,6 +105,15 @@ class VoiceMetrics:
             ["used"],
             registry=r,
         )
+
+        for values, metric, label in (
+            (STAGES, self.stage, "stage"),
+            (ENGINES, self.engine_errors, "engine"),
+            (TRANSFER_REASONS, self.transfers, "reason"),
+            (OUTCOMES, self.finished, "outcome"),
+        ):
+            for value in values:
+                metric.labels(**{label: value})
 
     def report(self, name: str, value: float, labels: dict[str, str]) -> None:
         """The pipeline's reporter: maps its events onto the metrics above."""

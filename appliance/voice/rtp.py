@@ -1,5 +1,6 @@
 """RTP (RFC 3550) for one audio stream: packets, a jitter buffer, RFC 4733 DTMF events, and a session
-that a shared 20 ms media clock drives (one timer for all calls, not one per call)."""
+that a shared 20 ms media clock drives (one timer for all calls, not one per call). The session sends
+and reads RTCP (rtcp.py) on the next port up, or on the RTP port itself when rtcp-mux was agreed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aicc.appliance.voice import rtcp
 from aicc.appliance.voice.codecs import Codec, Coder
 
 log = logging.getLogger(__name__)
@@ -190,12 +192,36 @@ class MediaStats:
     packets_out: int = 0
     bad_packets: int = 0
     foreign_packets: int = 0
+    rtcp_in: int = 0
+    rtcp_out: int = 0
+    bad_rtcp: int = 0
     last_rx: float = field(default_factory=time.monotonic)
 
 
 AudioSink = Callable[[bytes], None]
 DtmfSink = Callable[[str], None]
 AudioSource = Callable[[], bytes | None]
+
+
+def rtcp_port_of(remote: tuple[str, int]) -> tuple[str, int]:
+    """Where RTCP goes without an a=rtcp attribute: the next port up (RFC 3550 11)."""
+    return remote if remote == NO_PEER else (remote[0], remote[1] + 1)
+
+
+class RtcpProtocol(asyncio.DatagramProtocol):
+    """The RTCP socket (RTP port + 1) of a session."""
+
+    def __init__(self, session: RtpSession) -> None:
+        self.session = session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.session.rtcp_transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.session.rtcp_received(data, addr, muxed=False)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("RTCP socket error: %s", exc)
 
 
 class RtpSession(asyncio.DatagramProtocol):
@@ -212,6 +238,7 @@ class RtpSession(asyncio.DatagramProtocol):
         on_dtmf: DtmfSink,
         source: AudioSource,
         jitter_depth: int = 3,
+        rtcp_remote: tuple[str, int] | None = None,
     ) -> None:
         self.codec = codec
         self.payload_type = payload_type
@@ -225,6 +252,8 @@ class RtpSession(asyncio.DatagramProtocol):
         self.dtmf = DtmfReceiver()
         self.stats = MediaStats()
         self.transport: asyncio.DatagramTransport | None = None
+        self.rtcp_transport: asyncio.DatagramTransport | None = None
+        self.rtcp_remote = rtcp_remote or rtcp_port_of(remote)
         self.sending = True
         self.receiving = True
         self._ssrc = secrets.randbits(32)
@@ -233,15 +262,24 @@ class RtpSession(asyncio.DatagramProtocol):
         self._silence = self.coder.encode(bytes(codec.samples_per_frame * 2))
         self._was_silent = True
         self._latched = False
+        self._rtcp_latched = False
+        self.reporter = rtcp.Reporter(self._ssrc, codec.clock_rate)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if rtcp.is_rtcp(data) and data[1] & 0x7F not in (self.payload_type, self.dtmf_pt):
+            # RFC 5761: RTCP on the RTP port (rtcp-mux, or a peer that sends it there anyway); a
+            # negotiated payload type 64-95 with the marker bit set is still RTP.
+            self.rtcp_received(data, addr, muxed=True)
+            return
         if addr != self.remote:
             # Symmetric RTP: follow the first source that sends to us from the signalled host (a NAT or
             # rtpengine may use another port); ignore other hosts.
             if not self._latched and addr[0] == self.remote[0]:
+                if self.rtcp_mux:
+                    self.rtcp_remote = addr  # rtcp-mux: RTCP follows RTP
                 self.remote = addr
             else:
                 self.stats.foreign_packets += 1
@@ -253,7 +291,9 @@ class RtpSession(asyncio.DatagramProtocol):
             self.stats.bad_packets += 1
             return
         self.stats.packets_in += 1
-        self.stats.last_rx = time.monotonic()
+        self.stats.last_rx = now = time.monotonic()
+        audio = packet.payload_type == self.payload_type
+        self.reporter.rtp_received(packet.ssrc, packet.sequence, packet.timestamp, now, audio=audio)
         if not self.receiving:
             return
         if self.dtmf_pt is not None and packet.payload_type == self.dtmf_pt:
@@ -272,6 +312,43 @@ class RtpSession(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         log.debug("RTP socket error: %s", exc)
 
+    @property
+    def rtcp_mux(self) -> bool:
+        return self.rtcp_remote == self.remote and self.remote != NO_PEER
+
+    def rtcp_received(self, data: bytes, addr: tuple[str, int], *, muxed: bool) -> None:
+        """A compound RTCP packet from the peer: its SR (for our LSR/DLSR) and its reports about us."""
+        if addr not in (self.rtcp_remote, self.remote):
+            if not muxed and not self._rtcp_latched and addr[0] == self.rtcp_remote[0]:
+                self.rtcp_remote = addr  # symmetric RTCP, like RTP: follow the signalled host's port
+            else:
+                self.stats.foreign_packets += 1
+                return
+        if not muxed:
+            self._rtcp_latched = True
+        try:
+            packets = rtcp.parse_rtcp(data)
+        except rtcp.RtcpError as exc:
+            log.debug("bad RTCP from %s: %s", addr, exc)
+            self.stats.bad_rtcp += 1
+            return
+        self.stats.rtcp_in += 1
+        self.reporter.rtcp_received(packets, time.time())
+
+    def _send_rtcp(self, data: bytes) -> None:
+        transport = self.transport if self.rtcp_mux else self.rtcp_transport
+        if transport is None or self.rtcp_remote == NO_PEER:
+            return
+        transport.sendto(data, self.rtcp_remote)
+        self.stats.rtcp_out += 1
+
+    def send_bye(self) -> None:
+        """The RTCP BYE (in a last compound report) when leaving the call; once."""
+        r = self.reporter
+        if r.bye_sent or not (r.packets_sent or r.reports_sent) or self.rtcp_remote == NO_PEER:
+            return
+        self._send_rtcp(r.report(time.time(), bye=True))
+
     def tick(self) -> None:
         payload = self.jitter.pop()
         if payload is not None:
@@ -283,6 +360,9 @@ class RtpSession(asyncio.DatagramProtocol):
             if pcm:
                 self.on_audio(pcm)
         pcm_out = self.source()
+        mono = time.monotonic()
+        if self.transport is not None and self.rtcp_remote != NO_PEER and self.reporter.due(mono):
+            self._send_rtcp(self.reporter.report(time.time(), mono))
         if not self.sending or self.transport is None:
             self._ts += self.codec.timestamp_step
             return
@@ -294,6 +374,7 @@ class RtpSession(asyncio.DatagramProtocol):
             self.remote,
         )
         self.stats.packets_out += 1
+        self.reporter.rtp_sent(len(payload_out), self._ts, time.time())
         self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + self.codec.timestamp_step) & 0xFFFFFFFF
 
@@ -302,25 +383,63 @@ class RtpSession(asyncio.DatagramProtocol):
             raise RtpError("the peer did not offer telephone-event")
         for p in dtmf_packets(digit, pt=self.dtmf_pt, seq=self._seq, ts=self._ts, ssrc=self._ssrc):
             self.transport.sendto(p.encode(), self.remote)
+            self.reporter.rtp_sent(len(p.payload), p.timestamp, time.time())
             self._seq = (p.sequence + 1) & 0xFFFF
 
-    def update(self, codec: Codec, payload_type: int, remote: tuple[str, int], dtmf_pt: int | None) -> None:
-        """Apply a re-INVITE: new address and, where it changed, a new codec."""
+    def update(
+        self,
+        codec: Codec,
+        payload_type: int,
+        remote: tuple[str, int],
+        dtmf_pt: int | None,
+        rtcp_remote: tuple[str, int] | None = None,
+    ) -> None:
+        """Apply an answer or re-INVITE: new address and, where it changed, a new codec. RTCP goes to
+        `rtcp_remote` (the SDP's a=rtcp, or the RTP address itself with rtcp-mux), else RTP port + 1."""
         if codec != self.codec:
             self.codec = codec
             self.coder = codec.coder()
             self._silence = self.coder.encode(bytes(codec.samples_per_frame * 2))
             self.jitter.reset()
+            self.reporter.clock_rate = codec.clock_rate
         self.payload_type = payload_type
         self.dtmf_pt = dtmf_pt
+        rtcp_remote = rtcp_remote or rtcp_port_of(remote)
         if remote != self.remote:
             self.remote = remote
             self._latched = False
+        if rtcp_remote != self.rtcp_remote:
+            self.rtcp_remote = rtcp_remote
+            self._rtcp_latched = False
+
+    def quality(self) -> str:
+        """One line for the log: what we received, and what the peer's reports said about our stream."""
+        r = self.reporter
+        parts = [f"rtcp sent {self.stats.rtcp_out}, received {self.stats.rtcp_in}"]
+        if r.source is not None and r.source.valid:
+            ms = 1000 / max(1, r.clock_rate)
+            parts.append(
+                f"in: lost {r.source.lost}/{r.source.expected}, jitter {r.source.jitter * ms:.1f} ms"
+            )
+        p = r.peer
+        if p.reports:
+            ms = 1000 / max(1, r.clock_rate)
+            rtt = f", rtt {p.rtt_s * 1000:.1f} ms" if p.rtt_s is not None else ""
+            parts.append(
+                f"peer saw: lost {p.cumulative_lost} ({(p.fraction_lost or 0) * 100:.1f} %), "
+                f"jitter {(p.jitter or 0) * ms:.1f} ms{rtt}"
+            )
+        return "; ".join(parts)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send_bye()
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        if self.rtcp_transport is not None:
+            self.rtcp_transport.close()
+            self.rtcp_transport = None
 
 
 class MediaClock:
@@ -371,21 +490,27 @@ class MediaClock:
 
 
 async def open_session(session: RtpSession, bind_ip: str, port_min: int, port_max: int) -> int:
-    """Bind the session to a free even port in the range; returns the port."""
+    """Bind the session to a free even port in the range and its RTCP socket to the next one up (both
+    in the range); returns the RTP port."""
     loop = asyncio.get_running_loop()
     start = port_min + 2 * secrets.randbelow(max(1, (port_max - port_min) // 2))
     span = port_max - port_min + 1
     for i in range(0, span, 2):
         port = port_min + ((start - port_min + i) % span)
         port -= port % 2
-        if port < port_min:
+        if port < port_min or port + 1 > port_max:
             continue
+        socks: list[socket.socket] = []
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind((bind_ip, port))
+            for p in (port, port + 1):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((bind_ip, p))
         except OSError:
-            sock.close()
+            for sock in socks:
+                sock.close()
             continue
-        await loop.create_datagram_endpoint(lambda: session, sock=sock)
+        await loop.create_datagram_endpoint(lambda: session, sock=socks[0])
+        await loop.create_datagram_endpoint(lambda: RtcpProtocol(session), sock=socks[1])
         return port
-    raise OSError(f"no free RTP port in {port_min}-{port_max}")
+    raise OSError(f"no free RTP/RTCP port pair in {port_min}-{port_max}")

@@ -31,6 +31,9 @@ class Media:
     direction: str = "sendrecv"
     connection: str | None = None
     ptime: int | None = None
+    rtcp_port: int | None = None  # a=rtcp (RFC 3605): where the peer receives RTCP
+    rtcp_address: str | None = None
+    rtcp_mux: bool = False  # a=rtcp-mux (RFC 5761): RTCP on the RTP port
 
 
 @dataclass
@@ -116,6 +119,15 @@ def _attribute(m: Media, value: str) -> None:
             m.fmtp[int(pt_text)] = params
     elif name == "ptime" and arg.strip().isdigit():
         m.ptime = int(arg.strip())
+    elif name == "rtcp":
+        parts = arg.split()
+        if not parts or not parts[0].isdigit() or not 0 < int(parts[0]) <= 65535:
+            raise SdpError("bad a=rtcp")
+        m.rtcp_port = int(parts[0])
+        if len(parts) >= 4:
+            m.rtcp_address = _addr(" ".join(parts[1:4]))
+    elif name == "rtcp-mux":
+        m.rtcp_mux = True
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,9 @@ class Negotiated:
     dtmf_pt: int | None
     remote_addr: tuple[str, int]
     direction: str  # the direction of our side: sendrecv, sendonly, recvonly, inactive
+    # Where our RTCP goes: the RTP address with rtcp-mux, else a=rtcp's, else the RTP port + 1.
+    rtcp_addr: tuple[str, int] | None = None
+    rtcp_mux: bool = False
 
 
 def _format_name(m: Media, pt: int) -> tuple[str, int] | None:
@@ -166,12 +181,20 @@ def negotiate(offer: SessionDescription, preference: tuple[str, ...] = PREFERENC
     for name in preference:
         if name in offered:
             address = audio.connection or offer.connection or ""
+            if audio.rtcp_mux:
+                rtcp = (address, audio.port)
+            elif audio.rtcp_port is not None:
+                rtcp = (audio.rtcp_address or address, audio.rtcp_port)
+            else:
+                rtcp = (address, audio.port + 1)
             return Negotiated(
                 SUPPORTED[name],
                 offered[name],
                 dtmf,
                 (address, audio.port),
                 _ANSWER_DIRECTION[audio.direction],
+                rtcp,
+                audio.rtcp_mux,
             )
     raise NoCommonCodec("none of the offered codecs is supported (G722, PCMU, PCMA)")
 
@@ -198,6 +221,8 @@ def answer(
                 lines.append(f"a=rtpmap:{neg.dtmf_pt} telephone-event/8000")
                 lines.append(f"a=fmtp:{neg.dtmf_pt} 0-16")
             lines.append("a=ptime:20")
+            # RTCP: on the RTP port when the offer muxes (RFC 5761), else on the next port up.
+            lines.append("a=rtcp-mux" if neg.rtcp_mux else f"a=rtcp:{local_port + 1}")
             lines.append(f"a={neg.direction}")
         else:
             lines.append(f"m={m.kind} 0 {m.proto} {' '.join(m.formats)}")
@@ -228,6 +253,7 @@ def offer(
         f"a=rtpmap:{dtmf_pt} telephone-event/8000",
         f"a=fmtp:{dtmf_pt} 0-16",
         "a=ptime:20",
+        f"a=rtcp:{local_port + 1}",  # RTCP on the next port up (RFC 3605); no rtcp-mux offered
         "a=sendrecv",
     ]
     return ("\r\n".join(lines) + "\r\n").encode()

@@ -151,6 +151,7 @@ def test_prometheus_reports_every_target_up(installed_site: InstalledSite) -> No
         ("aicc_voicebot", "voicebot"),
         ("aicc_api", "app"),
         ("aicc_acd", "app"),
+        ("aicc_llm", "llm"),
     ):
         expected |= {(job, h) for h, g in groups.items() if group in g}
     # Right after an install some targets have not been scraped yet: wait for two intervals at most.

@@ -3,7 +3,9 @@
 It records every call as ("module.function", args) and answers from a small model of one SIP
 request (method, R-URI user, source, to-tag, headers) plus per-function overrides, with the
 return conventions of Kamailio 5.6 (int: >0 true/success, <0 false/failure; bool for is_*).
-Htables are dicts, so a test sees what the routing stored (a banned source, ...).
+Htables are dicts, so a test sees what the routing stored (a banned source, ...). Other
+pseudo-variables (what a module set: rtpengine's $avp, jsonrpcs' $jsonrpl) come from `pvs`; an
+$avp not in it is unset (None), as in Kamailio.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class FakeKSR:
         self.htables: dict[str, dict[str, Any]] = {"ipban": {}, "did": {}}
         self.flags: set[int] = set()
         self.pike_allowed = True
+        self.pvs: dict[str, Any] = {}
 
     # --- what tests use ---------------------------------------------------------------------
 
@@ -170,6 +173,10 @@ class FakeKSR:
         return 1
 
     def _pv(self, spec: str) -> Any:
+        if spec in self.pvs:
+            return self.pvs[spec]
+        if spec.startswith("$avp("):
+            return None
         r = self.request
         values: dict[str, Any] = {
             "$si": r.source,

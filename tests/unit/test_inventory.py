@@ -96,3 +96,11 @@ def test_missing_inventory_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="inventory not found") as err:
         load_inventory(tmp_path / "inventory.ini")
     assert "aicc init" in (err.value.fix or "")
+
+
+def test_limit_may_name_localhost_for_the_installer_play() -> None:
+    """The pki play runs on the installer host: `--limit h2,localhost` is how a partial run keeps it."""
+    inv = parse_inventory(ALL_GROUPS_ONE_HOST + "[app]\nh2 ansible_host=10.0.0.2\n", Path("inv.ini"))
+    assert [h.name for h in inv.select("h2,localhost")] == ["h2"]
+    with pytest.raises(InputError, match="localhost: the installer's own play"):
+        inv.select("nosuchhost")

@@ -577,3 +577,286 @@ def test_a_phone_registering_over_udp_is_not_tied_to_a_connection(routing: Modul
     ksr.returns["auth_db.auth_check"] = 1
     app.ksr_request_route(None)
     assert ksr.called("registrar.save") and not ksr.htables.get("wsaor")
+
+
+# --- metrics: media quality at the end of a call ---------------------------------------------------
+
+
+def _quality(routing: ModuleType, ksr: FakeKSR, mos: str, loss: str, jitter: str, roundtrip_us: str) -> None:
+    """What the rtpengine module leaves in its pvs after a delete of a call with RTCP."""
+    ksr.pvs.update(
+        {
+            routing.PV_MOS: mos,
+            routing.PV_PACKET_LOSS: loss,
+            routing.PV_JITTER: jitter,
+            routing.PV_ROUNDTRIP: roundtrip_us,
+        }
+    )
+
+
+def _observed(ksr: FakeKSR) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
+    for name, value in ksr.called("xhttp_prom.histogram_observe_l0"):
+        seen.setdefault(name, []).append(value)
+    return seen
+
+
+def test_bye_observes_the_calls_media_quality(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="BYE", to_tag=True, destination=f"sip:{VOICEBOT}:5080"))
+    _quality(routing, ksr, mos="4.3", loss="2", jitter="12", roundtrip_us="48500")
+    app.ksr_branch_manage(None)
+    assert ksr.called("rtpengine.rtpengine_manage") == [(routing.RTP_PLAIN,)]
+    # Once per call, in the units the alerts use: MOS 1..5, loss in %, jitter and round trip in ms.
+    assert _observed(ksr) == {
+        "call_mos": ["4.3"],
+        "call_packet_loss_percent": ["2"],
+        "call_jitter_ms": ["12"],
+        "call_roundtrip_ms": ["48.5"],
+    }
+    assert not ksr.called("xhttp_prom.counter_inc_l0")
+
+
+def test_bye_without_rtcp_counts_as_unknown_quality_not_as_zero(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="BYE", to_tag=True))
+    app.ksr_branch_manage(None)  # the pvs stay unset: nobody sent RTCP
+    assert _observed(ksr) == {}
+    assert ksr.called("xhttp_prom.counter_inc_l0") == [("call_quality_unknown", 1)]
+
+
+def test_a_round_trip_rtpengine_could_not_measure_is_not_observed(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="BYE", to_tag=True))
+    _quality(routing, ksr, mos="3.9", loss="0", jitter="3", roundtrip_us="0")
+    app.ksr_branch_manage(None)
+    assert _observed(ksr) == {"call_mos": ["3.9"], "call_packet_loss_percent": ["0"], "call_jitter_ms": ["3"]}
+
+
+def test_no_quality_when_rtpengine_had_no_session_to_delete(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="BYE", to_tag=True))
+    ksr.returns["rtpengine.rtpengine_manage"] = -1
+    app.ksr_branch_manage(None)
+    assert _observed(ksr) == {}
+    assert not ksr.called("xhttp_prom.counter_inc_l0")
+
+
+def test_offers_observe_nothing(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(method="INVITE", destination=f"sip:{VOICEBOT}:5080"))
+    _quality(routing, ksr, mos="4.3", loss="2", jitter="12", roundtrip_us="48500")  # stale, say
+    app.ksr_branch_manage(None)
+    assert _observed(ksr) == {} and not ksr.called("xhttp_prom.counter_inc_l0")
+
+
+def test_cancelled_voicebot_call_deletes_its_media_and_reads_what_was_measured(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000"))
+    ksr.returns["tm.t_is_canceled"] = 1
+    app.ksr_failure_dispatch(None)
+    assert ksr.called("rtpengine.rtpengine_delete0") == [()]
+    # Never answered and nothing measured: neither a sample nor "unknown quality".
+    assert _observed(ksr) == {} and not ksr.called("xhttp_prom.counter_inc_l0")
+    app, ksr = make(routing, Request(ruri_user="4000"))
+    ksr.returns["tm.t_is_canceled"] = 1
+    _quality(routing, ksr, mos="4.1", loss="1", jitter="8", roundtrip_us="30000")  # early media
+    app.ksr_failure_dispatch(None)
+    assert _observed(ksr)["call_mos"] == ["4.1"]
+
+
+def test_failed_voicebot_call_without_failover_deletes_its_media(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="4000"))
+    ksr.returns["tm.t_check_status"] = 1  # 503, and no other voicebot host
+    app.ksr_failure_dispatch(None)
+    assert ksr.called("rtpengine.rtpengine_delete0") == [()]
+    assert not ksr.called("tm.t_relay")
+
+
+def test_call_to_an_agent_ends_its_media_when_it_fails(routing: ModuleType) -> None:
+    app, ksr = make(routing, Request(ruri_user="1001", source=VOICEBOT))
+    voicebot_source(ksr)
+    ksr.returns["registrar.registered"] = 1
+    ksr.returns["registrar.lookup"] = 1
+    app.ksr_request_route(None)
+    assert ksr.called("tm.t_on_failure") == [("ksr_failure_media",)]
+    ksr.calls.clear()
+    app.ksr_failure_media(None)
+    assert ksr.called("rtpengine.rtpengine_delete0") == [()]
+    app, ksr = make(routing, Request(ruri_user="1001", source=VOICEBOT), rtpengine=False)
+    voicebot_source(ksr)
+    ksr.returns["registrar.registered"] = 1
+    ksr.returns["registrar.lookup"] = 1
+    app.ksr_request_route(None)
+    assert not ksr.called("tm.t_on_failure")
+    app.ksr_failure_media(None)
+    assert not ksr.called("rtpengine.rtpengine_delete0")
+
+
+# --- metrics: dispatcher state ---------------------------------------------------------------------
+
+
+def _ds_list(*targets: tuple[int, str, str]) -> str:
+    """A dispatcher.list JSON-RPC reply as jsonrpcs gives it: (set id, URI, FLAGS) per target."""
+    sets: dict[int, list[dict[str, Any]]] = {}
+    for setid, uri, flags in targets:
+        sets.setdefault(setid, []).append({"DEST": {"URI": uri, "FLAGS": flags, "PRIORITY": 0}})
+    records = [{"SET": {"ID": s, "TARGETS": t}} for s, t in sets.items()]
+    return json.dumps({"jsonrpc": "2.0", "result": {"NRSETS": len(sets), "RECORDS": records}, "id": 1})
+
+
+def _gauges(ksr: FakeKSR) -> dict[tuple[str, ...], str]:
+    out: dict[tuple[str, ...], str] = {}
+    for name, value, *labels in ksr.called("xhttp_prom.gauge_set_l2") + ksr.called("xhttp_prom.gauge_set_l1"):
+        out[(name, *labels)] = value
+    return out
+
+
+def test_dispatcher_state_becomes_gauges(routing: ModuleType) -> None:
+    app, ksr = make(routing)
+    ksr.pvs["$jsonrpl(body)"] = _ds_list(
+        (1, "sip:10.0.0.3:5080", "AP"), (1, "sip:10.0.0.4:5080", "IP"), (1, "sip:10.0.0.5:5080", "TP")
+    )
+    assert app.ksr_metrics_timer(None, "rtimer") == 1
+    (rpc,) = ksr.called("jsonrpcs.exec")
+    assert json.loads(rpc[0])["method"] == "dispatcher.list"
+    assert _gauges(ksr) == {
+        ("dispatcher_target_up", "1", "sip:10.0.0.3:5080"): "1",
+        ("dispatcher_target_up", "1", "sip:10.0.0.4:5080"): "0",  # inactive: failed its probes
+        ("dispatcher_target_up", "1", "sip:10.0.0.5:5080"): "1",  # trying: still picked
+        ("dispatcher_targets_up", "1"): "2",
+    }
+
+
+def test_dispatcher_gauges_follow_a_target_going_down_and_leaving(routing: ModuleType) -> None:
+    app, ksr = make(routing)
+    ksr.pvs["$jsonrpl(body)"] = _ds_list((1, "sip:10.0.0.3:5080", "AP"), (1, "sip:10.0.0.4:5080", "AP"))
+    app.ksr_metrics_timer(None, "rtimer")
+    ksr.calls.clear()
+    ksr.pvs["$jsonrpl(body)"] = _ds_list((1, "sip:10.0.0.3:5080", "IP"))  # .4 removed by a reload
+    app.ksr_metrics_timer(None, "rtimer")
+    assert _gauges(ksr) == {
+        ("dispatcher_target_up", "1", "sip:10.0.0.3:5080"): "0",
+        ("dispatcher_target_up", "1", "sip:10.0.0.4:5080"): "0",
+        ("dispatcher_targets_up", "1"): "0",
+    }
+
+
+def test_unknown_quality_counter_exists_from_the_first_timer_run(routing: ModuleType) -> None:
+    app, ksr = make(routing)
+    ksr.pvs["$jsonrpl(body)"] = _ds_list((1, "sip:10.0.0.3:5080", "AP"))
+    app.ksr_metrics_timer(None, "rtimer")
+    app.ksr_metrics_timer(None, "rtimer")
+    assert ksr.called("xhttp_prom.counter_inc_l0") == [("call_quality_unknown", 0)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"jsonrpc": "2.0", "error": {"code": 500, "message": "No Destination Sets"}, "id": 1}),
+        "",
+        None,
+        "not json",
+    ],
+    ids=["rpc-error", "empty", "unset", "garbage"],
+)
+def test_dispatcher_gauges_stay_as_they_are_without_a_list(routing: ModuleType, body: Any) -> None:
+    app, ksr = make(routing)
+    ksr.pvs["$jsonrpl(body)"] = body
+    assert app.ksr_metrics_timer(None, "rtimer") == 1
+    assert _gauges(ksr) == {}
+    assert ksr.called("warn")
+    app, ksr = make(routing)
+    ksr.returns["jsonrpcs.exec"] = -1
+    app.ksr_metrics_timer(None, "rtimer")
+    assert _gauges(ksr) == {} and not ksr.called("pv.get")
+
+
+# --- kamailio.cfg and the routing agree ------------------------------------------------------------
+
+
+def _render_cfg(rtpengine: bool = True) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(ROUTING.parents[1] / "templates"),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    values = {
+        "kamailio_managed_comment": "test",
+        "kamailio_log_level": 2,
+        "kamailio_children": 4,
+        "kamailio_domain": REALM,
+        "kamailio_listen_address": "10.0.0.11",
+        "kamailio_udp_port": 5060,
+        "kamailio_tls_port": 5061,
+        "kamailio_wss_port": 8443,
+        "kamailio_metrics_port": 9151,
+        "kamailio_ctl_socket": "/run/kamailio/kamailio_ctl",
+        "kamailio_fr_timer_ms": 3000,
+        "kamailio_fr_inv_timer_ms": 60000,
+        "kamailio_db_url": "postgres://kamailio@127.0.0.1:15432/aicc",
+        "kamailio_flood_limit": 40,
+        "kamailio_flood_ban_s": 300,
+        "kamailio_voicebot_set": 1,
+        "kamailio_config_dir": "/etc/kamailio",
+        "kamailio_dispatcher_ping_interval": 10,
+        "kamailio_rtpengine_sockets": ["udp:10.0.0.12:2223"] if rtpengine else [],
+        "kamailio_topoh_mask_key": "k",
+    }
+    return env.get_template("kamailio.cfg.j2").render(**values)
+
+
+def _modparams(cfg: str, module: str, name: str) -> list[str]:
+    import re
+
+    return re.findall(rf'^modparam\("{module}", "{name}", "?([^"\n]*?)"?\)$', cfg, re.M)
+
+
+def test_cfg_declares_the_metrics_the_routing_writes(routing: ModuleType) -> None:
+    cfg = _render_cfg()
+    histograms = {
+        dict(kv.strip().split("=") for kv in spec.split(";") if kv.strip())["name"]: spec
+        for spec in _modparams(cfg, "xhttp_prom", "prom_histogram")
+    }
+    assert set(histograms) == {"call_mos", "call_jitter_ms", "call_packet_loss_percent", "call_roundtrip_ms"}
+    assert "buckets=1:2:2.5:3:3.5:4:4.2:4.4:5;" in histograms["call_mos"]
+    assert "buckets=5:10:20:30:50:100:200;" in histograms["call_jitter_ms"]
+    assert "buckets=0.5:1:2:3:5:10:20;" in histograms["call_packet_loss_percent"]
+    assert "buckets=20:50:100:150:200:300:500;" in histograms["call_roundtrip_ms"]
+    assert "name=call_quality_unknown;" in _modparams(cfg, "xhttp_prom", "prom_counter")
+    assert set(_modparams(cfg, "xhttp_prom", "prom_gauge")) == {
+        "name=dispatcher_target_up; label=setid:target;",
+        "name=dispatcher_targets_up; label=setid;",
+    }
+    # Metrics are kept however long no call ends (the module's default drops them after an hour).
+    assert _modparams(cfg, "xhttp_prom", "xhttp_prom_timeout") == ["0"]
+
+
+def test_cfg_sets_the_quality_pvs_the_routing_reads(routing: ModuleType) -> None:
+    cfg = _render_cfg()
+    assert _modparams(cfg, "rtpengine", "mos_average_pv") == [routing.PV_MOS]
+    assert _modparams(cfg, "rtpengine", "mos_average_packetloss_pv") == [routing.PV_PACKET_LOSS]
+    assert _modparams(cfg, "rtpengine", "mos_average_jitter_pv") == [routing.PV_JITTER]
+    assert _modparams(cfg, "rtpengine", "mos_average_roundtrip_pv") == [routing.PV_ROUNDTRIP]
+    assert not _modparams(_render_cfg(rtpengine=False), "rtpengine", "mos_average_pv")
+
+
+def test_cfg_runs_the_metrics_timer_in_the_routing(routing: ModuleType) -> None:
+    cfg = _render_cfg()
+    kemi_block = cfg.split("# --- routing engine: begin", 1)[1].split("# --- routing engine: end", 1)[0]
+    assert 'loadmodule "rtimer.so"' in kemi_block and 'loadmodule "jsonrpcs.so"' in kemi_block
+    (timer,) = _modparams(kemi_block, "rtimer", "timer")
+    assert "interval=10;" in timer and "mode=1;" in timer
+    (exec_spec,) = _modparams(kemi_block, "rtimer", "exec")
+    route = dict(kv.split("=") for kv in exec_spec.split(";"))["route"]
+    assert callable(getattr(routing.kamailio, route))
+    # jsonrpcs opens no FIFO or socket of its own.
+    assert _modparams(kemi_block, "jsonrpcs", "transport") == ["1"]
+
+
+def test_cfg_probing_takes_a_silent_gateway_out() -> None:
+    """tm answers an unanswered OPTIONS probe with a local 408: a reply code list that accepts it
+    (code=408, class=4) would keep a dead voice gateway in rotation, and dispatcher_target_up at 1."""
+    (codes,) = _modparams(_render_cfg(), "dispatcher", "ds_ping_reply_codes")
+    accepted = set(codes.split(";"))
+    assert "class=2" in accepted
+    assert not accepted & {"class=4", "code=408"}
+    assert not any(c.startswith("class=5") or c.startswith("code=5") for c in accepted)

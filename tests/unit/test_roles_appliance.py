@@ -45,6 +45,9 @@ db1 ansible_host=10.0.0.71
 [sip_proxy]
 sip1 ansible_host=10.0.0.81
 sip2 ansible_host=fd00::82
+[monitoring]
+mon1 ansible_host=fd00::91
+mon2 ansible_host=10.0.0.92
 """
 
 # What the services' AppConfig (appliance/api/config.py) accepts: it refuses unknown keys.
@@ -69,6 +72,7 @@ APP_KEYS = {
     "sip_schema",
     "sip_ws_urls",
     "sip_token_ttl_s",
+    "prometheus_url",
     "acd",
 }
 ACD_KEYS = {
@@ -86,6 +90,7 @@ SETTINGS = SiteSettings.model_validate(
     {
         "app": {"https_port": 8443, "api_port": 8011, "api_metrics_port": 9172, "session_ttl_s": 3600},
         "database": {"port": 5433},
+        "monitoring": {"prometheus_port": 9099},
     }
 )
 
@@ -159,7 +164,11 @@ def make_tls(folder: Path) -> tuple[Path, Path, Path]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("appliance")
+    return render(tmp_path_factory.mktemp("appliance"), INVENTORY, TEMPLATES)
+
+
+def render(tmp: Path, inventory: str, templates: list[tuple[str, str, dict[str, str]]]) -> Path:
+    """The templates rendered by ansible-playbook for every [app] host of `inventory`, under tmp/out."""
     ca, cert, key = make_tls(tmp)
     out = tmp / "out"
     tasks: list[dict[str, Any]] = [
@@ -178,7 +187,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
             },
             "vars": task_vars,
         }
-        for template, name, task_vars in TEMPLATES
+        for template, name, task_vars in templates
     ]
     play = [
         {
@@ -192,7 +201,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
         }
     ]
     (tmp / "render.yml").write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
-    (tmp / "inventory.ini").write_text(INVENTORY, encoding="utf-8")
+    (tmp / "inventory.ini").write_text(inventory, encoding="utf-8")
     extra = {
         **settings_to_ansible_vars(SETTINGS),
         "postgresql_app_password": "app-secret-2",
@@ -243,6 +252,19 @@ def test_app_settings_have_exactly_the_services_keys_and_follow_the_site(rendere
     assert doc["sip_ws_urls"] == ["wss://10.0.0.81:8443", "wss://[fd00::82]:8443"]
     six = yaml.safe_load((rendered / "app2" / "app.yml").read_text())
     assert (six["metrics_host"], six["public_url"]) == ("fd00::62", "https://[fd00::62]:8443")
+    # The operations page's Prometheus: the first [monitoring] host, plain HTTP, on the site's port.
+    assert doc["prometheus_url"] == six["prometheus_url"] == "http://[fd00::91]:9099"
+
+
+def test_prometheus_url_is_null_without_a_monitoring_host(tmp_path: Path) -> None:
+    inventory = INVENTORY.split("[monitoring]", maxsplit=1)[0]
+    out = render(tmp_path, inventory, [("app.yml.j2", "app.yml", {})])
+    doc = yaml.safe_load((out / "app1" / "app.yml").read_text())
+    assert doc["prometheus_url"] is None
+    if importlib.util.find_spec("aicc.appliance.api.config") is not None:
+        from aicc.appliance.api.config import AppConfig
+
+        assert AppConfig.model_validate(doc).prometheus_url is None
 
 
 def test_conninfo_reaches_libpq_unchanged(rendered: Path) -> None:

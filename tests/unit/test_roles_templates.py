@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from aicc.monitoring.render import rule_files
+
 # Each module runs ansible-playbook (a few seconds to a minute on a loaded 2-core machine).
 pytestmark = pytest.mark.slow
 
@@ -71,6 +73,19 @@ TEMPLATES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("common", "aicc.sources.j2", "sources-proxy", {"common_apt_source": "proxy"}),
     (
         "common",
+        "aicc_certificates.prom.j2",
+        "certificates-prom",
+        {
+            "common_cert_info": {
+                "results": [
+                    {"not_after": "20271203103000Z", "common_cert": {"name": "ca"}},
+                    {"not_after": "20270101000000Z", "common_cert": {"name": "host"}},
+                ]
+            }
+        },
+    ),
+    (
+        "common",
         "aicc.sources.j2",
         "sources-mirror",
         {"common_apt_source": "mirror", "common_apt_security_url": "http://mirror.example/debian-security"},
@@ -86,6 +101,8 @@ TEMPLATES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("common", "journald-aicc.conf.j2", "journald", {}),
     ("common", "chrony-aicc.sources.j2", "chrony", {"common_ntp_servers": ["10.9.9.1", "ntp.corp.example"]}),
     ("common", "prometheus-node-exporter.default.j2", "node-exporter", {}),
+    ("common", "journal-upload.conf.j2", "journal-upload", {}),
+    ("common", "journal-upload-aicc.conf.j2", "journal-upload-dropin", {}),
     ("postgresql", "aicc.conf.j2", "pg-conf", {}),
     ("postgresql", "aicc.conf.j2", "pg-conf-nowal", {"postgresql_wal_archive": False}),
     ("postgresql", "pg_hba.conf.j2", "pg-hba", {}),
@@ -103,12 +120,19 @@ TEMPLATES: list[tuple[str, str, str, dict[str, Any]]] = [
         "alertmanager-webhook.yml",
         {
             "monitoring_alertmanager_receivers": [
-                {"name": "ops", "webhook_configs": [{"url": "http://10.0.0.99:8080/alerts"}]}
+                {"name": "ops", "webhook_configs": [{"url": "http://10.0.0.99:8080/alerts"}]},
+                {"name": "pager", "webhook_configs": [{"url": "http://10.0.0.99:8080/page"}]},
             ],
             "monitoring_alertmanager_default_receiver": "ops",
+            "monitoring_alertmanager_critical_receiver": "pager",
         },
     ),
     ("monitoring", "prometheus-alertmanager.default.j2", "alertmanager-default", {}),
+    ("monitoring", "journal-remote.conf.j2", "journal-remote", {}),
+    ("monitoring", "journal-remote-socket.conf.j2", "journal-remote-socket", {}),
+    ("monitoring", "journal-remote-service.conf.j2", "journal-remote-service", {}),
+    ("monitoring", "aicc-journal-retention.service.j2", "journal-retention.service", {}),
+    ("monitoring", "aicc-journal-retention.timer.j2", "journal-retention.timer", {}),
 ]
 
 SECRETS = {
@@ -200,6 +224,8 @@ SITE_VARS: dict[str, Any] = {
     "rtpengine_delete_delay": 7,
     "monitoring_scrape_interval_s": 30,
     "monitoring_retention_days": 20,
+    "common_journal_port": 19533,
+    "monitoring_journal_retention_days": 200,
     "voicebot_metrics_port": 9171,
     "appliance_api_metrics_port": 9172,
 }
@@ -210,7 +236,8 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("render-split")
     rules = tmp / "rules"
     rules.mkdir()
-    shutil.copy(ROLES / "monitoring" / "files" / "aicc-placeholder.rules.yml", rules / "aicc-placeholder.yml")
+    for name, text in rule_files("https://10.0.0.5/ops/runbook").items():
+        (rules / name).write_text(text, encoding="utf-8")
     return render(tmp, SPLIT_INVENTORY, {**SITE_VARS, "monitoring_rules_dir": str(rules)})
 
 
@@ -248,7 +275,7 @@ def test_prometheus_config_passes_promtool_and_targets_follow_the_inventory(spli
         [tool("promtool"), "check", "config", str(path)], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "1 rule files found" in check.stdout + check.stderr
+    assert f"{len(rule_files('x'))} rule files found" in check.stdout + check.stderr
     config = yaml.safe_load(path.read_text())
     assert config["global"]["scrape_interval"] == "30s"
     assert config["global"]["scrape_timeout"] == "10s"
@@ -295,6 +322,20 @@ def test_prometheus_config_for_one_host_lists_each_target_once(single: Path) -> 
     }
 
 
+def test_certificate_expiry_is_published_in_the_textfile_format(split: Path) -> None:
+    text = (split / "sip1" / "certificates-prom").read_text()
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # 2027-12-03 10:30:00 UTC and 2027-01-01 00:00:00 UTC, whatever the installer host's time zone.
+    assert samples == [
+        'aicc_certificate_expiry_timestamp_seconds{cert="ca"} 1827829800',
+        'aicc_certificate_expiry_timestamp_seconds{cert="host"} 1798761600',
+    ]
+    check = subprocess.run(
+        [tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_alertmanager_configs_pass_amtool(split: Path) -> None:
     for name in ("alertmanager.yml", "alertmanager-webhook.yml"):
         check = subprocess.run(
@@ -308,6 +349,38 @@ def test_alertmanager_configs_pass_amtool(split: Path) -> None:
     assert webhook["route"]["receiver"] == "ops"
 
 
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["severity=critical", "alertname=AiccSipProxyDown"], "pager"),
+        (["severity=warning", "alertname=AiccHostMemoryLow"], "ops"),
+        (["severity=info", "alertname=AiccQueueServiceLevelLow"], "ops"),
+    ],
+)
+def test_alertmanager_routes_by_severity(split: Path, labels: list[str], receiver: str) -> None:
+    routed = subprocess.run(
+        [
+            tool("amtool"),
+            "config",
+            "routes",
+            "test",
+            "--config.file",
+            str(split / "mon1" / "alertmanager-webhook.yml"),
+            *labels,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert routed.stdout.strip() == receiver, routed.stdout + routed.stderr
+
+
+def test_alertmanager_inhibits_a_down_hosts_other_alerts(split: Path) -> None:
+    rules = yaml.safe_load((split / "mon1" / "alertmanager.yml").read_text())["inhibit_rules"]
+    host_down = next(r for r in rules if r["source_matchers"] == ['alertname="AiccHostDown"'])
+    assert host_down["equal"] == ["host"] and host_down["target_matchers"] == ['alertname!="AiccHostDown"']
+
+
 def test_prometheus_and_alertmanager_listen_on_the_host_address_only(split: Path) -> None:
     prom = (split / "mon1" / "prometheus-default").read_text()
     assert "--web.listen-address=10.0.0.81:9090" in prom
@@ -317,12 +390,83 @@ def test_prometheus_and_alertmanager_listen_on_the_host_address_only(split: Path
     assert re.search(r'--cluster\.listen-address="?$', am.strip().splitlines()[-1])
 
 
-def test_placeholder_rule_file_is_valid() -> None:
-    path = ROLES / "monitoring" / "files" / "aicc-placeholder.rules.yml"
-    check = subprocess.run(
-        [tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False
-    )
-    assert check.returncode == 0 and "0 rules found" in check.stdout, check.stdout + check.stderr
+def ini(text: str) -> dict[str, list[tuple[str, str]]]:
+    """systemd's unit/conf format: section -> [(key, value)], in order (keys may repeat)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections.setdefault(current, [])
+            continue
+        key, _, value = line.partition("=")
+        sections[current].append((key, value))
+    return sections
+
+
+def test_every_host_uploads_its_journal_to_the_monitoring_host_with_its_own_certificate(split: Path) -> None:
+    for host in ("sip1", "media1", "bot1", "app1", "db1", "mon1"):
+        upload = dict(ini((split / host / "journal-upload").read_text())["Upload"])
+        assert upload == {
+            "URL": "https://10.0.0.81:19533",
+            "ServerKeyFile": "/etc/aicc/tls/host.key",
+            "ServerCertificateFile": "/etc/aicc/tls/host.crt",
+            "TrustedCertificateFile": "/etc/aicc/tls/ca.crt",
+        }
+    dropin = ini((split / "sip1" / "journal-upload-dropin").read_text())
+    assert ("SupplementaryGroups", "ssl-cert") in dropin["Service"]
+    assert ("Restart", "always") in dropin["Service"]
+    assert dropin["Unit"] == [("StartLimitIntervalSec", "0")]
+
+
+def test_single_host_uploads_to_itself(single: Path) -> None:
+    upload = dict(ini((single / "aicc1" / "journal-upload").read_text())["Upload"])
+    assert upload["URL"] == "https://192.0.2.10:19533"
+
+
+def test_journal_remote_listens_on_the_host_address_with_the_host_certificate(split: Path) -> None:
+    remote = dict(ini((split / "mon1" / "journal-remote").read_text())["Remote"])
+    assert remote == {
+        "Seal": "false",
+        "SplitMode": "host",
+        "ServerKeyFile": "/etc/aicc/tls/host.key",
+        "ServerCertificateFile": "/etc/aicc/tls/host.crt",
+        "TrustedCertificateFile": "/etc/aicc/tls/ca.crt",
+    }
+    socket = ini((split / "mon1" / "journal-remote-socket").read_text())["Socket"]
+    # The empty ListenStream= first clears Debian's wildcard port 19532.
+    assert [v for k, v in socket if k == "ListenStream"] == ["", "10.0.0.81:19533"]
+    service = ini((split / "mon1" / "journal-remote-service").read_text())["Service"]
+    assert service == [("SupplementaryGroups", "ssl-cert")]
+    assert not (split / "sip1" / "journal-remote").exists()
+
+
+def test_received_journals_are_kept_for_the_retention_days_then_deleted(split: Path) -> None:
+    service = ini((split / "mon1" / "journal-retention.service").read_text())["Service"]
+    starts = [v for k, v in service if k == "ExecStart"]
+    assert starts == [
+        "/usr/bin/find /var/log/journal/remote -xdev -type f ( -name *@*.journal -o -name *.journal~ )"
+        " -mtime +199 -delete -print",
+        "/usr/bin/journalctl --directory=/var/log/journal/remote --vacuum-size=20G",
+    ]
+    timer = ini((split / "mon1" / "journal-retention.timer").read_text())
+    assert ("OnCalendar", "daily") in timer["Timer"] and ("Persistent", "true") in timer["Timer"]
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        units = split / "mon1" / "units"
+        units.mkdir(exist_ok=True)
+        for name in ("aicc-journal-retention.service", "aicc-journal-retention.timer"):
+            shutil.copy(split / "mon1" / name.removeprefix("aicc-"), units / name)
+        check = subprocess.run(
+            [analyze, "verify", "--man=no", *(str(p) for p in sorted(units.iterdir()))],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
 
 
 # ---------------------------------------------------------------- postgresql

@@ -181,6 +181,8 @@ async def test_hold_line_plays_while_a_slow_plan_streams_and_is_timed_apart() ->
     stages = dict(reported)
     # the caller hears the hold line well before the answer; the answer's stages are its own
     assert stages["hold"] + 0.4 < stages["turn"]
+    # what the caller sits through in silence ends with the hold line, not the answer
+    assert stages["first_audio"] == stages["hold"]
     # "turn" comes last: the gateway closes the turn's record on it, so "hold" must come before
     assert reported[-1][0] == "turn" and "hold" in dict(reported[:-1])
     assert stages["tts_first_audio"] >= 0.0

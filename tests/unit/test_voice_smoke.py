@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import wave
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from aicc.appliance.voice.audio import tone
+from aicc.installer import smoke
 from aicc.installer.errors import InputError
 from aicc.installer.smoke import DEFAULT_EXPECT, check_reply, read_wav
 
@@ -60,3 +64,37 @@ def test_check_reply() -> None:
     assert "said nothing" in check_reply("  ", ())
     assert "apology" in check_reply("Sorry, I'm having a technical problem.", ())
     assert check_reply("We are open from nine to six.", ()) == ""
+
+
+class _Heard:
+    """Voice heard at given (start, end) monotonic offsets from the test's start."""
+
+    def __init__(self, t0: float, spans: list[tuple[float, float]]) -> None:
+        self.t0, self.spans = t0, spans
+
+    def _now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def first_voice_after(self, since: float) -> float | None:
+        starts = [self.t0 + a for a, _ in self.spans if a <= self._now()]
+        return min(starts) if starts else None
+
+    def last_voice(self) -> float | None:
+        ends = [self.t0 + min(b, self._now()) for a, b in self.spans if a <= self._now()]
+        return max(ends) if ends else None
+
+
+def test_the_reply_after_a_hold_line_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hold line (short), 4 s of silence on a loaded host, then the answer: the answer is the reply."""
+    monkeypatch.setattr(smoke, "HOLD_SILENCE_S", 5.0)
+    t0 = time.monotonic()
+    caller = SimpleNamespace(heard=_Heard(t0, [(0.1, 1.2), (5.2, 8.0)]))
+    start, end = asyncio.run(smoke.wait_quiet(caller, t0, timeout=30, silence=1.0))
+    assert start == pytest.approx(t0 + 0.1, abs=0.01) and end == pytest.approx(t0 + 8.0, abs=0.15)
+
+
+def test_a_long_reply_ends_after_the_normal_silence() -> None:
+    t0 = time.monotonic()
+    caller = SimpleNamespace(heard=_Heard(t0, [(0.1, 2.6)]))
+    asyncio.run(smoke.wait_quiet(caller, t0, timeout=30, silence=1.0))
+    assert time.monotonic() - t0 < 4.0

@@ -41,6 +41,7 @@ def routers() -> list[APIRouter]:
         flows,
         health,
         live,
+        ops,
         pages,
         queues,
         reports,
@@ -68,6 +69,7 @@ def routers() -> list[APIRouter]:
         reports,
         softphone,
         live,
+        ops,
         pages,
     )
     return [m.router for m in modules]

@@ -1,9 +1,10 @@
-"""The agent desktop (/desk/) and the supervisor wallboard (/wall/), and their files (/static/...).
+"""The agent desktop (/desk/) and the supervisor wallboard (/wall/), and the pages' files (/static/...).
 
 Same origin as the API, so the session cookie and the API need no CORS. Everything the pages load is
-in the wheel (aicc/appliance/web/static, JsSIP included, built from the pinned npm package): nothing
-comes from the internet. The pages are sent with a Content-Security-Policy that allows scripts,
-styles and connections to this origin only, plus the SIP proxies' secure WebSockets.
+in the wheel (aicc/appliance/web/static, JsSIP and uPlot included, built from the pinned npm packages):
+nothing comes from the internet. The pages are sent with a Content-Security-Policy that allows
+scripts, styles and connections to this origin only, plus the SIP proxies' secure WebSockets for the
+softphone. The operations page (/ops/, routes/ops.py) uses the same headers through page_headers().
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ router = APIRouter(include_in_schema=False)
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 PAGES = {"desk": "desk.html", "wall": "wall.html"}
+HTML = "text/html; charset=utf-8"
 
 
 @cache
@@ -36,6 +38,16 @@ def _csp(ws_origins: tuple[str, ...]) -> str:
 
 def _origins(urls: list[str]) -> tuple[str, ...]:
     return tuple(sorted({f"{u.scheme}://{u.netloc}" for u in map(urlsplit, urls)}))
+
+
+def page_headers(connect_urls: list[str] | None = None, *, microphone: bool = False) -> dict[str, str]:
+    """Headers of every page: its CSP (connections to this origin and to the origins of
+    `connect_urls`), revalidation on each load, and the browser features it may use."""
+    return {
+        "Content-Security-Policy": _csp(_origins(connect_urls or [])),
+        "Cache-Control": "no-cache",
+        "Permissions-Policy": f"microphone=({'self' if microphone else ''}), camera=(), geolocation=()",
+    }
 
 
 @router.get("/")
@@ -53,16 +65,8 @@ async def add_slash(request: Request) -> RedirectResponse:
 @router.get("/wall/")
 async def page(request: Request) -> FileResponse:
     name = PAGES[request.url.path.strip("/")]
-    csp = _csp(_origins(get_config(request).sip_ws_urls))
-    return FileResponse(
-        STATIC / name,
-        media_type="text/html; charset=utf-8",
-        headers={
-            "Content-Security-Policy": csp,
-            "Cache-Control": "no-cache",
-            "Permissions-Policy": "microphone=(self), camera=(), geolocation=()",
-        },
-    )
+    headers = page_headers(get_config(request).sip_ws_urls, microphone=True)
+    return FileResponse(STATIC / name, media_type=HTML, headers=headers)
 
 
 @router.get("/static/{path:path}")

@@ -9,6 +9,10 @@ Call path: flood limits -> max-forwards -> sanity -> transactions -> in-dialog (
 the appliance API gives browser softphones; usrloc) -> INVITE: DID -> service (voicebot
 dispatcher set) or a registered agent (usrloc) -> rtpengine offer/answer -> relay.
 
+Metrics (xhttp_prom, declared in kamailio.cfg): the media quality of every call whose rtpengine
+session ends (BYE, or the INVITE's failure route) into the call_* histograms, and the dispatcher's
+view of the voicebot hosts into gauges, refreshed by an rtimer (ksr_metrics_timer).
+
 A KEMI function returns an int; a negative value is failure. Unlike a native route, nothing
 stops the script here but `return`, so every check returns at once once it has answered.
 """
@@ -58,6 +62,56 @@ SERVICE_HEADER = "X-AICC-Service"
 
 # Requests whose SDP (or end of call) rtpengine must see.
 MEDIA_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "UPDATE"})
+
+# The call's media quality, which the rtpengine module sets (modparams mos_average_*_pv in
+# kamailio.cfg) when a delete ends the session: averages over the call's streams, from the RTCP
+# reports rtpengine saw. MOS as "4.3", packet loss in percent, jitter in ms, round trip in
+# microseconds. Unset when no endpoint sent RTCP (the module then leaves them alone).
+PV_MOS = "$avp(mos_average)"
+PV_PACKET_LOSS = "$avp(mos_average_packetloss)"
+PV_JITTER = "$avp(mos_average_jitter)"
+PV_ROUNDTRIP = "$avp(mos_average_roundtrip)"
+
+# The dispatcher's sets and targets with their state (a JSON-RPC document run through jsonrpcs).
+DISPATCHER_LIST_RPC = '{"jsonrpc": "2.0", "method": "dispatcher.list", "id": 1}'
+# Target states (first letter of FLAGS in dispatcher.list) in which ds_select_dst still picks it:
+# A(ctive) and T(rying: failed a probe, not yet the threshold). I(nactive) and D(isabled) are out.
+DISPATCHER_UP_STATES = frozenset({"A", "T"})
+
+
+def _number(value: Any) -> float | None:
+    """A pseudo-variable's value as a number; None when unset, empty or not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _metric_value(value: float) -> str:
+    # xhttp_prom takes the number as a string (atof).
+    return f"{value:g}"
+
+
+def dispatcher_states(body: str | None) -> dict[tuple[str, str], bool] | None:
+    """(set id, target URI) -> in rotation, from a dispatcher.list JSON-RPC reply; None when the
+    reply holds no list (an RPC error, or no destination sets at all)."""
+    try:
+        result = json.loads(body or "").get("result")
+        records = result["RECORDS"]
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return None
+    states: dict[tuple[str, str], bool] = {}
+    for record in records or ():
+        ds_set = (record or {}).get("SET") or {}
+        setid = str(ds_set.get("ID", ""))
+        for target in ds_set.get("TARGETS") or ():
+            dest = (target or {}).get("DEST") or {}
+            uri, flags = str(dest.get("URI", "")), str(dest.get("FLAGS", ""))
+            if setid and uri:
+                states[(setid, uri)] = flags[:1] in DISPATCHER_UP_STATES
+    return states
 
 
 @dataclass(frozen=True)
@@ -124,6 +178,9 @@ def mod_init() -> kamailio:
 class kamailio:
     def __init__(self, config: RoutingConfig) -> None:
         self.cfg = config
+        # Metrics timer process only: the targets it has reported, and whether it has run yet.
+        self._ds_reported: set[tuple[str, str]] = set()
+        self._metrics_started = False
 
     def child_init(self, rank: int) -> int:
         return 0
@@ -320,6 +377,9 @@ class kamailio:
             else:
                 KSR.sl.sl_send_reply(480, "Temporarily Unavailable")
             return
+        if self.cfg.rtpengine:
+            # Busy, no answer or cancelled: the media session offered to the agent ends with it.
+            KSR.tm.t_on_failure("ksr_failure_media")
         self._relay("INVITE")
 
     def _relay(self, method: str) -> None:
@@ -332,10 +392,13 @@ class kamailio:
     # --- transaction routes ---------------------------------------------------------------
 
     def ksr_branch_manage(self, msg: object) -> int:
-        """Per branch: the offer to the callee (or the delete on BYE/CANCEL)."""
+        """Per branch: the offer to the callee (or the delete on BYE/CANCEL, with the call's quality)."""
         dst = str(KSR.pv.get("$du") or KSR.pv.get("$ru") or "")
         to_browser = "transport=ws" in dst.lower()
-        KSR.rtpengine.rtpengine_manage(RTP_WEBRTC if to_browser else RTP_PLAIN)
+        rc = KSR.rtpengine.rtpengine_manage(RTP_WEBRTC if to_browser else RTP_PLAIN)
+        method = KSR.pv.get("$rm")
+        if method in ("BYE", "CANCEL"):
+            self._media_ended(rc, answered=method == "BYE")
         return 1
 
     def ksr_onreply_manage(self, msg: object) -> int:
@@ -350,16 +413,80 @@ class kamailio:
 
     def ksr_failure_dispatch(self, msg: object) -> int:
         """A voicebot host timed out or failed: mark it down and try the next one."""
-        if KSR.tm.t_is_canceled() > 0:
-            return 1
-        if KSR.tm.t_check_status("^(408|5[0-9][0-9])$") > 0 or KSR.tm.t_branch_timeout() > 0:
+        if KSR.tm.t_is_canceled() < 0 and (
+            KSR.tm.t_check_status("^(408|5[0-9][0-9])$") > 0 or KSR.tm.t_branch_timeout() > 0
+        ):
             KSR.dispatcher.ds_mark_dst_state("ip")
             if KSR.dispatcher.ds_next_dst() > 0:
                 KSR.tm.t_on_failure("ksr_failure_dispatch")
                 self._relay("INVITE")
                 return 1
+        self._end_media()
+        return 1
+
+    def ksr_failure_media(self, msg: object) -> int:
+        """A call to an agent failed or was cancelled: its media session goes."""
+        self._end_media()
+        return 1
+
+    def _end_media(self) -> None:
+        """The call never got answered: delete its media session (a CANCEL is not relayed through
+        the branch route, so this is where a cancelled call's session ends too)."""
         if self.cfg.rtpengine:
-            KSR.rtpengine.rtpengine_delete0()
+            self._media_ended(KSR.rtpengine.rtpengine_delete0(), answered=False)
+
+    # --- media quality metrics --------------------------------------------------------------
+
+    def _media_ended(self, rc: int, answered: bool) -> None:
+        """After rtpengine deleted a call's media session: its quality into the call_* histograms.
+
+        No MOS (no endpoint sent RTCP) is not a good call: an answered call without one counts in
+        call_quality_unknown instead, so a dashboard tells "no data" from "good". A call that was
+        never answered had no media to judge and counts nowhere unless rtpengine measured some."""
+        if rc < 0:
+            return  # no session (already gone, rtpengine unreachable): nothing was measured
+        mos = _number(KSR.pv.get(PV_MOS))
+        if mos is None or mos <= 0:
+            if answered:
+                KSR.xhttp_prom.counter_inc_l0("call_quality_unknown", 1)
+            return
+        KSR.xhttp_prom.histogram_observe_l0("call_mos", _metric_value(mos))
+        loss = _number(KSR.pv.get(PV_PACKET_LOSS))
+        if loss is not None and loss >= 0:
+            KSR.xhttp_prom.histogram_observe_l0("call_packet_loss_percent", _metric_value(loss))
+        jitter = _number(KSR.pv.get(PV_JITTER))
+        if jitter is not None and jitter >= 0:
+            KSR.xhttp_prom.histogram_observe_l0("call_jitter_ms", _metric_value(jitter))
+        roundtrip_us = _number(KSR.pv.get(PV_ROUNDTRIP))
+        if roundtrip_us is not None and roundtrip_us > 0:  # 0: no round trip could be measured
+            KSR.xhttp_prom.histogram_observe_l0("call_roundtrip_ms", _metric_value(roundtrip_us / 1000))
+
+    # --- rtimer: dispatcher state ------------------------------------------------------------
+
+    def ksr_metrics_timer(self, msg: object, evname: str) -> int:
+        """Every 10 s in the rtimer's own process: each dispatcher target's state into
+        dispatcher_target_up{setid,target} (1: ds_select_dst may pick it) and the count per set into
+        dispatcher_targets_up{setid}. The dispatcher module keeps no statistics; its RPC has the state."""
+        if not self._metrics_started:
+            # Present (at 0) from start-up, so "no call lacked quality data" is a sample, not a gap.
+            KSR.xhttp_prom.counter_inc_l0("call_quality_unknown", 0)
+            self._metrics_started = True
+        states = None
+        if KSR.jsonrpcs.exec(DISPATCHER_LIST_RPC) > 0:
+            states = dispatcher_states(KSR.pv.get("$jsonrpl(body)"))
+        if states is None:
+            KSR.warn("dispatcher.list gave no destination sets: dispatcher gauges not updated\n")
+            return 1
+        # A target gone from the list (dispatcher.reload) is out of rotation.
+        for key in self._ds_reported - set(states):
+            states[key] = False
+        up_per_set: dict[str, int] = {}
+        for (setid, target), up in sorted(states.items()):
+            KSR.xhttp_prom.gauge_set_l2("dispatcher_target_up", "1" if up else "0", setid, target)
+            up_per_set[setid] = up_per_set.get(setid, 0) + int(up)
+        for setid, count in sorted(up_per_set.items()):
+            KSR.xhttp_prom.gauge_set_l1("dispatcher_targets_up", str(count), setid)
+        self._ds_reported = set(states)
         return 1
 
     # --- WebSocket connections --------------------------------------------------------------

@@ -1,6 +1,7 @@
-// Page shell shared by the desk and the wallboard: login form, header
-// (user name, language, logout, stream status), the live stream and the
-// one-second ticker. Page modules plug in through callbacks.
+// Page shell shared by the desk, the wallboard and the operations page: login
+// form, header (user name, language, logout, stream status), the live stream
+// (for pages that take snapshots) and the one-second ticker. Page modules plug
+// in through callbacks.
 import * as api from './api.js';
 import { t, applyI18n, bindLangSwitch, onLangChange } from './i18n.js';
 import { $, banner, errorText, tickTimers } from './ui.js';
@@ -10,7 +11,7 @@ import { $, banner, errorText, tickTimers } from './ui.js';
  * @param {string} opts.appId            id of the page's main element (#desk / #wall)
  * @param {(me: object) => any} opts.onEnter      signed in (me = /api/auth/me body)
  * @param {(reason: string) => any} opts.onLeave  'logout' | 'expired'; runs before the session ends
- * @param {(snapshot: object) => void} opts.onSnapshot
+ * @param {(snapshot: object) => void} [opts.onSnapshot]  the live stream's pictures; without it, no stream
  * @param {() => void} [opts.onTick]     once a second, after the shared timers
  */
 export function startShell({ appId, onEnter, onLeave, onSnapshot, onTick }) {
@@ -48,6 +49,7 @@ export function startShell({ appId, onEnter, onLeave, onSnapshot, onTick }) {
   }
 
   function renderStreamStatus() {
+    if (!streamStatus) return;
     const state = stream ? stream.state : 'stopped';
     // Two visual states only: live, or not live (connecting/reconnecting).
     streamStatus.dataset.state = state === 'live' ? 'live' : 'reconnecting';
@@ -84,12 +86,14 @@ export function startShell({ appId, onEnter, onLeave, onSnapshot, onTick }) {
     app.hidden = false;
     logoutBtn.disabled = false;
     renderMeName();
-    stream = new api.LiveStream({
-      onSnapshot,
-      onStateChange: renderStreamStatus,
-      onAuthExpired: () => leave('expired'),
-    });
-    stream.start();
+    if (onSnapshot) {
+      stream = new api.LiveStream({
+        onSnapshot,
+        onStateChange: renderStreamStatus,
+        onAuthExpired: () => leave('expired'),
+      });
+      stream.start();
+    }
     renderStreamStatus();
     try {
       await onEnter(mePayload);
@@ -174,5 +178,7 @@ export function startShell({ appId, onEnter, onLeave, onSnapshot, onTick }) {
     get me() { return current; },
     /** Signed-in user's role, or null. */
     get role() { return current && current.user ? current.user.role : null; },
+    /** The page found the session gone (an API call answered 401): back to the login form. */
+    expired() { return leave('expired'); },
   };
 }
