@@ -81,6 +81,8 @@ def listeners(group: str, settings: SiteSettings) -> list[Listener]:
         "monitoring": [
             Listener(s.monitoring.prometheus_port, "tcp", "prometheus", "Prometheus"),
             Listener(s.monitoring.alertmanager_port, "tcp", "prometheus-aler", "Alertmanager"),
+            # Socket-activated: systemd holds the socket too; ss names systemd-journal-remote first.
+            Listener(s.monitoring.journal_port, "tcp", "systemd-journal", "systemd-journal-remote"),
         ],
     }
     return table.get(group, [])
