@@ -30,14 +30,7 @@ class FiringAlert:
 
 def prometheus_url(inventory: Inventory, port: int) -> tuple[str, str]:
     """(monitoring host name, Prometheus URL on its address)."""
-    hosts = inventory.group("monitoring")
-    if not hosts:
-        raise RunFailed(
-            "this site has no [monitoring] host, so nothing evaluates alerts",
-            where=str(inventory.path),
-            fix="add a host to [monitoring] in the inventory and run `aicc install`",
-        )
-    host = hosts[0]
+    host = inventory.monitoring_host("nothing evaluates alerts")
     address = f"[{host.address}]" if ":" in host.address else host.address
     return host.name, f"http://{address}:{port}"
 

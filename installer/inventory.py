@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from aicc.installer.errors import InputError
+from aicc.installer.errors import InputError, RunFailed
 from aicc.installer.sizing import GROUPS
 
 _SECTION = re.compile(r"^\[(?P<name>[A-Za-z0-9_.-]+)(?::(?P<kind>vars|children))?\]\s*$")
@@ -42,6 +42,17 @@ class Inventory(BaseModel):
 
     def group(self, name: str) -> list[Host]:
         return [h for h in self.hosts.values() if name in h.groups]
+
+    def monitoring_host(self, without: str) -> Host:
+        """The first [monitoring] host; `without` says what the site lacks when there is none."""
+        hosts = self.group("monitoring")
+        if not hosts:
+            raise RunFailed(
+                f"this site has no [monitoring] host, so {without}",
+                where=str(self.path),
+                fix="add a host to [monitoring] in the inventory and run `aicc install`",
+            )
+        return hosts[0]
 
     def groups_of(self, host: str) -> list[str]:
         return self.hosts[host].groups

@@ -13,7 +13,7 @@ from typing import Any
 
 from aicc.installer import remote
 from aicc.installer.errors import InputError, RunFailed
-from aicc.installer.inventory import Host, Inventory
+from aicc.installer.inventory import Inventory
 
 JOURNAL_DIR = "/var/log/journal/remote"
 MAX_LINES = 10000
@@ -42,17 +42,6 @@ class LogEntry:
     pid: str
     priority: str
     message: str
-
-
-def monitoring_host(inventory: Inventory) -> Host:
-    hosts = inventory.group("monitoring")
-    if not hosts:
-        raise RunFailed(
-            "this site has no [monitoring] host, so no host's journal is collected",
-            where=str(inventory.path),
-            fix="add a host to [monitoring] in the inventory and run `aicc install`",
-        )
-    return hosts[0]
 
 
 def check_query(query: LogQuery, inventory: Inventory) -> None:
@@ -104,7 +93,7 @@ def journalctl_args(query: LogQuery) -> list[str]:
 
 def collect(inventory: Inventory, query: LogQuery, journal_dir: str = JOURNAL_DIR) -> list[LogEntry]:
     check_query(query, inventory)
-    host = monitoring_host(inventory)
+    host = inventory.monitoring_host("no host's journal is collected")
     script = Path(str(resources.files("aicc.installer.probes").joinpath("journal_query.py")))
     result = remote.run_python(host, script, [journal_dir, *journalctl_args(query)], timeout=150)
     if not result.ok:

@@ -10,7 +10,6 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from typing import Any
 
 import pytest
 
@@ -20,22 +19,13 @@ from aicc.monitoring import panels, render
 from aicc.monitoring.model import Alert
 from aicc.monitoring.selectors import Selector, selectors
 from tests.integration.site_fixture import AICC, InstalledSite
+from tests.integration.test_core_roles import prometheus_query as query
 from tests.integration.test_voicebot import proxy_of
 
 # Labels whose values are fixed by the exporters (bucket bounds, scrape jobs, our own pre-created
 # label values): the exact value must exist. For other labels (status="5xx", a rare event) the
 # label name must exist on the metric.
 EXACT = {"le", "job", "stage", "slo", "mode", "mountpoint"}
-
-
-def query(url: str, expr: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(
-        f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}", timeout=20
-    ) as r:
-        doc = json.load(r)
-    assert doc["status"] == "success", doc
-    result: list[dict[str, Any]] = doc["data"]["result"]
-    return result
 
 
 def missing(url: str, sel: Selector) -> str | None:
