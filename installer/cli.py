@@ -16,6 +16,7 @@ from rich.markup import escape
 from aicc.installer import output
 from aicc.installer.admin import app as admin_app
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, AiccError, InputError
+from aicc.installer.harden import app as harden_app
 from aicc.installer.ivr import app as ivr_app
 from aicc.installer.lab.cli import app as lab_app
 from aicc.installer.lab.demo import demo
@@ -43,6 +44,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(ivr_app, name="ivr")
 app.add_typer(admin_app, name="admin")
 app.add_typer(models_app, name="models")
+app.add_typer(harden_app, name="harden")
 app.command("demo")(demo)
 app.command()(smoke)
 

@@ -26,6 +26,7 @@ from aicc.installer.errors import InputError
 from aicc.installer.inventory import Inventory
 from aicc.installer.settings import settings_to_ansible_vars
 from aicc.installer.site import Site
+from aicc.installer.sizing import firewall_rules
 
 SITE_PLAYBOOK = "site.yml"
 STATE_FILE = "install.json"
@@ -240,6 +241,7 @@ def run_playbook(
     resume: bool = False,
     console: Console | None = None,
     show_progress: bool = True,
+    state_name: str = STATE_FILE,
 ) -> RunReport:
     import ansible_runner
 
@@ -256,6 +258,7 @@ def run_playbook(
         "aicc_site_dir": str(site.root),
         "aicc_wheelhouse": str(wheelhouse_dir(site)),
         "aicc_monitoring_rules_dir": str(render_monitoring_rules(runner_dir, inventory)),
+        **firewall_rules(settings),
     }
     vars_file.write_text(
         yaml.safe_dump({**settings_to_ansible_vars(settings), **installer_vars}), encoding="utf-8"
@@ -264,7 +267,7 @@ def run_playbook(
     source = playbook or playbooks_dir() / SITE_PLAYBOOK
     plays = load_plays(source)
     offset = 0
-    state_path = site.state / STATE_FILE
+    state_path = site.state / state_name
     if resume:
         state = _read_state(state_path)
         if state is None:

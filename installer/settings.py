@@ -229,6 +229,52 @@ class AppSettings(_Section):
         return self
 
 
+class EgressRule(_Section):
+    """One destination hosts may open connections to, beyond the site's own hosts."""
+
+    to: IPvAnyNetwork = Field(description="Address or network (CIDR), for example 10.0.8.53 or 10.0.9.0/24.")
+    ports: str = Field(
+        pattern=r"^[0-9]{1,5}(-[0-9]{1,5})?$", description="A port or a range, 123 or 30000-40000."
+    )
+    proto: Literal["tcp", "udp"] = Field(description="tcp or udp.")
+    what: str = Field(min_length=1, max_length=80, description="What it is for (shown in the report).")
+
+
+class HardeningSettings(_Section):
+    """`aicc harden apply`: host hardening for MLPS 2.0 level 3 (see `aicc harden controls`)."""
+
+    admin_sources: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses or networks your administrators connect from: SSH and every internal port "
+        "(Prometheus, PostgreSQL ...) accept them. The installer host's own address is always added.",
+    )
+    egress_allow: list[EgressRule] = Field(
+        default_factory=list,
+        description="Outbound destinations beyond the site's hosts, the admin sources, the NTP servers and "
+        "the hosts' DNS servers (all allowed already): SIP trunks, a mail relay. Everything else is dropped "
+        "and counted.",
+    )
+    ssh_permit_root_login: Literal["no", "prohibit-password"] = Field(
+        "prohibit-password",
+        description="no: root may not log in over SSH at all (connect the installer as a sudo user first); "
+        "prohibit-password: root with a key only.",
+    )
+    password_max_days: int = Field(90, ge=1, le=365, description="Days before a password must change.")
+    password_min_length: int = Field(12, ge=8, le=64, description="Shortest password pam_pwquality accepts.")
+    faillock_deny: int = Field(5, ge=1, le=20, description="Failed logins before an account is locked.")
+    faillock_unlock_s: int = Field(
+        1800, ge=60, le=86400, description="Seconds a locked account stays locked."
+    )
+    session_timeout_s: int = Field(
+        900, ge=60, le=86400, description="Idle seconds before a shell ends (TMOUT)."
+    )
+    waivers: str = Field(
+        "waivers.yml",
+        description="The site's waiver file, relative to the site folder (control, hosts, reason, approver, "
+        "expires): `aicc harden report` marks what a valid waiver covers as waived.",
+    )
+
+
 class SiteSettings(BaseSettings):
     """One site: the settings of every host the inventory lists."""
 
@@ -259,6 +305,7 @@ class SiteSettings(BaseSettings):
     engines: EngineSettings = Field(default_factory=EngineSettings)
     voicebot: VoicebotSettings = Field(default_factory=VoicebotSettings)
     app: AppSettings = Field(default_factory=AppSettings)
+    hardening: HardeningSettings = Field(default_factory=HardeningSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -444,4 +491,15 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "appliance_lockout_s": s.app.lockout_s,
         "appliance_db_port": s.database.port,
         "appliance_db_name": s.database.name,
+        "hardening_admin_sources": [str(n) for n in s.hardening.admin_sources],
+        "hardening_egress_allow": [
+            {"to": str(r.to), "ports": r.ports, "proto": r.proto, "what": r.what}
+            for r in s.hardening.egress_allow
+        ],
+        "hardening_ssh_permit_root_login": s.hardening.ssh_permit_root_login,
+        "hardening_pass_max_days": s.hardening.password_max_days,
+        "hardening_pwquality_minlen": s.hardening.password_min_length,
+        "hardening_faillock_deny": s.hardening.faillock_deny,
+        "hardening_faillock_unlock_s": s.hardening.faillock_unlock_s,
+        "hardening_session_timeout_s": s.hardening.session_timeout_s,
     }

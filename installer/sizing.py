@@ -45,6 +45,7 @@ class Listener:
     proto: str  # tcp or udp
     process: str  # the process that owns it once installed
     what: str
+    public: bool = False  # phones, trunks and browsers reach it; otherwise only the site's hosts
 
 
 def listeners(group: str, settings: SiteSettings) -> list[Listener]:
@@ -52,10 +53,10 @@ def listeners(group: str, settings: SiteSettings) -> list[Listener]:
     s = settings
     table: dict[str, list[Listener]] = {
         "sip_proxy": [
-            Listener(s.sip.udp_port, "udp", "kamailio", "SIP/UDP"),
-            Listener(s.sip.udp_port, "tcp", "kamailio", "SIP/TCP"),
-            Listener(s.sip.tls_port, "tcp", "kamailio", "SIP/TLS"),
-            Listener(s.sip.wss_port, "tcp", "kamailio", "SIP/WSS"),
+            Listener(s.sip.udp_port, "udp", "kamailio", "SIP/UDP", public=True),
+            Listener(s.sip.udp_port, "tcp", "kamailio", "SIP/TCP", public=True),
+            Listener(s.sip.tls_port, "tcp", "kamailio", "SIP/TLS", public=True),
+            Listener(s.sip.wss_port, "tcp", "kamailio", "SIP/WSS", public=True),
             Listener(s.sip.metrics_port, "tcp", "kamailio", "metrics"),
         ],
         "media": [
@@ -70,7 +71,7 @@ def listeners(group: str, settings: SiteSettings) -> list[Listener]:
         ],
         # The API itself listens on 127.0.0.1 behind nginx: not a host listener.
         "app": [
-            Listener(s.app.https_port, "tcp", "nginx", "appliance HTTPS (nginx)"),
+            Listener(s.app.https_port, "tcp", "nginx", "appliance HTTPS (nginx)", public=True),
             Listener(s.app.api_metrics_port, "tcp", "python", "API metrics"),
             Listener(s.app.acd_metrics_port, "tcp", "python", "ACD metrics"),
         ],
@@ -90,6 +91,37 @@ def listeners(group: str, settings: SiteSettings) -> list[Listener]:
 
 def common_listeners(settings: SiteSettings) -> list[Listener]:
     return [Listener(settings.monitoring.node_exporter_port, "tcp", "prometheus-node", "node_exporter")]
+
+
+def firewall_rules(settings: SiteSettings) -> dict[str, object]:
+    """The hardening role's inbound table (per group; "all" for every host) and its egress by source
+    port (replies that leave from a service's own port to phones and trunks anywhere).
+
+    Public ports face phones, trunks and browsers; every other port only the site's own hosts and the
+    admin sources."""
+    s = settings
+
+    def rule(ports: str, proto: str, scope: str, what: str) -> dict[str, str]:
+        return {"ports": ports, "proto": proto, "scope": scope, "what": what}
+
+    inbound: dict[str, list[dict[str, str]]] = {
+        group: [
+            rule(str(x.port), x.proto, "public" if x.public else "site", x.what) for x in listeners(group, s)
+        ]
+        for group in GROUPS
+    }
+    inbound["all"] = [rule(str(x.port), x.proto, "site", x.what) for x in common_listeners(s)]
+    inbound["media"].append(rule(f"{s.media.port_min}-{s.media.port_max}", "udp", "public", "RTP/RTCP media"))
+    inbound["voicebot"].append(
+        rule(f"{s.voicebot.rtp_port_min}-{s.voicebot.rtp_port_max}", "udp", "site", "voice gateway RTP")
+    )
+    egress = {
+        "sip_proxy": [{"sports": str(s.sip.udp_port), "proto": "udp", "what": "SIP to phones and trunks"}],
+        "media": [
+            {"sports": f"{s.media.port_min}-{s.media.port_max}", "proto": "udp", "what": "RTP to callers"}
+        ],
+    }
+    return {"hardening_inbound": inbound, "hardening_egress_by_group": egress}
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ def test_ansible_lint_production_profile() -> None:
             "--offline",
             "--nocolor",
             "installer/playbooks/site.yml",
+            "installer/playbooks/harden.yml",
             "roles",
         ],
         env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")},

@@ -93,7 +93,8 @@ def test_site_playbook_runs_the_plays_in_dependency_order() -> None:
     assert plays[0]["connection"] == "local"
 
 
-def test_site_playbook_passes_syntax_check(tmp_path: Path) -> None:
+@pytest.mark.parametrize("playbook", ["site.yml", "harden.yml"])
+def test_playbooks_pass_syntax_check(tmp_path: Path, playbook: str) -> None:
     inventory = tmp_path / "inventory.ini"
     inventory.write_text(
         "[sip_proxy]\ns1 ansible_host=10.0.0.1\n[media]\ns1\n[db]\nd1 ansible_host=10.0.0.2\n"
@@ -105,7 +106,7 @@ def test_site_playbook_passes_syntax_check(tmp_path: Path) -> None:
             "--syntax-check",
             "-i",
             str(inventory),
-            str(REPO / "installer" / "playbooks" / "site.yml"),
+            str(REPO / "installer" / "playbooks" / playbook),
         ],
         capture_output=True,
         text=True,
