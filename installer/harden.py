@@ -12,13 +12,17 @@ import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from aicc.installer import output
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, InputError
+
+if TYPE_CHECKING:
+    from aicc.hardening.catalog import Catalog
+    from aicc.hardening.report import Report
 
 app = typer.Typer(
     help=(
@@ -43,7 +47,7 @@ LangOpt = Annotated[str, typer.Option("--lang", help="zh or en: the language of 
 FORMATS = ("html", "pdf", "json")
 
 
-def _catalog() -> object:
+def _catalog() -> Catalog:
     from aicc.hardening.catalog import CatalogError, default_catalog
 
     try:
@@ -64,10 +68,7 @@ def _lang(lang: str) -> str:
 def controls(json_out: JsonOpt = False, lang: LangOpt = "zh") -> None:
     """List the controls: id, title, the GB/T 28448 test units each serves (full or partial), the hosts
     it applies to, and the `aicc harden apply --tags` tag that sets it (none: checked, not changed)."""
-    from aicc.hardening.catalog import Catalog
-
     catalog = _catalog()
-    assert isinstance(catalog, Catalog)
     lang = _lang(lang)
     if json_out:
         output.emit_json(
@@ -115,13 +116,11 @@ def apply(
     The firewall always admits SSH from this machine and from hardening.admin_sources. Running it again
     changes nothing (changed=0). Then `aicc harden report` shows the result.
     """
-    from aicc.hardening.catalog import Catalog
     from aicc.installer.cli import print_install_report
     from aicc.installer.playbook import playbooks_dir, run_playbook
     from aicc.installer.site import site_for_inventory
 
     catalog = _catalog()
-    assert isinstance(catalog, Catalog)
     if tags:
         known = {c.apply.tag for c in catalog.controls if c.apply} | {"hardening"}
         unknown = [t for t in tags.split(",") if t.strip() not in known]
@@ -172,7 +171,7 @@ def report(
     signature and the public key. The content hash (report.json, evidence, inventory) is the same when
     nothing changed on the hosts. Exit 1 when a control fails on a host (waived ones do not count).
     """
-    from aicc.hardening.catalog import Catalog, CatalogError
+    from aicc.hardening.catalog import CatalogError
     from aicc.hardening.evidence import collect
     from aicc.hardening.render import content_sha256, render_html, render_pdf, write_data
     from aicc.hardening.report import build_report
@@ -182,7 +181,6 @@ def report(
     from aicc.installer.site import site_for_inventory
 
     catalog = _catalog()
-    assert isinstance(catalog, Catalog)
     lang = _lang(lang)
     formats = {f.strip() for f in fmt.split(",") if f.strip()}
     if not formats or formats - set(FORMATS):
@@ -249,10 +247,7 @@ def _key_home(site_root: Path) -> Path:
     return site_root / "keys" / "report-gnupg"
 
 
-def _print_summary(rep: object, summary: dict[str, object]) -> None:
-    from aicc.hardening.report import Report
-
-    assert isinstance(rep, Report)
+def _print_summary(rep: Report, summary: dict[str, object]) -> None:
     rows = [
         (h, *(str(c[s]) for s in ("pass", "fail", "error", "waived", "na"))) for h, c in rep.by_host.items()
     ]

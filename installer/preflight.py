@@ -46,8 +46,14 @@ def _gather_one(host: Host, script: Path, peers: list[str]) -> Gathered:
     return result, sent, time.time()
 
 
+def _peer(host: Host, settings: SiteSettings) -> str:
+    # node_exporter's port: every host has it, and the hardened firewall opens it to the site's hosts
+    # (SSH is for the admin sources only). Before install nothing listens there: a refusal is an answer.
+    return f"{host.address}:{settings.monitoring.node_exporter_port}"
+
+
 def _peers(inventory: Inventory, settings: SiteSettings) -> list[str]:
-    peers = [f"{h.address}:{h.port}" for h in inventory.hosts.values()]
+    peers = [_peer(h, settings) for h in inventory.hosts.values()]
     source = package_source(settings)
     if source:
         peers.append(source)
@@ -235,13 +241,14 @@ def _network(
 ) -> list[Check]:
     checks = []
     peers: dict[str, dict[str, Any]] = facts["peers"]
-    by_peer = {f"{h.address}:{h.port}": h.name for h in inventory.hosts.values()}
+    by_peer = {_peer(h, settings): h.name for h in inventory.hosts.values()}
+    answered = {p for p, r in peers.items() if r["ok"] or r.get("answered")}
     unreached = [
         f"{by_peer.get(p, p)} ({p}): {r.get('error')}"
         for p, r in peers.items()
-        if not r["ok"] and p in by_peer
+        if p not in answered and p in by_peer
     ]
-    reached = sum(1 for p, r in peers.items() if r["ok"] and p in by_peer)
+    reached = sum(1 for p in answered if p in by_peer)
     if unreached:
         checks.append(
             Check(

@@ -1,6 +1,6 @@
 """Print one JSON document of the facts preflight needs. Runs on the target with python3 (stdlib only).
 
-Usage: python3 - PEER:PORT ...   (each peer is TCP-connected to test reachability)
+Usage: python3 - PEER:PORT ...   (each peer is TCP-connected to test reachability; a refusal is an answer)
 """
 
 import json
@@ -122,6 +122,9 @@ def reach(peer: str) -> dict[str, Any]:
     try:
         with socket.create_connection((host, int(port)), timeout=3):
             return {"ok": True, "ms": round((time.monotonic() - start) * 1000, 1)}
+    except ConnectionRefusedError as exc:
+        # The host answered (no service on that port): reachable, but not a working service.
+        return {"ok": False, "answered": True, "error": exc.strerror or str(exc)}
     except OSError as exc:
         return {"ok": False, "error": exc.strerror or str(exc)}
 

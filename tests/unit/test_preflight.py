@@ -34,7 +34,7 @@ def facts(**over: Any) -> dict[str, Any]:
         "gpu": {"driver": False, "devices": []},
         "python": "3.11.2",
         "self": {"hostname": "h", "ok": True},
-        "peers": {"10.0.0.1:22": {"ok": True}, "10.0.0.2:22": {"ok": True}},
+        "peers": {"10.0.0.1:9100": {"ok": True}, "10.0.0.2:9100": {"ok": True}},
     }
     base.update(over)
     return base
@@ -96,9 +96,17 @@ def test_clock_skew_fails() -> None:
 
 
 def test_unreachable_peer_is_named() -> None:
-    checks = run(facts(peers={"10.0.0.2:22": {"ok": False, "error": "Connection timed out"}}))
+    checks = run(facts(peers={"10.0.0.2:9100": {"ok": False, "error": "Connection timed out"}}))
     row = next(c for c in checks if c.check == "network" and c.host == "h1")
-    assert row.status == "fail" and "h2 (10.0.0.2:22)" in row.message
+    assert row.status == "fail" and "h2 (10.0.0.2:9100)" in row.message
+
+
+def test_a_peer_that_refuses_the_port_was_reached() -> None:
+    # Before install nothing listens on node_exporter's port: a refusal proves the host answers.
+    refused = {"ok": False, "answered": True, "error": "Connection refused"}
+    checks = run(facts(peers={"10.0.0.2:9100": refused}))
+    row = next(c for c in checks if c.check == "network" and c.host == "h1")
+    assert row.status == "ok", row
 
 
 def test_llm_engine_choice_is_explained() -> None:
