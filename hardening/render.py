@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -99,8 +100,6 @@ def render_html(report: Report, catalog: Catalog, lang: str, collected_at: str) 
 
 
 def _regex_replace(value: str, pattern: str, repl: str) -> str:
-    import re
-
     return re.sub(pattern, repl, value)
 
 
