@@ -123,7 +123,7 @@ def catalog_dir() -> Path:
     return Path(str(resources.files("aicc.hardening")))
 
 
-def _read_yaml(path: Path) -> object:
+def read_yaml(path: Path) -> object:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -132,14 +132,14 @@ def _read_yaml(path: Path) -> object:
         raise CatalogError(path, where, "valid YAML", getattr(exc, "problem", str(exc))) from None
 
 
-def _first_error(path: Path, exc: ValidationError, prefix: str = "") -> CatalogError:
+def first_error(path: Path, exc: ValidationError, prefix: str = "") -> CatalogError:
     err = exc.errors()[0]
     field = prefix + ".".join(str(p) for p in err["loc"]) or "(top level)"
     return CatalogError(path, field, err["msg"].removeprefix("Value error, "), err.get("input"))
 
 
 def load_clauses(path: Path) -> list[Clause]:
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, list):
         raise CatalogError(path, "(top level)", "a list of clauses", type(data).__name__)
     clauses = []
@@ -147,7 +147,7 @@ def load_clauses(path: Path) -> list[Clause]:
         try:
             clauses.append(Clause.model_validate(item))
         except ValidationError as exc:
-            raise _first_error(path, exc, f"[{i}].") from None
+            raise first_error(path, exc, f"[{i}].") from None
     seen: set[str] = set()
     for i, c in enumerate(clauses):
         if c.unit in seen:
@@ -157,13 +157,13 @@ def load_clauses(path: Path) -> list[Clause]:
 
 
 def load_control(path: Path, units: set[str]) -> Control:
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise CatalogError(path, "(top level)", "a mapping (one control)", type(data).__name__)
     try:
         control = Control.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(path, exc) from None
+        raise first_error(path, exc) from None
     if path.stem != control.id:
         raise CatalogError(path, "id", f"the file's name ({path.stem})", control.id)
     for i, ref in enumerate(control.clauses):

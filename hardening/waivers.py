@@ -11,10 +11,9 @@ from datetime import date
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aicc.hardening.catalog import CatalogError
+from aicc.hardening.catalog import first_error, read_yaml
 
 
 class Waiver(BaseModel):
@@ -44,15 +43,6 @@ def load_waivers(path: Path) -> list[Waiver]:
     if not path.exists():
         return []
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise CatalogError(
-            path, f"line {mark.line + 1}" if mark else "(document)", "valid YAML", str(exc)
-        ) from None
-    try:
-        return WaiverFile.model_validate(data).waivers
+        return WaiverFile.model_validate(read_yaml(path) or {}).waivers
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise CatalogError(path, field, err["msg"], err.get("input")) from None
+        raise first_error(path, exc) from None

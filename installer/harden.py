@@ -21,7 +21,7 @@ from aicc.installer import output
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, InputError
 
 if TYPE_CHECKING:
-    from aicc.hardening.catalog import Catalog
+    from aicc.hardening.catalog import Catalog, CatalogError
     from aicc.hardening.report import Report
 
 app = typer.Typer(
@@ -47,15 +47,17 @@ LangOpt = Annotated[str, typer.Option("--lang", help="zh or en: the language of 
 FORMATS = ("html", "pdf", "json")
 
 
+def _input_error(exc: CatalogError) -> InputError:
+    return InputError(f"field {exc.field}: expected {exc.expected}; found {exc.found!r}", where=str(exc.path))
+
+
 def _catalog() -> Catalog:
     from aicc.hardening.catalog import CatalogError, default_catalog
 
     try:
         return default_catalog()
     except CatalogError as exc:
-        raise InputError(
-            f"field {exc.field}: expected {exc.expected}; found {exc.found!r}", where=str(exc.path)
-        ) from None
+        raise _input_error(exc) from None
 
 
 def _lang(lang: str) -> str:
@@ -191,9 +193,7 @@ def report(
     try:
         waiver_list = load_waivers(waiver_path)
     except CatalogError as exc:
-        raise InputError(
-            f"field {exc.field}: {exc.expected}; found {exc.found!r}", where=str(exc.path)
-        ) from None
+        raise _input_error(exc) from None
     hosts = inv.select(limit)
     scrub = scrubber(the_site.secrets())
     if json_out:
