@@ -17,7 +17,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from aicc.appliance.documents import DocumentError, load_text
+from aicc.appliance.documents import DocumentError, load_text, read_document
 
 Language = Literal["en", "zh"]
 PromptKey = Literal[
@@ -38,6 +38,12 @@ PromptKey = Literal[
     "confirm_again",
     "ask_id",
     "anything_else",
+    "heard_id",
+    "did_you_mean",
+    "id_format",
+    "not_done",
+    "go_on",
+    "not_confirmed",
 ]
 PROMPT_KEYS: tuple[PromptKey, ...] = get_args(PromptKey)
 
@@ -111,6 +117,23 @@ PROMPTS: dict[PromptKey, dict[Language, str]] = {
         "en": "Anything else I can help with?",
         "zh": "还有其他可以帮您的吗？",
     },
+    # {value}: the number as heard, read digit by digit; {label}: the identifier's label.
+    "heard_id": {"en": "I heard {value}. Is that right?", "zh": "我听到的是{value}，对吗？"},
+    "did_you_mean": {"en": "Did you mean {label} {value}?", "zh": "您是说{label}{value}吗？"},
+    "id_format": {
+        "en": "That number doesn't have the right number of digits. Please say it again digit by digit, "
+        "or key it in and press hash.",
+        "zh": "这个号码的位数不对，请您再逐位说一遍，或者在按键上输入，以井号键结束。",
+    },
+    "not_done": {
+        "en": "I haven't done anything yet. What would you like me to do?",
+        "zh": "我这边还没有为您办理任何业务。请问您需要办理什么？",
+    },
+    "go_on": {"en": "Sure, what can I do for you?", "zh": "好的，请问您还需要办理什么？"},
+    "not_confirmed": {
+        "en": "I haven't changed anything, since I didn't hear a clear yes. Anything else?",
+        "zh": "没有听到您明确确认，我没有做任何修改。还有其他需要吗？",
+    },
 }
 
 BotName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -170,6 +193,9 @@ class ArgumentRule(_Doc):
     value: Texts | None = None
     follows: list[Word] = Field(default_factory=list)
     after: list[Word] = Field(default_factory=list)
+    ask: Texts | None = Field(
+        None, description="the question when the caller wants the action but did not say this argument"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ArgumentRule:
@@ -205,6 +231,11 @@ class BotDefinition(_Doc):
         default_factory=dict, description="words that name a part of a request (tool -> words)"
     )
     recover: dict[ToolName, dict[ArgName, ArgumentRule]] = Field(default_factory=dict)
+    fallback_tools: list[ToolName] = Field(
+        default_factory=list,
+        description="tools for what no other tool does (a ticket): dropped from a plan when the caller's "
+        "words name another part",
+    )
     summary: dict[ToolName, ActionSummary] = Field(default_factory=dict)
 
     _source: str = PrivateAttr(default="<bot definition>")
@@ -239,6 +270,7 @@ class BotDefinition(_Doc):
             ("part_words", self.part_words),
             ("recover", self.recover),
             ("summary", self.summary),
+            ("fallback_tools", dict.fromkeys(self.fallback_tools)),
         ):
             found += [
                 (f"{field}.{key}", _not_one_of("one of the bot's tools", self.tools, key))
@@ -288,11 +320,7 @@ def load_definition(source: Path | str, where: str | None = None) -> BotDefiniti
     """A definition from a file (Path: its name must be the bot's) or from YAML text; `where` names it
     in errors."""
     if isinstance(source, Path):
-        try:
-            text = source.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DocumentError(where or str(source), [("", f"cannot read the file: {exc}")]) from None
-        return _load(text, where or str(source), source.stem)
+        return _load(read_document(source, "file", where), where or str(source), source.stem)
     return _load(source, where or "<bot definition>", None)
 
 

@@ -24,6 +24,16 @@ from typing import Any
 from aicc.appliance.bots.definition import PROMPTS, ArgumentRule, BotDefinition, PromptKey
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.connectors.base import Connector, ConnectorError
+from aicc.appliance.voice.answers import (
+    NO_WORDS,
+    TRANSFER_WORDS,
+    YES_WORDS,
+    answer,
+    has_word,
+    is_bare_answer,
+    is_transfer_request,
+    refuses,
+)
 from aicc.appliance.voice.frames import (
     BotStartFrame,
     DTMFFrame,
@@ -43,27 +53,20 @@ from aicc.appliance.voice.frames import (
     TransferFrame,
     TurnClock,
 )
-from aicc.appliance.voice.numbers import digit_runs, digits_in, names_an_id
+from aicc.appliance.voice.numbers import (
+    digit_runs,
+    digits_in,
+    names_an_id,
+    normalize,
+    say_digits,
+    script_language,
+)
 from aicc.appliance.voice.pipeline import Direction, FrameProcessor
-from aicc.appliance.voice.toolargs import plan_schema, validate_call
+from aicc.appliance.voice.toolargs import plan_schema, validate, validate_call
 from aicc.models.engines.base import ChatMessage, Language, LLMClient, ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
 
-TRANSFER_WORDS = (
-    "转人工",
-    "人工客服",
-    "人工服务",
-    "找人工",
-    "转员工",  # "transfer me to staff"; also what Whisper base hears for 转人工 over G.711
-    "员工客服",  # "staff service"; Whisper base over G.711 hears 我要转人工客服 as 我要在员工客服 too
-    "真人",
-    "agent",
-    "human",
-    "operator",
-    "representative",
-    "real person",
-)
 GOODBYE_WORDS = (
     "再见",
     "拜拜",
@@ -76,28 +79,7 @@ GOODBYE_WORDS = (
     "no thanks",
     "nothing else",
 )
-YES_WORDS = (
-    "是",
-    "对",
-    "好的",
-    "可以",
-    "确认",
-    "没问题",
-    "行",
-    "yes",
-    "yeah",
-    "yep",
-    "correct",
-    "sure",
-    "go ahead",
-    "please do",
-    "confirm",
-    "ok",
-    "okay",
-    "right",
-)
-NO_WORDS = ("不", "别", "取消", "算了", "no", "don't", "do not", "cancel", "stop", "wrong")
-
+__all__ = ["NO_WORDS", "TRANSFER_WORDS", "YES_WORDS", "is_transfer_request"]
 # The call's history in plan requests only grows, up to this many messages, then starts again from the
 # last turn: each request then extends the one before and the LLM server's prefix cache covers all but
 # the newest turn. A sliding window would change the start of the history every turn and make the
@@ -118,7 +100,17 @@ PREWARM: tuple[PromptKey, ...] = (
     "goodbye",
     "dtmf_menu",
     "unclear",
+    "confirm_again",
+    "not_confirmed",
+    "not_done",
+    "go_on",
+    "id_format",
 )
+# Switching the bot's language: one utterance in the other language is enough only when it is long
+# and clear (this many words, or Han characters); else two in a row. One garbled or short utterance
+# (a transcript in a third language, "OK" on a Mandarin line) never switches.
+SWITCH_WORDS: dict[Language, int] = {"en": 4, "zh": 6}
+SWITCH_AFTER = 2
 
 # The summary's own words (the actions' come from the definition): how an action ended, and why the
 # caller is being transferred.
@@ -141,35 +133,35 @@ _WHY_TRANSFER: dict[str, dict[Language, str]] = {
 
 
 def detect_language(text: str, default: Language) -> Language:
-    if re.search(r"[\u4e00-\u9fff]", text):
-        return "zh"
-    if re.search(r"[A-Za-z]{2,}", text):
-        return "en"
-    return default
+    """The language of an utterance by its script, among the bots' two; `default` for any other."""
+    return script_language(text) or default
 
 
 def _has_word(text: str, words: tuple[str, ...]) -> bool:
-    low = text.lower()
-    for w in words:
-        if re.search(r"[\u4e00-\u9fff]", w):
-            if w in low:
-                return True
-        elif re.search(rf"\b{re.escape(w)}\b", low):
-            return True
-    return False
-
-
-def is_transfer_request(text: str) -> bool:
-    return _has_word(text, TRANSFER_WORDS)
+    return has_word(text, words)
 
 
 def yes_or_no(text: str) -> bool | None:
-    # "不是"/"不对" contain a yes word: check the negative first.
-    if _has_word(text, NO_WORDS):
+    """True only for a clear yes, False for a refusal, None when unsure (the confirmation asks again)."""
+    said = answer(text)
+    return None if said is None else said == "yes"
+
+
+def _one_digit_away(heard: str, own: str) -> bool:
+    """One digit misheard, added or dropped."""
+    if heard == own:
         return False
-    if _has_word(text, YES_WORDS):
-        return True
-    return None
+    if len(heard) == len(own):
+        return sum(a != b for a, b in zip(heard, own, strict=True)) == 1
+    short, long_ = sorted((heard, own), key=len)
+    if len(long_) - len(short) != 1:
+        return False
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
+def near_ids(heard: str, own: list[str]) -> list[str]:
+    """The caller's own ids one digit away from what was heard."""
+    return [o for o in own if _one_digit_away(heard, o)]
 
 
 @dataclass(frozen=True)
@@ -192,6 +184,27 @@ class DialogueParams:
 @dataclass
 class _Pending:
     calls: list[ToolCall] = field(default_factory=list)
+    asked: int = 0
+
+
+@dataclass
+class _Awaiting:
+    """Actions waiting for one argument the bot asked for (the order number, the new address): the
+    caller's next words fill it, the intent survives the question."""
+
+    calls: list[ToolCall]
+    arg: str
+    is_id: bool
+
+
+@dataclass
+class _Readback:
+    """A number read back to the caller: as heard (wrong format), or one of their own ids one digit
+    away (`offered`). Yes to an offered id runs `calls` with it."""
+
+    heard: str
+    offered: str | None
+    calls: list[ToolCall]
     asked: int = 0
 
 
@@ -329,6 +342,11 @@ class DialogueManager(FrameProcessor):
         self._wanted: list[ToolCall] = []  # planned with wrong arguments: a keyed-in id completes them
         self._steps: list[_Step] = []
         self._intent = ""
+        self._awaiting: _Awaiting | None = None
+        self._readback: _Readback | None = None
+        self._other_language = 0  # utterances in a row in the bot's other language
+        self._last_prompt: PromptKey | None = None  # the question the bot asked last, if a prompt
+        self._own_ids: list[str] | None = None  # the caller's own ids, once asked of the connector
 
     @property
     def bot(self) -> BotSetup:
@@ -403,7 +421,7 @@ class DialogueManager(FrameProcessor):
         if self._bot is None or self._done:
             return  # no bot yet (a flow before it handles the caller), or the call is handed over
         text = frame.text
-        self.language = bot_language(self.bot.definition, detect_language(text, self.language))
+        self._follow_language(text, frame.confidence)
         self.record.language = self.language
         self.record.add_line(
             "caller",
@@ -412,21 +430,63 @@ class DialogueManager(FrameProcessor):
             duration_s=round(frame.duration_s, 3),
             confidence=round(frame.confidence, 3),
         )
+        clock = frame.clock
         if not text or frame.confidence < self.p.min_confidence[self.language]:
             self.report("low_confidence")
-            await self.misunderstood("low_confidence", "sorry_asr", frame.clock)
+            if self._pending.calls:
+                await self.confirmed(None, clock)  # never a yes: ask again, or cancel
+            else:
+                await self.misunderstood("low_confidence", "sorry_asr", clock)
             return
         if is_transfer_request(text):
-            await self.transfer("requested", frame.clock)
+            await self.transfer("requested", clock)
             return
+        # What the bot asked last is what the caller answers: a confirmation, a number read back, a
+        # missing detail. Only then is it a new request.
         if self._pending.calls:
-            await self.on_confirmation(text, frame.clock)
+            await self.on_confirmation(text, clock)
+            return
+        if self._readback is not None:
+            await self.on_readback(text, clock)
+            return
+        if self._awaiting is not None and await self.on_slot(text, clock):
+            return
+        if is_bare_answer(text):
+            await self.on_bare_answer(text, clock)
             return
         if _has_word(text, GOODBYE_WORDS):
-            await self.say("goodbye", clock=frame.clock)
+            await self.say("goodbye", clock=clock)
             await self.end("caller_goodbye", "resolved")
             return
-        await self.plan_and_act(text, frame.clock)
+        await self.plan_and_act(text, clock)
+
+    def _follow_language(self, text: str, confidence: float) -> None:
+        """Switch to the caller's language only among the bot's, and never on one short or garbled
+        utterance: one long clear one, or SWITCH_AFTER in a row."""
+        said = script_language(text)
+        languages = self.bot.definition.languages
+        if said is None or said == self.language or said not in languages:
+            self._other_language = 0
+            return
+        if confidence < self.p.min_confidence[said]:
+            return
+        self._other_language += 1
+        size = len(re.findall(r"[\u4e00-\u9fff]", text)) if said == "zh" else len(text.split())
+        if size >= SWITCH_WORDS[said] or self._other_language >= SWITCH_AFTER:
+            self.language = said
+            self._other_language = 0
+
+    async def on_bare_answer(self, text: str, clock: TurnClock | None) -> None:
+        """A yes or no with nothing open to confirm: it answers the last question, and never confirms
+        a write (after a chat reply that sounded like one, nothing has been done)."""
+        no = refuses(text)
+        if self._last_prompt == "anything_else" and no:
+            await self.say("goodbye", clock=clock)
+            await self.end("caller_goodbye", "resolved")
+        elif self._last_prompt in ("anything_else", "not_confirmed", "cancelled", "no_agent") or no:
+            await self.say("go_on", clock=clock)
+        else:
+            await self.say("not_done", clock=clock)
 
     async def plan_and_act(self, text: str, clock: TurnClock | None) -> None:
         messages = [*self.bot.prefix, *self._history, ChatMessage("user", text)]
@@ -444,11 +504,17 @@ class DialogueManager(FrameProcessor):
         intent = plan.get("intent")
         earlier = self._wanted
         calls, problems = self.parse_actions(plan.get("actions"), text)
-        if intent in ("tools", "unclear"):
+        if intent in ("tools", "unclear", "chat"):
+            # A request the bot's tools serve, answered with chat ("好的，我明白了，请将地址改为……")
+            # or with a part dropped: the parts the caller named are done (or asked about) anyway.
+            wanted_before = len(self._wanted)
             added = self.complete_plan(text, calls)
             if added:
                 self.report("plan_completed", float(len(added)))
                 calls += added
+            if len(self._wanted) > wanted_before:
+                problems.append("a part the caller named lacks an argument")
+            calls = self._drop_fallbacks(text, calls)
         named = [*calls, *self._wanted]
         if named:
             self._intent = named[-1].name
@@ -467,6 +533,11 @@ class DialogueManager(FrameProcessor):
         elif calls:
             self._misunderstood = 0
             await self.act(calls, clock)
+            if self._wanted and not self._pending.calls and self._readback is None:
+                await self.ask_missing(text, clock=None)
+        elif problems and self._wanted:
+            self._misunderstood = 0
+            await self.ask_missing(text, clock)
         elif problems:
             await self.say("ask_id", clock=clock)
             self._keyed = ""  # from now on digits on the keypad spell the id
@@ -475,6 +546,173 @@ class DialogueManager(FrameProcessor):
             await self.chat(text, clock)
         else:
             await self.misunderstood("misunderstood", "unclear", clock)
+
+    def _drop_fallbacks(self, text: str, calls: list[ToolCall]) -> list[ToolCall]:
+        """A ticket (a fallback tool) is not what a caller wants who named another part ("我要退货")."""
+        fallbacks = set(self.bot.definition.fallback_tools)
+        named = {
+            tool
+            for tool, words in self.bot.definition.part_words.items()
+            if tool not in fallbacks and any(w.lower() in text.lower() for w in words)
+        }
+        served = {c.name for c in [*calls, *self._wanted]}
+        if not named & served:
+            return calls
+        return [c for c in calls if c.name not in fallbacks]
+
+    async def ask_missing(self, text: str, clock: TurnClock | None) -> None:
+        """Ask for what the wanted action lacks, and keep the action until the answer: the order
+        number (read back when the one heard has the wrong form), or an argument with a question."""
+        call = self._wanted[0]
+        spec = self.tools[call.name]
+        ident = self.bot.definition.identifier.name
+        props: dict[str, Any] = spec.parameters.get("properties", {})
+        value = str(call.arguments.get(ident, ""))
+        required = ident in spec.parameters.get("required", [])
+        if ident in props and (required or value) and validate(props[ident], value):
+            self._awaiting = _Awaiting(list(self._wanted), ident, True)
+            heard = [r for r in digit_runs(text, self.language) if len(r) >= 3]
+            if heard and await self.offer_number(heard[0], list(self._wanted), clock):
+                return
+            self._keyed = ""  # from now on digits on the keypad spell the id
+            await self.say("ask_id", clock=clock)
+            return
+        for arg, rule in self.bot.definition.recover.get(call.name, {}).items():
+            if rule.ask is not None and validate(props.get(arg, {}), call.arguments.get(arg, "")):
+                self._awaiting = _Awaiting(list(self._wanted), arg, False)
+                question = rule.ask.get(self.language) or rule.ask.en or rule.ask.zh or ""
+                await self.speak(question, clock=clock)
+                self._last_prompt = None
+                return
+        self._keyed = ""
+        await self.say("ask_id", clock=clock)
+
+    async def offer_number(self, heard: str, calls: list[ToolCall], clock: TurnClock | None) -> bool:
+        """A number that does not fit (or was not found): one of the caller's own one digit away is
+        offered ("您是说订单……吗？"); else one of the wrong form is read back ("我听到的是……，对吗？").
+        False: nothing to offer (the caller is asked for the number)."""
+        near = near_ids(heard, await self.own_ids())
+        pattern = self.bot.id_pattern
+        if len(near) == 1:
+            self._readback = _Readback(heard, near[0], calls)
+            label = self.bot.definition.identifier.label.get(self.language)
+            label = label if self.language == "zh" else label.lower()
+            line = self.prompt("did_you_mean").format(label=label, value=say_digits(near[0], self.language))
+        elif pattern is not None and not re.fullmatch(pattern, heard):
+            self._readback = _Readback(heard, None, calls)
+            line = self.prompt("heard_id").format(value=say_digits(heard, self.language))
+        else:
+            return False
+        await self.speak(line, clock=clock)
+        self._last_prompt = None
+        return True
+
+    async def own_ids(self) -> list[str]:
+        """The caller's own ids (their orders, their cards), where the connector can tell: asked once."""
+        if self._own_ids is None:
+            lookup = getattr(self.connector, "caller_ids", None)
+            self._own_ids = []
+            if lookup is not None and self.caller:
+                try:
+                    found = await asyncio.wait_for(lookup(self.caller), self.p.tool_timeout_s)
+                    self._own_ids = [str(i) for i in found]
+                except Exception as exc:  # a hint only: without it the number is read back
+                    log.warning("caller's ids unavailable: %s", exc)
+        return self._own_ids
+
+    async def on_slot(self, text: str, clock: TurnClock | None) -> bool:
+        """The answer to the bot's question for a missing argument. False: not an answer to it (a new
+        request, which is planned as usual)."""
+        awaiting = self._awaiting
+        assert awaiting is not None
+        if is_bare_answer(text):
+            if awaiting.is_id:
+                self._keyed = ""
+                await self.say("ask_id", clock=clock)
+            else:
+                self._awaiting = None
+                await self.say("go_on", clock=clock)
+            return True
+        if awaiting.is_id:
+            runs = digit_runs(text, self.language)
+            pattern = self.bot.id_pattern or r"\d+"
+            fits = [r for r in runs if re.fullmatch(pattern, r)]
+            if not fits:
+                heard = [r for r in runs if len(r) >= 3]
+                if heard:
+                    if not await self.offer_number(heard[0], awaiting.calls, clock):
+                        self._keyed = ""
+                        await self.say("id_format", clock=clock)
+                    return True
+                return False
+            return await self._fill(awaiting.calls, awaiting.arg, fits[0], clock)
+        value = self._slot_text(text)
+        if value is None:
+            return False
+        return await self._fill(awaiting.calls, awaiting.arg, value, clock)
+
+    def _slot_text(self, text: str) -> str | None:
+        """The caller's words as the value asked for ("改成人民路25号" -> 人民路25号); None when they
+        name another part of the bot's (a new request)."""
+        awaiting = self._awaiting
+        assert awaiting is not None
+        low = text.lower()
+        wanted = {c.name for c in awaiting.calls}
+        if any(
+            tool not in wanted and any(w.lower() in low for w in words)
+            for tool, words in self.bot.definition.part_words.items()
+        ):
+            return None
+        value = normalize(text, self.language).strip()
+        value = re.sub(
+            r"^(?:(?:请|麻烦)?(?:帮我)?(?:把地址|地址|新地址|收货地址)?(?:改成|改为|改到|换成|是|就是)|"
+            r"(?:the )?(?:new )?(?:delivery )?(?:address )?(?:is |to |it's |it is )|to )",
+            "",
+            value,
+            flags=re.IGNORECASE,
+        )
+        return value.strip(" ，,。.") or None
+
+    async def _fill(self, calls: list[ToolCall], arg: str, value: str, clock: TurnClock | None) -> bool:
+        filled = [ToolCall(c.name, {**c.arguments, arg: value}) for c in calls]
+        ok = [c for c in filled if not validate_call(self.tools[c.name], c.arguments)]
+        if not ok:
+            return False
+        self._awaiting, self._keyed, self._readback = None, None, None
+        self._wanted = [c for c in filled if c not in ok]
+        ident = self.bot.definition.identifier.name
+        if arg == ident:
+            self._last_id = value
+        self._intent = ok[-1].name
+        self._misunderstood = 0
+        await self.act(ok, clock)
+        return True
+
+    async def on_readback(self, text: str, clock: TurnClock | None) -> None:
+        """The caller's answer to a number read back: yes to an offered id runs the actions with it; a
+        new number is taken as the answer; no (or yes to a number of the wrong form) asks again."""
+        readback = self._readback
+        assert readback is not None
+        said = answer(text)
+        ident = self.bot.definition.identifier.name
+        if said is None and any(len(r) >= 3 for r in digit_runs(text, self.language)):
+            self._readback = None
+            self._awaiting = _Awaiting(readback.calls, ident, True)
+            if not await self.on_slot(text, clock):
+                await self.say("ask_id", clock=clock)
+            return
+        if said == "yes" and readback.offered is not None:
+            self._readback = None
+            await self._fill(readback.calls, ident, readback.offered, clock)
+            return
+        if said is None and readback.asked == 0:
+            readback.asked += 1
+            await self.say("confirm_again", clock=clock)
+            return
+        self._readback = None
+        self._awaiting = _Awaiting(readback.calls, ident, True)
+        self._keyed = ""
+        await self.say("id_format" if said == "yes" else "ask_id", clock=clock)
 
     async def plan(self, messages: list[ChatMessage], clock: TurnClock | None, text: str) -> dict[str, Any]:
         """The LLM's plan; with hold_line, the hold line is said as soon as a lookup is sure: before
@@ -536,11 +774,19 @@ class DialogueManager(FrameProcessor):
             recovered = {
                 arg: recover_argument(r, text, self.language, props.get(arg, {})) for arg, r in rules.items()
             }
-            if any(value is None for value in recovered.values()):
-                continue
-            args.update(recovered)
+            askable = all(value is not None or rules[arg].ask is not None for arg, value in recovered.items())
+            args.update({arg: value for arg, value in recovered.items() if value is not None})
             if not validate_call(spec, args):
-                added.append(ToolCall(tool, args))
+                if all(value is not None for value in recovered.values()):
+                    added.append(ToolCall(tool, args))
+            elif askable and all(c.name != tool for c in self._wanted):
+                # Named, but the order number or the new address is missing: ask for it.
+                missing_only = {
+                    e.split(":")[0].removeprefix("arguments.").removesuffix(".missing")
+                    for e in validate_call(spec, args)
+                }
+                if all(m in (ident, *rules) for m in missing_only):
+                    self._wanted.append(ToolCall(tool, args))
         ids = [str(c.arguments[ident]) for c in added if c.arguments.get(ident)]
         if ids:
             self._last_id = ids[0]
@@ -604,8 +850,17 @@ class DialogueManager(FrameProcessor):
         """Run read actions now; ask once to confirm all write actions, which run on "yes"."""
         reads = [c for c in calls if not self.tools[c.name].write]
         writes = [c for c in calls if self.tools[c.name].write]
+        ident = self.bot.definition.identifier.name
         for call in reads:
             line = await self.run_tool(call)
+            step = self._steps[-1] if self._steps else None
+            if step is not None and step.outcome == "not_found" and call.arguments.get(ident):
+                rest = [c for c in calls if c is not call and c not in reads[: reads.index(call)]]
+                heard = str(call.arguments[ident])
+                if near_ids(heard, await self.own_ids()) and await self.offer_number(
+                    heard, [call, *rest], clock
+                ):
+                    return
             await self.speak(line, clock=clock)
             clock = None
         if writes:
@@ -614,34 +869,64 @@ class DialogueManager(FrameProcessor):
         elif reads:
             await self.say("anything_else")
 
-    async def ask_confirmation(self, clock: TurnClock | None) -> None:
+    async def ask_confirmation(self, clock: TurnClock | None, *, again: bool = False) -> None:
+        """Read back the exact values that will be written; asked again, with how to answer."""
         questions = [
             self.connector.confirm_line(c.name, c.arguments, self.language) for c in self._pending.calls
         ]
+        if again:
+            questions.append(self.prompt("confirm_again"))
         await self.speak(" ".join(questions), clock=clock)
+        self._last_prompt = None
 
     async def on_confirmation(self, text: str, clock: TurnClock | None) -> None:
-        answer = yes_or_no(text)
-        await self.confirmed(answer, clock)
+        said = answer(text)
+        if said != "yes" and self._corrected(text):
+            self._pending.asked = 0
+            await self.ask_confirmation(clock)  # the new values, read back
+            return
+        await self.confirmed(None if said is None else said == "yes", clock)
+
+    def _corrected(self, text: str) -> bool:
+        """A refusal or an unclear answer that gives new values ("不对，改成人民路25号", "no, order
+        1 0 0 2 3 5"): the pending writes take them, to be confirmed again."""
+        ident = self.bot.definition.identifier.name
+        changed = False
+        calls: list[ToolCall] = []
+        for call in self._pending.calls:
+            spec = self.tools[call.name]
+            args = dict(call.arguments)
+            for arg, rule in self.bot.definition.recover.get(call.name, {}).items():
+                if rule.value is not None:
+                    continue
+                schema = spec.parameters.get("properties", {}).get(arg, {})
+                value = recover_argument(rule, normalize(text, self.language), self.language, schema)
+                if value and value != args.get(arg):
+                    args[arg], changed = value, True
+            pattern = self.bot.id_pattern
+            fits = [r for r in digit_runs(text, self.language) if pattern and re.fullmatch(pattern, r)]
+            if ident in args and fits and fits[0] != args[ident]:
+                args[ident], changed = fits[0], True
+            calls.append(ToolCall(call.name, args) if not validate_call(spec, args) else call)
+        if changed:
+            self._pending.calls = calls
+        return changed
 
     async def confirmed(self, answer: bool | None, clock: TurnClock | None) -> None:
+        """Writes run on a clear yes only. Unsure: the values are read back once more; unsure again,
+        nothing is written."""
         pending = self._pending
         if answer is None:
             pending.asked += 1
-            if pending.asked > self.p.max_misunderstandings:
-                await self.transfer("misunderstood", clock)  # the summary says they are unconfirmed
-                self._pending = _Pending()
+            if pending.asked >= 2:
+                self._decline(pending, "unconfirmed")
+                await self.say("not_confirmed", clock=clock)
             else:
-                await self.say("confirm_again", clock=clock)
+                await self.ask_confirmation(clock, again=True)
             return
         self._pending = _Pending()
         if not answer:
-            for call in pending.calls:
-                self.record.add_tool_call(
-                    call.name, call.arguments, ok=False, result={}, error="declined", confirmed=False
-                )
-                self.report("tool_calls", tool=call.name, result="declined")
-                self._steps.append(_Step(call.name, self._ident_of(call), "declined"))
+            self._decline(pending, "declined")
             await self.say("cancelled", clock=clock)
             return
         for call in pending.calls:
@@ -649,6 +934,15 @@ class DialogueManager(FrameProcessor):
             await self.speak(line, clock=clock)
             clock = None
         await self.say("anything_else")
+
+    def _decline(self, pending: _Pending, why: str) -> None:
+        self._pending = _Pending()
+        for call in pending.calls:
+            self.record.add_tool_call(
+                call.name, call.arguments, ok=False, result={}, error=why, confirmed=False
+            )
+            self.report("tool_calls", tool=call.name, result="declined")
+            self._steps.append(_Step(call.name, self._ident_of(call), "declined"))
 
     async def run_tool(self, call: ToolCall, *, confirmed: bool | None = None) -> str:
         await self.push(ToolCallFrame(call=call))
@@ -765,6 +1059,8 @@ class DialogueManager(FrameProcessor):
             return
         if self._pending.calls and digit in "12":
             await self.confirmed(digit == "1", None)
+        elif self._readback is not None and digit in "12":
+            await self.on_readback("yes" if digit == "1" else "no", None)
         elif digit == "0":
             await self.transfer("dtmf", None)
         elif digit == "9" and self._last_said:
@@ -866,6 +1162,7 @@ class DialogueManager(FrameProcessor):
         self, key: PromptKey, *, clock: TurnClock | None = None, interruptible: bool = True
     ) -> None:
         await self.speak(self.prompt(key), clock=clock, interruptible=interruptible)
+        self._last_prompt = key
 
     async def speak(
         self,
@@ -879,6 +1176,7 @@ class DialogueManager(FrameProcessor):
         self.record.add_line("bot", text, language=self.language)
         if remember:
             self._last_said = [text]
+            self._last_prompt = None
         await self.push(
             SpeakFrame(text=text, language=self.language, interruptible=interruptible, clock=clock, hold=hold)
         )

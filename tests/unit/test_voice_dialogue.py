@@ -376,7 +376,8 @@ async def test_an_order_number_the_caller_did_not_say_is_not_used() -> None:
     async with Harness(FakeLLM({"order": invented}), conn) as h:
         out = await h.say("status of order 0 0 2 3 4 please")  # five digits heard: the model padded them
     assert conn.calls == []
-    assert spoken(out) == [line("ask_id")]
+    # read back as heard, not "which order?": the caller hears what the bot understood
+    assert spoken(out) == [line("heard_id").format(value="0 0 2 3 4")]
 
 
 async def test_order_number_keyed_in_after_the_bot_asks_for_it() -> None:

@@ -31,15 +31,18 @@ def test_spoken_digits(heard: str, meant: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_normalizer_rewrites_mandarin_transcripts_only() -> None:
+async def test_normalizer_rewrites_numbers_in_the_utterances_own_language() -> None:
     sink = Collect()
     pipe = Pipeline([DigitNormalizer(), sink])
     pipe.start()
     pipe.queue(TranscriptionFrame(text="订单一零零二三四", language="zh", confidence=0.9, duration_s=2.0))
     pipe.queue(TranscriptionFrame(text="one two three", language="en", confidence=0.9, duration_s=1.0))
+    # English words on a Mandarin line: English numbers, never Mandarin numerals
+    pipe.queue(TranscriptionFrame(text="five Main Street", language="zh", confidence=0.9, duration_s=1.0))
+    pipe.queue(TranscriptionFrame(text="五 main street", language="zh", confidence=0.9, duration_s=1.0))
     await pipe.idle()
     texts = [f.text for f in sink.frames if isinstance(f, TranscriptionFrame)]
-    assert texts == ["订单100234", "one two three"]
+    assert texts == ["订单100234", "123", "5 Main Street", "5 main street"]
     await pipe.stop()
 
 
