@@ -137,6 +137,20 @@ class BankBackend(PostgresConnector):
     def plan_examples(self) -> list[tuple[str, dict[str, Any]]]:
         return list(PLAN_EXAMPLES)
 
+    async def caller_ids(self, caller: str) -> list[str]:
+        """The last four digits of the calling customer's cards (a heard number one digit away from
+        one of them is offered to the caller rather than rejected)."""
+        phone = e164(caller)
+        if not phone:
+            return []
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT c.last4 FROM aicc.demo_bank_cards c JOIN aicc.demo_bank_customers u "
+                "ON u.id = c.customer_id WHERE u.phone = %s ORDER BY c.id",
+                (phone,),
+            )
+            return [str(row[0]) for row in await cur.fetchall()]
+
     async def _card(self, conn: Any, caller: str, last4: str, *, lock: bool = False) -> dict[str, Any]:
         """The caller's own card with these last four digits; anyone else's is not found."""
         cur = await conn.execute(_CARD_FOR_UPDATE if lock else _CARD, (e164(caller), last4))

@@ -149,6 +149,20 @@ class DemoBackend(PostgresConnector):
     def plan_examples(self) -> list[tuple[str, dict[str, Any]]]:
         return list(PLAN_EXAMPLES)
 
+    async def caller_ids(self, caller: str) -> list[str]:
+        """The order numbers of the customer whose phone is calling (a heard number one digit away
+        from one of them is offered to the caller rather than rejected)."""
+        phone = e164(caller)
+        if not phone:
+            return []
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT o.id FROM aicc.demo_orders o JOIN aicc.demo_customers c ON c.id = o.customer_id "
+                "WHERE c.phone = %s ORDER BY o.placed_on DESC LIMIT 20",
+                (phone,),
+            )
+            return [str(row[0]) for row in await cur.fetchall()]
+
     async def _order(self, conn: Any, order_id: str) -> dict[str, Any]:
         cur = await conn.execute("SELECT * FROM aicc.demo_orders WHERE id = %s", (order_id,))
         row = await cur.fetchone()

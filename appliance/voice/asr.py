@@ -1,4 +1,9 @@
-"""ASR processor: utterance -> transcript (language detected on the first turn, then kept).
+"""ASR processor: utterance -> transcript, in one of the site's languages.
+
+The language is detected until it is sure, then kept: sure when the caller speaks the service
+number's language, or another configured language in one long utterance or two in a row. A detection
+outside the configured languages (a short 转人工 heard as Vietnamese) is never used: the utterance is
+transcribed again in the service language, so the request is understood in the same turn.
 
 A SpeechPauseFrame starts a transcription early, during the VAD's hang-over; the utterance that
 follows uses it when the caller said nothing more, else it is thrown away and the whole utterance is
@@ -26,14 +31,25 @@ from aicc.models.engines.base import ASREngine, Audio, Language, Transcript
 class ASRProcessor(FrameProcessor):
     name = "asr"
 
-    def __init__(self, engine: ASREngine, *, timeout_s: float = 10.0, detect_language: bool = True) -> None:
+    def __init__(
+        self,
+        engine: ASREngine,
+        *,
+        timeout_s: float = 10.0,
+        detect_language: bool = True,
+        languages: tuple[Language, ...] = ("zh", "en"),
+        long_s: float = 2.0,
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.timeout_s = timeout_s
         self.detect_language = detect_language
+        self.languages = languages  # the site's: never a third
+        self.long_s = long_s  # an utterance this long in another configured language is enough
         self.language: Language | None = None
         self._service_language: Language = "en"
         self._early: asyncio.Task[Transcript] | None = None
+        self._other: Language | None = None  # the other language heard last, not yet kept
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, StartFrame):
@@ -64,24 +80,41 @@ class ASRProcessor(FrameProcessor):
             self.report("engine_errors", engine="asr")
             await self.push(ErrorFrame(source="asr", message=str(exc) or type(exc).__name__))
             return
+        detected: Language = self._service_language
+        if self.language is None and result.text.strip():
+            if result.language in self.languages:
+                detected = result.language
+            else:
+                self.report("foreign_language", 1.0, heard=str(result.language))
+                try:
+                    result = await self._transcribe(frame.pcm, frame.sample_rate, self._service_language)
+                except Exception as exc:
+                    self.report("engine_errors", engine="asr")
+                    await self.push(ErrorFrame(source="asr", message=str(exc) or type(exc).__name__))
+                    return
+            self._keep(detected, frame.duration_s)
         frame.clock.transcript = time.monotonic()
-        if self.language is None:
-            detected = result.language if result.language in ("zh", "en") else self._service_language
-            if result.text.strip():
-                self.language = "zh" if detected == "zh" else "en"
         await self.push(
             TranscriptionFrame(
                 text=result.text.strip(),
-                language=self.language or self._service_language,
+                language=self.language or detected,
                 confidence=result.confidence,
                 duration_s=frame.duration_s,
                 clock=frame.clock,
             )
         )
 
-    async def _transcribe(self, pcm: bytes, sample_rate: int) -> Transcript:
+    def _keep(self, detected: Language, duration_s: float) -> None:
+        """Keep the service language at once; another only when sure (long, or twice in a row)."""
+        if detected == self._service_language or duration_s >= self.long_s or self._other == detected:
+            self.language, self._other = detected, None
+        else:
+            self._other = detected
+
+    async def _transcribe(self, pcm: bytes, sample_rate: int, language: Language | None = None) -> Transcript:
         return await asyncio.wait_for(
-            self.engine.transcribe(Audio(pcm, sample_rate), language=self.language), self.timeout_s
+            self.engine.transcribe(Audio(pcm, sample_rate), language=language or self.language),
+            self.timeout_s,
         )
 
     def _drop_early(self) -> None:

@@ -1,6 +1,6 @@
-"""Assembles one call's pipeline: VAD -> ASR -> barge-in -> timers -> (an IVR flow) -> dialogue ->
-sentences -> TTS -> playback, or the echo pipeline that replaces the bot when only the media plane is
-measured."""
+"""Assembles one call's pipeline: VAD -> ASR -> end of turn -> numbers -> barge-in -> timers -> (an IVR
+flow) -> dialogue -> sentences -> TTS -> playback, or the echo pipeline that replaces the bot when only
+the media plane is measured."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from aicc.appliance.voice.asr import ASRProcessor
 from aicc.appliance.voice.bargein import BargeInProcessor
 from aicc.appliance.voice.dialogue import DialogueManager, DialogueParams, bot_language, setup_bot
 from aicc.appliance.voice.echo import EchoProcessor
+from aicc.appliance.voice.endpoint import EndOfTurnParams, TurnJoiner
 from aicc.appliance.voice.numbers import DigitNormalizer
 from aicc.appliance.voice.pipeline import FrameProcessor, Pipeline
 from aicc.appliance.voice.playback import Playback
@@ -115,6 +116,7 @@ def build_bot(
     max_call_s: float,
     asr_timeout_s: float = 15.0,
     vad: VADParams | None = None,
+    end_of_turn: EndOfTurnParams | None = None,
 ) -> BotSession:
     """One call's bot pipeline. bot: the bot that greets the caller when the call starts; None: the
     engines' default bot, unless before_dialogue is given (processors just before the dialogue
@@ -129,6 +131,7 @@ def build_bot(
     procs: list[FrameProcessor] = [
         VADProcessor(engines.vad(), echo, vad),
         ASRProcessor(engines.asr, timeout_s=asr_timeout_s),
+        TurnJoiner(end_of_turn),  # a pause after 顺便 / "and also" does not end the turn
         DigitNormalizer(),
         BargeInProcessor(playback),
         CallTimersProcessor(no_input_s=no_input_s, max_call_s=max_call_s),

@@ -37,6 +37,7 @@ from aicc.appliance.voice.sentences import SentenceAggregator
 from aicc.appliance.voice.timers import CallTimersProcessor
 from aicc.appliance.voice.tts import TTSProcessor
 from aicc.appliance.voice.vad import EchoReference, VADParams, VADProcessor
+from aicc.models.engines.base import Audio, Language, Transcript
 from tests.unit.test_voice_fakes import (  # noqa: F401
     RETAIL,
     FakeASR,
@@ -311,24 +312,49 @@ async def test_asr_uses_the_early_transcript_only_when_the_caller_said_nothing_m
     await pipe.stop()
 
 
-async def test_asr_detects_language_once_and_reports_errors() -> None:
+async def test_asr_keeps_another_language_only_when_sure_and_reports_errors() -> None:
     asr_engine = FakeASR(SCRIPTS)
     asr, sink = ASRProcessor(asr_engine), Collect()
     pipe = Pipeline([asr, sink])
     pipe.start()
     pipe.queue(StartFrame(call_id="x", language="en"))
-    for hz in (700, 300):
+    for hz in (700, 700, 300):  # 700: Mandarin, 300: English
         clock = TurnClock(turn=1, end_of_speech=0.0)
         pipe.queue(UtteranceFrame(pcm=tone(hz, 0.5, 16000), sample_rate=16000, clock=clock))
     await pipe.idle()
     texts = [f for f in sink.frames if isinstance(f, TranscriptionFrame)]
-    assert [t.language for t in texts] == ["zh", "zh"]  # detected on the first turn, then kept
-    assert asr_engine.calls == [None, "zh"]  # the engine detects; later turns carry the hint
+    assert [t.language for t in texts] == ["zh", "zh", "zh"]
+    # one short Mandarin utterance on the English line is not enough to keep Mandarin; two in a row are
+    assert asr_engine.calls == [None, None, "zh"]
     asr_engine.fail = True
     pipe.queue(UtteranceFrame(pcm=tone(300, 0.5, 16000), sample_rate=16000, clock=TurnClock(2, 0.0)))
     await pipe.idle()
     assert isinstance(sink.frames[-1], ErrorFrame)
     await pipe.stop()
+
+
+async def test_asr_never_uses_a_third_language_it_transcribes_again_in_the_lines() -> None:
+    """A short 转人工 heard as Vietnamese on the Mandarin line: transcribed again in Mandarin, in the
+    same turn, and the Mandarin line stays Mandarin."""
+
+    class Mishears(FakeASR):
+        async def transcribe(self, audio: Audio, *, language: Language | None = None) -> Transcript:
+            self.calls.append(language)
+            if language is None:
+                return Transcript(text="Chuyển nhân công", language="vi", confidence=0.4)
+            return Transcript(text="转人工", language=language, confidence=0.8)
+
+    engine = Mishears({})
+    asr, sink = ASRProcessor(engine), Collect()
+    pipe = Pipeline([asr, sink])
+    pipe.start()
+    pipe.queue(StartFrame(call_id="x", language="zh"))
+    pipe.queue(UtteranceFrame(pcm=tone(300, 0.5, 16000), sample_rate=16000, clock=TurnClock(1, 0.0)))
+    await pipe.idle()
+    await pipe.stop()
+    (text,) = [f for f in sink.frames if isinstance(f, TranscriptionFrame)]
+    assert (text.text, text.language) == ("转人工", "zh")
+    assert engine.calls == [None, "zh"]
 
 
 async def test_sentence_aggregator_splits_streamed_tokens() -> None:
