@@ -48,8 +48,8 @@ YES_WORDS = (
     "that's right",
     "that is right",
 )
-# Yes phrases that contain a negation character: taken out before refusals are looked for.
-_YES_WITH_NEGATION = ("没问题", "没错", "不客气")
+# Phrases with a negation character that refuse nothing: taken out before refusals are looked for.
+_YES_WITH_NEGATION = ("没问题", "没错", "不客气", "不过")  # 不过: "but", no negation
 NO_WORDS = (
     "不用了",
     "不用",

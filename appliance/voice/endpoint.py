@@ -24,15 +24,14 @@ from aicc.appliance.voice.frames import (
 )
 from aicc.appliance.voice.pipeline import Direction, FrameProcessor
 
-# Words after which a clause or a request goes on. Mandarin ones at the end of the text; English ones
-# as the last word (or two).
+# Words after which a clause or a request goes on: Mandarin ones at the end of the text, English ones
+# as the last word ("and then" as the last two). Not words that also end a sentence or answer a
+# question (是, 到 in 还没到, "so" in "I think so"): those would delay a plain answer.
 CONTINUATION_ZH = (
     "顺便",
     "另外",
     "还有",
     "然后",
-    "再",
-    "还",
     "并且",
     "而且",
     "以及",
@@ -43,12 +42,10 @@ CONTINUATION_ZH = (
     "不过",
     "因为",
     "所以",
-    "就是",
     "那个",
     "这个",
     "的话",
     "把",
-    "给",
     "帮我",
     "我想",
     "我要",
@@ -59,9 +56,6 @@ CONTINUATION_ZH = (
     "地址是",
     "号码是",
     "订单号是",
-    "是",
-    "到",
-    "在",
     "嗯",
     "呃",
 )
@@ -69,11 +63,9 @@ CONTINUATION_EN = frozenset(
     {
         "and",
         "also",
-        "then",
         "plus",
         "or",
         "but",
-        "so",
         "because",
         "to",
         "the",
@@ -114,6 +106,8 @@ def continues(text: str) -> bool:
     if re.search(r"[\u4e00-\u9fff]$", core):
         return core.endswith(CONTINUATION_ZH)
     words = re.findall(r"[a-z']+", core.lower())
+    if words[-2:] == ["and", "then"]:
+        return True
     return bool(words) and words[-1] in CONTINUATION_EN
 
 
