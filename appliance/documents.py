@@ -5,10 +5,13 @@ was expected and what was found, so an admin can fix it without reading code.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+from aicc.appliance.textfile import TextFileError, read_text_file
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -48,6 +51,18 @@ def describe(exc: ValidationError) -> list[tuple[str, str]]:
             msg = f"{err['msg']}; found {shown}"
         problems.append((field_path(tuple(err["loc"])), msg))
     return problems
+
+
+def read_document(path: Path, what: str, where: str | None = None) -> str:
+    """The text of a document file (UTF-8); a file that is missing, unreadable, a folder, binary or in
+    another encoding is a DocumentError naming the file, the line of the first bad byte and the fix."""
+    try:
+        return read_text_file(path)
+    except TextFileError as exc:
+        named = where or str(path)
+        at = f"{named}:{exc.line}" if exc.line else named
+        fix = f" (fix: {exc.fix})" if exc.fix else ""
+        raise DocumentError(at, [("", f"cannot read the {what}: {exc.reason}{fix}")]) from None
 
 
 def parse_text(text: str, where: str) -> Any:

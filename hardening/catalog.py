@@ -18,6 +18,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aicc.appliance.textfile import TextFileError, read_text_file
+
 GROUPS = ("sip_proxy", "media", "voicebot", "speech", "llm", "app", "db", "monitoring")
 Layer = Literal["CNS", "ABS", "CES", "SMC"]
 LAYER_NAMES: dict[str, tuple[str, str]] = {
@@ -116,7 +118,18 @@ class Catalog(BaseModel):
 class CatalogError(Exception):
     def __init__(self, path: Path, field: str, expected: str, found: object) -> None:
         self.path, self.field, self.expected, self.found = path, field, expected, found
-        super().__init__(f"{path}: field {field}: expected {expected}; found {found!r}")
+        self.message = f"field {field}: expected {expected}; found {found!r}"
+        self.line: int | None = None
+        self.fix: str | None = None
+        super().__init__(f"{path}: {self.message}")
+
+    @classmethod
+    def from_text_file(cls, exc: TextFileError) -> CatalogError:
+        """A file that is not UTF-8 text: the line of the first bad byte, and the fix."""
+        err = cls(exc.path, f"line {exc.line}" if exc.line else "(file)", "UTF-8 text", exc.reason)
+        err.message, err.line, err.fix = exc.reason, exc.line, exc.fix
+        err.args = (f"{exc.where}: {exc.reason}",)
+        return err
 
 
 def catalog_dir() -> Path:
@@ -125,7 +138,11 @@ def catalog_dir() -> Path:
 
 def read_yaml(path: Path) -> object:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = read_text_file(path)
+    except TextFileError as exc:
+        raise CatalogError.from_text_file(exc) from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(document)"

@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from aicc.installer import output, remote
 from aicc.installer.errors import InputError, RunFailed
+from aicc.installer.inputfile import read_input_file
 from aicc.installer.inventory import Host, load_inventory
 from aicc.installer.settings import SiteSettings
 from aicc.installer.site import Site
@@ -60,13 +61,11 @@ def appliance_url(host: Host, settings: SiteSettings) -> str:
 
 def password_from_file(path: Path) -> str:
     """The first line of a file that only its owner may read or change (like secrets.yml)."""
+    text = read_input_file(path, "password file")
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("password file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the password file: {exc}", where=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read password file: {exc.strerror}", where=str(path)) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InputError(
             f"password file is open to other users (mode {stat.S_IMODE(mode):04o})",

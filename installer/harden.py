@@ -48,7 +48,8 @@ FORMATS = ("html", "pdf", "json")
 
 
 def _input_error(exc: CatalogError) -> InputError:
-    return InputError(f"field {exc.field}: expected {exc.expected}; found {exc.found!r}", where=str(exc.path))
+    where = f"{exc.path}:{exc.line}" if exc.line else str(exc.path)
+    return InputError(exc.message, where=where, fix=exc.fix)
 
 
 def _catalog() -> Catalog:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from aicc.installer.addresses import address_problem
 from aicc.installer.errors import InputError, RunFailed
+from aicc.installer.inputfile import read_input_file
 from aicc.installer.sizing import GROUPS
 
 _SECTION = re.compile(r"^\[(?P<name>[A-Za-z0-9_.-]+)(?::(?P<kind>vars|children))?\]\s*$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
 
 class Host(BaseModel):
@@ -81,16 +82,11 @@ class Inventory(BaseModel):
 
 
 def load_inventory(path: Path) -> Inventory:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            "inventory not found",
-            where=str(path),
-            fix="pass -i with the site's inventory.ini, or create a site with `aicc init --site DIR`",
-        ) from None
-    except OSError as exc:
-        raise InputError(f"cannot read inventory: {exc.strerror}", where=str(path)) from None
+    text = read_input_file(
+        path,
+        "inventory",
+        missing_fix="pass -i with the site's inventory.ini, or create a site with `aicc init --site DIR`",
+    )
     return parse_inventory(text, path)
 
 
@@ -146,8 +142,9 @@ def parse_inventory(text: str, path: Path) -> Inventory:
         except ValueError as exc:
             raise InputError(f"cannot parse host line: {exc}", where=where) from None
         hostname, *pairs = parts
-        if not _HOSTNAME.match(hostname):
-            raise InputError(f"invalid host name {hostname!r}", where=where, fix="letters, digits, '.', '-'")
+        why = address_problem(hostname)
+        if why:
+            raise InputError(f"invalid host name: {why}", where=where, fix=_ADDRESS_FIX)
         hvars: dict[str, str] = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
@@ -193,6 +190,10 @@ def parse_inventory(text: str, path: Path) -> Inventory:
 
 
 _GROUP_FIX = "groups are: " + ", ".join(GROUPS)
+_ADDRESS_FIX = (
+    "an IPv4 address (10.0.0.5), an IPv6 address (fd00::5) or a host name "
+    "(letters, digits and '-' in labels separated by '.', such as aicc-01.example.cn)"
+)
 # RFC 5737 documentation ranges: `aicc init` writes them as placeholders, they are never real hosts.
 _PLACEHOLDER_NETS = tuple(
     ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
@@ -224,18 +225,19 @@ def _validate(inv: Inventory, host_line: dict[str, int], path: Path) -> None:
     for host in inv.hosts.values():
         where = f"{path}:{host_line[host.name]}"
         addr = host.address
+        why = address_problem(addr)
+        if why:
+            raise InputError(f"host {host.name}: invalid address: {why}", where=where, fix=_ADDRESS_FIX)
         try:
-            ip = ipaddress.ip_address(addr)
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(addr)
         except ValueError:
-            if not _HOSTNAME.match(addr):
-                raise InputError(f"host {host.name}: invalid address {addr!r}", where=where) from None
-        else:
-            if any(ip in net for net in _PLACEHOLDER_NETS):
-                raise InputError(
-                    f"host {host.name} still has the placeholder address {addr}",
-                    where=where,
-                    fix="replace ansible_host with the address of your own host",
-                )
+            ip = None  # a host name
+        if ip is not None and any(ip in net for net in _PLACEHOLDER_NETS):
+            raise InputError(
+                f"host {host.name} still has the placeholder address {addr}",
+                where=where,
+                fix="replace ansible_host with the address of your own host",
+            )
         other = by_address.get((addr, host.port))
         if other:
             raise InputError(

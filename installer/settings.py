@@ -24,7 +24,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from aicc.installer.addresses import HostAddress, HttpUrl
 from aicc.installer.errors import InputError
+from aicc.installer.inputfile import read_input_file
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 ENV_PREFIX = "AICC_"
@@ -42,18 +44,21 @@ class PackagesSettings(_Section):
         description="bundle: the offline bundle's apt repository served from the installer host; "
         "proxy: an apt cache such as apt-cacher-ng (the lab uses one); mirror: a local Debian mirror.",
     )
-    url: str = Field(
+    url: HttpUrl = Field(
         "",
         description="For proxy: the proxy URL (http://10.231.0.1:3142). For mirror or bundle: the "
         "repository URL. Empty for bundle means the installer host serves it.",
     )
     suite: str = Field("bookworm", description="Debian suite of the hosts. Only bookworm (12) is supported.")
+    serve_port: Port = Field(
+        8790, description="For bundle without url: the HTTPS port the installer host serves the bundle on."
+    )
 
 
 class SipSettings(_Section):
     """Kamailio SIP proxies."""
 
-    domain: str = Field("aicc.local", description="SIP domain (digest realm) agents and trunks use.")
+    domain: HostAddress = Field("aicc.local", description="SIP domain (digest realm) agents and trunks use.")
     udp_port: Port = Field(5060, description="SIP over UDP and TCP.")
     tls_port: Port = Field(5061, description="SIP over TLS (certificate from the site CA).")
     wss_port: Port = Field(8443, description="SIP over secure WebSocket for agent softphones in the browser.")
@@ -292,7 +297,7 @@ class SiteSettings(BaseSettings):
     )
     timezone: str = Field("Asia/Shanghai", description="IANA time zone of the hosts.")
     locale: str = Field("en_US.UTF-8", description="System locale of the hosts.")
-    ntp_servers: list[str] = Field(
+    ntp_servers: list[HostAddress] = Field(
         default_factory=list,
         description="NTP servers inside your network for chrony. Empty keeps Debian's defaults, which point "
         "at the internet pool: set your own for an offline site.",
@@ -331,14 +336,7 @@ class SiteSettings(BaseSettings):
 
 def load_settings(path: Path) -> SiteSettings:
     """Read and validate aicc.yml; every error names the file, the field, expected and found."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            "settings file not found", where=str(path), fix="run `aicc init --site DIR` to create a site"
-        ) from None
-    except OSError as exc:
-        raise InputError(f"cannot read settings: {exc.strerror}", where=str(path)) from None
+    text = read_input_file(path, "settings file", missing_fix="run `aicc init --site DIR` to create a site")
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -360,8 +358,7 @@ def _describe(exc: ValidationError, path: Path) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
-        source = f" (from ${env_name})" if env_name in os.environ else ""
+        source = _env_source([str(p) for p in err["loc"]])
         found = err.get("input")
         if err["type"] == "extra_forbidden":
             msg = f"unknown setting {loc!r}{source}"
@@ -371,9 +368,18 @@ def _describe(exc: ValidationError, path: Path) -> str:
         elif err["type"] == "missing":
             msg = f"setting {loc!r} is required"
         else:
-            msg = f"setting {loc!r}{source}: {err['msg']}; found {found!r}"
+            msg = f"setting {loc!r}{source}: {err['msg'].removeprefix('Value error, ')}; found {found!r}"
         lines.append(msg)
     return "; ".join(lines)
+
+
+def _env_source(loc: list[str]) -> str:
+    """ " (from $AICC_...)" when the value came from the environment (a list's item from the list's)."""
+    for n in range(len(loc), 0, -1):
+        name = ENV_PREFIX + "__".join(loc[:n]).upper()
+        if name in os.environ:
+            return f" (from ${name})"
+    return ""
 
 
 def _close_field(loc: tuple[int | str, ...]) -> str | None:

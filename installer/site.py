@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from aicc.installer.errors import InputError
+from aicc.installer.inputfile import read_input_file
 from aicc.installer.inventory import Inventory, load_inventory
 from aicc.installer.settings import SiteSettings, load_settings, render_commented_yaml
 
@@ -82,15 +83,24 @@ def site_for_inventory(inventory: Path, site_dir: Path | None = None) -> tuple[S
 
 
 def load_secrets(path: Path) -> dict[str, str]:
+    text = read_input_file(path, "secrets file", missing_fix="run `aicc init` for this site")
     try:
         mode = path.stat().st_mode
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
+    except OSError as exc:
+        raise InputError(f"cannot read secrets file: {exc.strerror}", where=str(path)) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", exc)
+        raise InputError(f"secrets file is not valid YAML: {problem}", where=where) from None
+    if not isinstance(data, dict):
         raise InputError(
-            "secrets file not found", where=str(path), fix="run `aicc init` for this site"
-        ) from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read secrets: {exc}", where=str(path)) from None
+            f"secrets file: expected a mapping of name: value; found {type(data).__name__}",
+            where=str(path),
+            fix="re-create the site's secrets with `aicc init --force`",
+        )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InputError(
             f"secrets file is readable by others (mode {stat.S_IMODE(mode):04o})",

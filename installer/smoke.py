@@ -90,6 +90,10 @@ def read_wav(path: Path) -> tuple[bytes, int]:
             rate, channels = w.getframerate(), w.getnchannels()
     except FileNotFoundError:
         raise InputError("WAV file not found", where=str(path)) from None
+    except IsADirectoryError:
+        raise InputError("a folder, not a WAV file", where=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the WAV file: {exc.strerror or exc}", where=str(path)) from None
     except (wave.Error, EOFError) as exc:
         raise InputError(f"not a WAV file: {exc}", where=str(path)) from None
     if channels == 2:

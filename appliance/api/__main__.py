@@ -29,6 +29,7 @@ from aicc.appliance.api.config import AppConfig, ConfigError, load_config
 from aicc.appliance.api.routes.users import USERNAME_PATTERN, insert_user
 from aicc.appliance.api.seed import seed
 from aicc.appliance.documents import DocumentError
+from aicc.appliance.textfile import TextFileError, read_text_file
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 DEFAULT_CONFIG = Path("/etc/aicc/app.yml")
@@ -74,9 +75,10 @@ async def admin_create(cfg: AppConfig, username: str, display_name: str, passwor
 
 async def run_seed(cfg: AppConfig, path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputProblem(f"{path}: cannot read: {exc.strerror}") from None
+        text = read_text_file(path)
+    except TextFileError as exc:
+        fix = f"; {exc.fix}" if exc.fix else ""
+        raise InputProblem(f"{exc.where}: {exc.reason}{fix}") from None
     try:
         document = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aicc.appliance.documents import describe
+from aicc.appliance.textfile import TextFileError, read_text_file
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 MIN_SECRET_KEY_CHARS = 32
@@ -131,17 +132,18 @@ class AppConfig(_Strict):
 
 def _read_secret(path: Path, field: str) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{path} ({field}): cannot read: {exc.strerror}") from None
+        return read_text_file(path).strip()
+    except TextFileError as exc:
+        reason = "cannot read: not found" if exc.kind == "missing" else exc.reason
+        raise ConfigError(f"{exc.where} ({field}): {reason}") from None
 
 
 def load_config(path: Path) -> AppConfig:
     """Read and validate app.yml; every problem names the file and the field."""
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        loaded = yaml.safe_load(read_text_file(path))
+    except TextFileError as exc:
+        raise ConfigError(f"{exc.where}: {exc.reason}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from aicc.appliance.documents import DocumentError, load_text
+from aicc.appliance.documents import load_text, read_document
 from aicc.appliance.ivr.flow import FLOWS_DIR, CalendarName
 
 CALENDARS_FILE = FLOWS_DIR / "calendars.yml"
@@ -173,9 +173,6 @@ def load_calendars(extra: Path | None = None) -> dict[str, Calendar]:
     """The shipped calendars, then those of `extra` (a file `calendars: [...]`), which override by name."""
     out: dict[str, Calendar] = {}
     for path in [CALENDARS_FILE] if extra is None else [CALENDARS_FILE, extra]:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DocumentError(str(path), [("", f"cannot read the calendars: {exc}")]) from None
+        text = read_document(path, "calendars")
         out |= {c.name: c for c in load_text(CalendarSet, text, str(path)).calendars}
     return out

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from aicc.appliance.acd.policy import QueueName, Skills
-from aicc.appliance.documents import DocumentError, describe, parse_text
+from aicc.appliance.documents import DocumentError, describe, parse_text, read_document
 
 FLOWS_DIR = Path(__file__).parent / "flows"
 
@@ -526,11 +526,7 @@ def load_flow_text(text: str, where: str, *, calendars: Collection[str] | None =
 
 
 def load_flow(path: Path, *, calendars: Collection[str] | None = None) -> Flow:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DocumentError(str(path), [("", f"cannot read the flow: {exc}")]) from None
-    return load_flow_text(text, str(path), calendars=calendars)
+    return load_flow_text(read_document(path, "flow"), str(path), calendars=calendars)
 
 
 def shipped_flows() -> dict[str, Path]:

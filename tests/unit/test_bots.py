@@ -32,6 +32,7 @@ from aicc.appliance.voice.frames import (
     TransferFrame,
 )
 from aicc.appliance.voice.pipeline import Direction, FrameProcessor, Pipeline
+from tests.unit.hostile_files import HOSTILE, Hostile, write
 from tests.unit.test_voice_fakes import FakeASR, FakeLLM, FakeTTS, FakeVAD, anyio_backend  # noqa: F401
 
 SHIPPED = Path(__file__).resolve().parents[2] / "appliance" / "bots" / "definitions"
@@ -368,3 +369,12 @@ async def test_build_bot_opens_with_the_given_bot_or_lets_the_processor_before_c
     await session.pipeline.stop()
     assert [ln.text for ln in record.lines if ln.speaker == "bot"] == [greeting]
     assert session.dialogue is not None and session.dialogue.bot.definition.name == opened
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_a_definition_that_is_not_utf8_text_names_file_and_line(tmp_path: Path, case: Hostile) -> None:
+    path = write(tmp_path / "bots", case, "bank.yml")
+    for load in (lambda: load_definition(path), lambda: load_definitions(tmp_path / "bots")):
+        with pytest.raises(DocumentError) as info:
+            load()
+        assert info.value.where == f"{path}:{case.line}" and case.says in str(info.value)

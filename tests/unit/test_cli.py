@@ -69,3 +69,35 @@ def test_install_with_a_broken_setting_changes_nothing(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "sip.udp_port" in res.stderr and str(site / "aicc.yml") in res.stderr
     assert not list((site / "logs").glob("install-*.log"))
+
+
+def test_a_binary_or_non_utf8_input_file_is_exit_2_without_a_traceback(tmp_path: Path) -> None:
+    binary = tmp_path / "inventory.ini"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    res = aicc("preflight", "-i", str(binary))
+    assert res.returncode == 2
+    assert f"{binary}:1: inventory is not a text file" in res.stderr and "fix:" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    doc = json.loads(aicc("preflight", "-i", str(binary), "--json").stdout)
+    assert doc["ok"] is False and doc["where"] == f"{binary}:1" and doc["fix"]
+
+    site = tmp_path / "site"
+    assert aicc("init", "--site", str(site)).returncode == 0
+    (site / "aicc.yml").write_bytes("# site\n# owner\n# caf\u00e9\nsite_name: x\n".encode("latin-1"))
+    inventory = site / "inventory.ini"
+    inventory.write_text(inventory.read_text().replace("192.0.2.", "127.0.0."))
+    res = aicc("preflight", "-i", str(inventory))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"{site / 'aicc.yml'}:3: settings file is not UTF-8 text: byte 0xe9 at line 3" in res.stderr
+    assert "iconv" in res.stderr and "Traceback" not in res.stderr + res.stdout
+
+
+def test_an_impossible_address_is_exit_2_naming_file_and_line(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    assert aicc("init", "--site", str(site)).returncode == 0
+    inventory = site / "inventory.ini"
+    inventory.write_text(inventory.read_text().replace("192.0.2.10", "300.1.1.1"))
+    res = aicc("preflight", "-i", str(inventory))
+    assert res.returncode == 2
+    assert "300.1.1.1 is neither a valid IP address (octet 300 > 255) nor a host name" in res.stderr
+    assert f"{inventory}:" in res.stderr and "Traceback" not in res.stderr

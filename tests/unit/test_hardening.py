@@ -23,8 +23,11 @@ from aicc.hardening.signing import sign_folder, verify_folder
 from aicc.hardening.waivers import Waiver, load_waivers
 from aicc.installer import remote
 from aicc.installer.cli import app
+from aicc.installer.harden import _input_error
 from aicc.installer.inventory import Host
 from aicc.installer.settings import SiteSettings
+from tests.unit.hostile_files import HOSTILE, Hostile
+from tests.unit.hostile_files import write as write_hostile
 
 ROOT = Path(__file__).resolve().parents[2]
 HARDENING = ROOT / "hardening"
@@ -321,6 +324,19 @@ def test_waiver_file_errors_name_field(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as err:
         load_waivers(path)
     assert err.value.field == "waivers.0.expires"
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_a_waiver_file_that_is_not_utf8_text_names_file_and_line(tmp_path: Path, case: Hostile) -> None:
+    path = write_hostile(tmp_path, case, "waivers.yml")
+    with pytest.raises(CatalogError) as err:
+        load_waivers(path)
+    assert err.value.line == case.line and case.says in err.value.message and err.value.fix
+    assert str(err.value).startswith(f"{path}:{case.line}: ")
+    converted = _input_error(err.value)
+    assert converted.where == f"{path}:{case.line}" and converted.fix == err.value.fix
+    with pytest.raises(CatalogError, match="a folder, not a file"):
+        load_waivers(tmp_path)
 
 
 # --- report folder: content hash, html, signature ---------------------------------------------------------

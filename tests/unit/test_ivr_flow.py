@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from aicc.appliance.documents import DocumentError, load_text
 from aicc.appliance.ivr.calendar import Calendar, CalendarSet, load_calendars
 from aicc.appliance.ivr.flow import Flow, MenuNode, load_flow, load_flow_text, parse_flow, shipped_flows
+from tests.unit.hostile_files import HOSTILE, Hostile, write
 
 WHERE = "flows/x.yml"
 
@@ -214,6 +215,22 @@ def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as info:
         load_flow(path)
     assert str(path) in str(info.value) and "not valid YAML: line" in str(info.value)
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_a_flow_or_calendar_file_that_is_not_utf8_text(tmp_path: Path, case: Hostile) -> None:
+    path = write(tmp_path, case, "flow.yml")
+    for load in (load_flow, load_calendars):
+        with pytest.raises(DocumentError) as info:
+            load(path)
+        assert info.value.where == f"{path}:{case.line}" and case.says in str(info.value)
+
+
+def test_a_flow_in_utf8_with_chinese_and_a_bom_is_read(tmp_path: Path) -> None:
+    source = shipped_flows()["retail-zh"].read_bytes()
+    path = tmp_path / "retail-zh.yml"
+    path.write_bytes(b"\xef\xbb\xbf" + source)
+    assert load_flow(path).name == load_flow(shipped_flows()["retail-zh"]).name
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:

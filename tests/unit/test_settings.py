@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from aicc.installer.settings import (
     render_commented_yaml,
     settings_to_ansible_vars,
 )
+from tests.unit.hostile_files import HOSTILE, Hostile
+from tests.unit.hostile_files import write as write_bytes
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -114,3 +117,68 @@ def test_app_settings_reach_the_appliance_role() -> None:
     assert not [k for k in v if k.startswith("appliance_") and k not in role], (
         "a variable the role does not have"
     )
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_a_settings_file_that_is_not_utf8_text_is_an_input_error(tmp_path: Path, case: Hostile) -> None:
+    path = write_bytes(tmp_path, case, "aicc.yml")
+    with pytest.raises(InputError) as err:
+        load_settings(path)
+    assert str(err.value).startswith(f"{path}:{case.line}: settings file is ")
+    assert case.says in err.value.message and err.value.fix
+
+
+def test_settings_edge_files(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "")) == SiteSettings()
+    with pytest.raises(InputError, match="settings file is a folder, not a file"):
+        load_settings(tmp_path)
+    (tmp_path / "zh.yml").write_bytes(codecs.BOM_UTF8 + "# 北京站点\nsite_name: bj  # 站点名\n".encode())
+    assert load_settings(tmp_path / "zh.yml").site_name == "bj"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("ntp_servers: [10.0.8.1, ntp.corp.example, fd00::123, ntp1]\n", "ntp_servers"),
+        ("packages:\n  source: proxy\n  url: http://10.231.0.1:3142\n", "packages.url"),
+        ("packages:\n  source: mirror\n  url: https://mirror.corp.example/debian\n", "packages.url"),
+        ("packages:\n  source: proxy\n  url: 'http://[fd00::1]:3142/'\n", "packages.url"),
+        ("packages:\n  url: ''\n", "packages.url"),
+        ("sip:\n  domain: cc.example.cn\n", "sip.domain"),
+        ("sip:\n  domain: 10.0.0.5\n", "sip.domain"),
+    ],
+)
+def test_valid_hosts_in_settings(tmp_path: Path, text: str, field: str) -> None:
+    load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "why"),
+    [
+        ("ntp_servers: [10.0.8.1, 300.1.1.1]\n", "ntp_servers.1", "octet 300 > 255"),
+        ("ntp_servers: [ntp_1.corp]\n", "ntp_servers.0", "'_' is not allowed"),
+        ("ntp_servers: ['10.0.0']\n", "ntp_servers.0", "3 numbers, an IPv4 address has 4"),
+        ("ntp_servers: ['fe80::1%eth0']\n", "ntp_servers.0", "zone index"),
+        ("ntp_servers: ['']\n", "ntp_servers.0", "empty address"),
+        ("packages:\n  url: http://300.1.1.1:3142\n", "packages.url", "octet 300 > 255"),
+        ("packages:\n  url: http://-proxy.corp:3142\n", "packages.url", "starts or ends with '-'"),
+        ("packages:\n  url: ftp://10.0.0.1/debian\n", "packages.url", "not an http:// or https:// URL"),
+        ("packages:\n  url: 10.0.0.1:3142\n", "packages.url", "not an http:// or https:// URL"),
+        ("packages:\n  url: http://10.0.0.1:99999\n", "packages.url", "not a valid URL"),
+        ("sip:\n  domain: aicc..local\n", "sip.domain", "an empty label"),
+        ("sip:\n  domain: 1.2.3.4.5\n", "sip.domain", "5 numbers"),
+    ],
+)
+def test_invalid_hosts_in_settings_name_the_field_and_say_why(
+    tmp_path: Path, text: str, field: str, why: str
+) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        load_settings(p)
+    assert str(p) in str(err.value) and f"setting {field!r}" in str(err.value) and why in str(err.value)
+
+
+def test_hosts_from_the_environment_are_checked_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AICC_NTP_SERVERS", '["10.0.8.1", "10.0.8.300"]')
+    with pytest.raises(InputError, match=r"ntp_servers.1' \(from \$AICC_NTP_SERVERS.*octet 300 > 255"):
+        load_settings(write(tmp_path, ""))

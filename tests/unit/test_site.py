@@ -10,6 +10,7 @@ import yaml
 
 from aicc.installer.errors import InputError
 from aicc.installer.site import SECRET_NAMES, Site, init_site, load_secrets
+from tests.unit.hostile_files import HOSTILE, Hostile, write
 
 
 def test_init_writes_a_complete_site(tmp_path: Path) -> None:
@@ -66,3 +67,24 @@ def test_no_admin_password_is_generated_but_the_api_key_is(tmp_path: Path) -> No
     secrets = init_site(tmp_path, profile="single").secrets()
     assert not [name for name in secrets if "admin" in name]
     assert len(secrets["api_secret_key"]) >= 32
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_a_secrets_file_that_is_not_utf8_text_is_an_input_error(tmp_path: Path, case: Hostile) -> None:
+    path = write(tmp_path, case, "secrets.yml")
+    path.chmod(0o600)
+    with pytest.raises(InputError) as err:
+        load_secrets(path)
+    assert str(err.value).startswith(f"{path}:{case.line}: secrets file is ") and case.says in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("", "secrets missing"), ("just a line\n", "expected a mapping"), ("a: [\n", "not valid YAML")],
+)
+def test_secrets_file_that_is_no_mapping(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "secrets.yml"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    with pytest.raises(InputError, match=says):
+        load_secrets(path)
