@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aicc.appliance.textfile import TextFileError, read_text_file
 from aicc.installer.errors import InputError
 
 MANIFEST = "MANIFEST.sha256"
@@ -122,8 +123,13 @@ def verify_folder(folder: Path, expected_fingerprint: str | None = None) -> Veri
         result.problems.append(
             f"{SIGNATURE}: signed by key {fpr}, expected the site's key {expected_fingerprint}"
         )
+    try:
+        manifest = read_text_file(folder / MANIFEST)
+    except TextFileError as exc:
+        result.problems.append(f"{MANIFEST}: {exc.reason}")
+        return result
     listed: dict[str, str] = {}
-    for n, line in enumerate((folder / MANIFEST).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(manifest.splitlines(), 1):
         digest, sep, name = line.partition("  ")
         if not sep or len(digest) != 64:
             result.problems.append(f"{MANIFEST} line {n}: not 'SHA256  PATH'")
