@@ -378,3 +378,16 @@ def test_a_definition_that_is_not_utf8_text_names_file_and_line(tmp_path: Path, 
         with pytest.raises(DocumentError) as info:
             load()
         assert info.value.where == f"{path}:{case.line}" and case.says in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_card_one_digit_from_the_callers_own_is_offered_not_rejected(
+    bots: dict[str, tuple[BotDefinition, Connector]],
+) -> None:
+    """The backend tells the caller's own cards (8421, 5307): 8431, not found, is offered as 8421."""
+    status = plan(("get_card_status", {"card_last4": "8431"}))
+    async with Call(FakeLLM({"8431": status}), bots, autostart="bank") as call:
+        assert await call.say("is my card ending 8 4 3 1 working") == ["Did you mean card ending 8 4 2 1?"]
+        said = await call.say("yes")
+    assert "Your debit card ending in 8 4 2 1 is active." in said
+    assert await bots["retail"][1].caller_ids("sip:13800000001@x") == ["100234", "100235"]  # type: ignore[attr-defined]
