@@ -9,13 +9,11 @@ the manifest. It names each problem; nothing passes on a partial check.
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aicc.appliance.textfile import TextFileError, read_text_file
-from aicc.installer.errors import InputError
+from aicc.installer import gnupg
 
 MANIFEST = "MANIFEST.sha256"
 SIGNATURE = "MANIFEST.sha256.asc"
@@ -23,41 +21,13 @@ PUBLIC_KEY = "signing-key.asc"
 UNSIGNED = {MANIFEST, SIGNATURE, PUBLIC_KEY}
 
 
-def _gpg(home: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    try:
-        return subprocess.run(
-            ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--quiet", *args],
-            input=stdin,
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
-    except FileNotFoundError:
-        raise InputError("gpg is not installed on this machine", fix="apt-get install gnupg") from None
-
-
 def ensure_key(home: Path, site: str) -> str:
     """The site's report-signing key (created once); returns its fingerprint."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    home.chmod(0o700)
-    found = fingerprint(home)
-    if found:
-        return found
-    uid = f"aicc report signing ({site}) <aicc-report@{site}.invalid>"
-    proc = _gpg(home, "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
-    if proc.returncode != 0:
-        raise InputError(
-            f"could not create the report signing key: {proc.stderr.decode()[-300:]}", where=str(home)
-        )
-    return fingerprint(home)
+    return gnupg.ensure_key(home, f"aicc report signing ({site}) <aicc-report@{site}.invalid>")
 
 
 def fingerprint(home: Path) -> str:
-    proc = _gpg(home, "--with-colons", "--list-secret-keys")
-    for line in proc.stdout.decode().splitlines():
-        if line.startswith("fpr:"):
-            return line.split(":")[9]
-    return ""
+    return gnupg.fingerprint(home)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -73,21 +43,8 @@ def sign_folder(folder: Path, home: Path, site: str) -> str:
     fpr = ensure_key(home, site)
     lines = [f"{digest}  {name}" for name, digest in file_hashes(folder).items()]
     (folder / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    proc = _gpg(
-        home,
-        "--yes",
-        "--local-user",
-        fpr,
-        "--armor",
-        "--detach-sign",
-        "-o",
-        str(folder / SIGNATURE),
-        str(folder / MANIFEST),
-    )
-    if proc.returncode != 0:
-        raise InputError(f"signing failed: {proc.stderr.decode()[-300:]}", where=str(folder / MANIFEST))
-    public = _gpg(home, "--armor", "--export", fpr)
-    (folder / PUBLIC_KEY).write_bytes(public.stdout)
+    gnupg.sign(home, fpr, folder / MANIFEST, folder / SIGNATURE)
+    (folder / PUBLIC_KEY).write_bytes(gnupg.export_public(home, fpr))
     return fpr
 
 
@@ -107,14 +64,9 @@ def verify_folder(folder: Path, expected_fingerprint: str | None = None) -> Veri
     for name in (MANIFEST, SIGNATURE, PUBLIC_KEY):
         if not (folder / name).is_file():
             return Verification(False, "", False, [f"{name}: missing"])
-    with tempfile.TemporaryDirectory(prefix="aicc-verify-") as tmp:
-        home = Path(tmp)
-        home.chmod(0o700)
-        _gpg(home, "--import", str(folder / PUBLIC_KEY))
-        proc = _gpg(home, "--status-fd", "1", "--verify", str(folder / SIGNATURE), str(folder / MANIFEST))
-    status = proc.stdout.decode()
-    fpr = next((ln.split()[2] for ln in status.splitlines() if ln.startswith("[GNUPG:] VALIDSIG")), "")
-    result = Verification(signature_ok=proc.returncode == 0 and bool(fpr), fingerprint=fpr, trusted=False)
+    sig = gnupg.verify_detached((folder / PUBLIC_KEY).read_bytes(), folder / SIGNATURE, folder / MANIFEST)
+    fpr = sig.fingerprint
+    result = Verification(signature_ok=sig.valid, fingerprint=fpr, trusted=False)
     if not result.signature_ok:
         result.problems.append(f"{SIGNATURE}: the signature does not verify against {MANIFEST}")
         return result

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from aicc.installer import output
 from aicc.installer.admin import app as admin_app
+from aicc.installer.bundle.cli import app as bundle_app
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, AiccError, InputError
 from aicc.installer.harden import app as harden_app
 from aicc.installer.ivr import app as ivr_app
@@ -45,6 +46,7 @@ app.add_typer(ivr_app, name="ivr")
 app.add_typer(admin_app, name="admin")
 app.add_typer(models_app, name="models")
 app.add_typer(harden_app, name="harden")
+app.add_typer(bundle_app, name="bundle")
 app.command("demo")(demo)
 app.command()(smoke)
 

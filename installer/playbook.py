@@ -6,6 +6,7 @@ line written to the log is scrubbed of secret values as a second line of defence
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,6 +41,35 @@ def wheelhouse_dir(site: Site) -> Path:
     """Wheels hosts install aicc from: the site's offline bundle, else `aicc models wheelhouse`'s cache."""
     bundled = site.root / "bundle" / "wheels"
     return bundled if bundled.is_dir() else Path("/var/cache/aicc/wheelhouse")
+
+
+def bundle_vars(site: Site, inventory: Inventory, stack: contextlib.ExitStack[bool | None]) -> dict[str, str]:
+    """Where the roles take models, llama-server and Debian packages from when the site has a bundle;
+    with packages.source=bundle and no url, the bundle's repository is served from this machine."""
+    from aicc.installer.bundle.aptrepo import PUBLIC_KEY
+    from aicc.installer.bundle.build import LLAMA_SERVER
+    from aicc.installer.bundle.serve import serving, source_address
+
+    settings = site.settings()
+    bundle = site.root / "bundle"
+    found: dict[str, str] = {}
+    if (bundle / "models").is_dir():
+        found["speech_model_store_src"] = found["llm_model_store_src"] = str(bundle / "models")
+    if (bundle / LLAMA_SERVER).is_file():
+        found["llm_llamacpp_binary_src"] = str(bundle / LLAMA_SERVER)
+    if settings.packages.source != "bundle":
+        return found
+    if (bundle / "apt" / PUBLIC_KEY).is_file():
+        found["common_apt_key_src"] = str(bundle / "apt" / PUBLIC_KEY)
+    # Without an imported bundle the common role stops with the fix (`aicc bundle import`).
+    if not settings.packages.url and (bundle / "apt" / "dists").is_dir():
+        first = next(iter(inventory.hosts.values()))
+        found["common_apt_url"] = stack.enter_context(
+            serving(
+                bundle / "apt", site.root / "pki", source_address(first.address), settings.packages.serve_port
+            )
+        )
+    return found
 
 
 def render_monitoring_rules(runner_dir: Path, inventory: Inventory) -> Path:
@@ -243,6 +273,36 @@ def run_playbook(
     show_progress: bool = True,
     state_name: str = STATE_FILE,
 ) -> RunReport:
+    """Run a playbook on the site; with packages.source=bundle, the site's bundle repository is served to
+    the hosts over HTTPS for exactly as long as the run lasts."""
+    with contextlib.ExitStack() as stack:
+        return _run(
+            site,
+            inventory,
+            stack,
+            playbook=playbook,
+            limit=limit,
+            tags=tags,
+            resume=resume,
+            console=console,
+            show_progress=show_progress,
+            state_name=state_name,
+        )
+
+
+def _run(
+    site: Site,
+    inventory: Inventory,
+    stack: contextlib.ExitStack[bool | None],
+    *,
+    playbook: Path | None = None,
+    limit: str | None = None,
+    tags: str | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+    show_progress: bool = True,
+    state_name: str = STATE_FILE,
+) -> RunReport:
     import ansible_runner
 
     settings = site.settings()
@@ -259,6 +319,7 @@ def run_playbook(
         "aicc_wheelhouse": str(wheelhouse_dir(site)),
         "aicc_monitoring_rules_dir": str(render_monitoring_rules(runner_dir, inventory)),
         **firewall_rules(settings),
+        **bundle_vars(site, inventory, stack),
     }
     vars_file.write_text(
         yaml.safe_dump({**settings_to_ansible_vars(settings), **installer_vars}), encoding="utf-8"

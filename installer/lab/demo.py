@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from aicc.installer import output
-from aicc.installer.errors import EXIT_FAILED, AiccError
+from aicc.installer.errors import EXIT_FAILED, AiccError, RunFailed
 from aicc.installer.inventory import load_inventory
 from aicc.installer.lab import lifecycle
 from aicc.installer.lab.steps import Steps
@@ -38,14 +38,15 @@ def demo(
     steps = Steps(output.err_console)
     console = output.console
     try:
-        console.rule("1/5 engines and models for the offline hosts (built once, then cached)")
-        from aicc.installer.artifacts import ensure_artifacts
+        console.rule("1/5 the offline bundle: packages, wheels, engines and models (built once, then cached)")
+        from aicc.installer.bundle.build import CACHE, build
 
-        ensure_artifacts(console)
+        bundle = build(CACHE / "aicc-bundle.tar", models=None, with_debs=[], console=console).archive
 
-        console.rule("2/5 lab hosts")
+        console.rule("2/5 lab hosts, installing from the bundle")
         state = lifecycle.up(name, subnet, hosts, site, force=force, steps=steps)
         the_site = Site(Path(state.site))
+        _use_bundle(the_site, bundle)
         inv = load_inventory(the_site.inventory_path)
         settings = the_site.settings()
 
@@ -87,6 +88,19 @@ def demo(
     )
     if not smoke_ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _use_bundle(site: Site, bundle: Path) -> None:
+    """Import the bundle (checked in the same pass) and point the hosts at it: every package, wheel and
+    model the demo installs comes from it, served by this machine over HTTPS for the install."""
+    from aicc.installer.bundle.site_import import import_bundle
+    from aicc.installer.lab.sitefiles import set_package_source
+
+    verdict = import_bundle(bundle, site.root, None, lambda n: None)
+    if not verdict.ok:
+        raise RunFailed(f"the demo's bundle failed its check: {verdict.problems[0]}", where=str(bundle))
+    output.console.print(f"bundle: {verdict.checked} files checked and imported into {site.root / 'bundle'}")
+    set_package_source(site, "bundle", "")
 
 
 def _smoke(site: Site) -> bool:

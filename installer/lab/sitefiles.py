@@ -23,11 +23,20 @@ def write_site(root: Path, plan: LabPlan) -> Site:
     packages = {"source": "proxy", "url": plan.proxy_url}
     if site.settings_path.exists() and site.secrets_path.exists():
         site.inventory_path.write_text(text, encoding="utf-8")
-        settings = load_settings(site.settings_path)
-        if settings.packages.source != "proxy" or settings.packages.url != plan.proxy_url:
-            updated = settings.model_copy(update={"packages": settings.packages.model_copy(update=packages)})
-            site.settings_path.write_text(render_commented_yaml(updated), encoding="utf-8")
+        if load_settings(site.settings_path).packages.source == "proxy":
+            set_package_source(site, **packages)
         return site
     return init_site(
         site.root, profile="lab", inventory_text=text, overrides={"packages": packages}, force=True
+    )
+
+
+def set_package_source(site: Site, source: str, url: str) -> None:
+    """Point the site's hosts at a package source (rewrites aicc.yml only when it changes)."""
+    settings = load_settings(site.settings_path)
+    if settings.packages.source == source and settings.packages.url == url:
+        return
+    packages = settings.packages.model_copy(update={"source": source, "url": url})
+    site.settings_path.write_text(
+        render_commented_yaml(settings.model_copy(update={"packages": packages})), encoding="utf-8"
     )
