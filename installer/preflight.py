@@ -15,6 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from aicc.installer import remote
+from aicc.installer.errors import InputError
 from aicc.installer.inventory import Host, Inventory
 from aicc.installer.settings import SiteSettings
 from aicc.installer.sizing import common_listeners, host_minimum, listeners
@@ -54,17 +55,27 @@ def _peer(host: Host, settings: SiteSettings) -> str:
 
 def _peers(inventory: Inventory, settings: SiteSettings) -> list[str]:
     peers = [_peer(h, settings) for h in inventory.hosts.values()]
-    source = package_source(settings)
+    source = package_source(settings, inventory)
     if source:
         peers.append(source)
     return peers
 
 
-def package_source(settings: SiteSettings) -> str | None:
-    """host:port of the apt proxy or repository the hosts install from, when one is configured."""
+def package_source(settings: SiteSettings, inventory: Inventory) -> str | None:
+    """host:port of the apt proxy or repository the hosts install from: packages.url, or for a bundle
+    without one, this machine's address towards the hosts and the port it serves the bundle on."""
     url = settings.packages.url
     if not url:
-        return None
+        if settings.packages.source != "bundle" or not inventory.hosts:
+            return None
+        from aicc.installer.bundle.serve import source_address
+
+        first = next(iter(inventory.hosts.values()))
+        try:
+            address = source_address(first.address)
+        except InputError:
+            return None
+        return f"{address}:{settings.packages.serve_port}"
     parts = urlsplit(url)
     if not parts.hostname:
         return None
@@ -261,18 +272,24 @@ def _network(
         )
     else:
         checks.append(Check(name, "network", "ok", f"reaches {reached} other host(s)"))
-    source = package_source(settings)
+    source = package_source(settings, inventory)
     if source and source in peers:
-        if peers[source]["ok"]:
-            checks.append(Check(name, "packages", "ok", f"package source {settings.packages.url} reachable"))
+        served = (
+            not settings.packages.url
+        )  # the bundle server runs only during an install: a refusal is an answer
+        label = settings.packages.url or f"https://{source}/ (this machine serves the bundle during installs)"
+        if peers[source]["ok"] or (served and peers[source].get("answered")):
+            checks.append(Check(name, "packages", "ok", f"package source {label} reachable"))
         else:
             checks.append(
                 Check(
                     name,
                     "packages",
                     "fail",
-                    f"package source {settings.packages.url} unreachable: {peers[source].get('error')}",
-                    "start the package source, or correct packages.url in aicc.yml",
+                    f"package source {label} unreachable: {peers[source].get('error')}",
+                    f"let the hosts reach this machine on port {settings.packages.serve_port}"
+                    if served
+                    else "start the package source, or correct packages.url in aicc.yml",
                 )
             )
     if not facts["self"]["ok"]:

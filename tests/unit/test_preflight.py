@@ -117,3 +117,19 @@ def test_llm_engine_choice_is_explained() -> None:
     want_vllm = SiteSettings.model_validate({"engines": {"llm": "vllm"}})
     forced = next(c for c in run(facts(), facts(), want_vllm) if c.check == "llm engine")
     assert forced.status == "fail" and "llamacpp" in forced.fix
+
+
+def test_hosts_must_reach_the_bundle_server_of_this_machine(monkeypatch: Any) -> None:
+    """packages.source=bundle without a url: the hosts install from this machine, which serves the bundle
+    only during an install; a refused connection proves the path, a timeout (a firewall) does not."""
+    import aicc.installer.bundle.serve as serve
+
+    monkeypatch.setattr(serve, "source_address", lambda peer: "10.0.0.9")
+    base = {"10.0.0.1:9100": {"ok": True}, "10.0.0.2:9100": {"ok": True}}
+    refused = {"ok": False, "answered": True, "error": "Connection refused"}
+    checks = run(facts(peers={**base, "10.0.0.9:8790": refused}))
+    row = next(c for c in checks if c.host == "h1" and c.check == "packages")
+    assert row.status == "ok" and "https://10.0.0.9:8790/" in row.message
+    checks = run(facts(peers={**base, "10.0.0.9:8790": {"ok": False, "error": "Connection timed out"}}))
+    row = next(c for c in checks if c.host == "h1" and c.check == "packages")
+    assert row.status == "fail" and "Connection timed out" in row.message and row.fix
