@@ -369,6 +369,55 @@ def logs(
     output.console.print(table)
 
 
+egress_app = typer.Typer(help="The hosts' outbound traffic: what the firewall allows and what it stopped.")
+app.add_typer(egress_app, name="egress")
+
+
+@egress_app.command("report")
+def egress_report(
+    inventory: InventoryOpt,
+    json_out: JsonOpt = False,
+    site: SiteOpt = None,
+    limit: Annotated[str | None, typer.Option("--limit", help="Only these hosts or groups.")] = None,
+) -> None:
+    """Per host, read live from nftables: the egress allowlist in force (table inet aicc_hardening, set
+    by `aicc harden apply`), the packets each allowed rule passed, and the packets dropped since boot
+    with the last destinations that tried (where the kernel logs them).
+
+    Exit 1 when a host cannot be reached or has no default-deny egress policy (not hardened yet).
+    """
+    from aicc.installer import egress
+    from aicc.installer.site import site_for_inventory
+
+    _, inv = site_for_inventory(inventory, site)
+    rows = egress.collect(inv.select(limit))
+    bad = any(not r.reachable or not r.policy for r in rows)
+    if json_out:
+        output.emit_json({"ok": not bad, "hosts": egress.as_json(rows)})
+        raise typer.Exit(EXIT_FAILED if bad else EXIT_OK)
+    summary = [
+        (
+            r.host,
+            "unreachable: " + r.error
+            if not r.reachable
+            else ("default deny" if r.policy else "no egress policy"),
+            r.dropped_packets,
+            "; ".join(
+                f"{d.get('DST', '?')}:{d.get('DPT', '')}/{d.get('PROTO', '')}" for d in r.recent_drops[-5:]
+            ),
+        )
+        for r in rows
+    ]
+    output.console.print(
+        output.table("egress", ["host", "policy", "dropped (packets)", "last tried"], summary)
+    )
+    for r in rows:
+        if r.allowed:
+            allowed = [(a.what, a.rule, a.packets) for a in r.allowed]
+            output.console.print(output.table(f"{r.host}: allowed out", ["what", "rule", "packets"], allowed))
+    raise typer.Exit(EXIT_FAILED if bad else EXIT_OK)
+
+
 def main() -> None:
     try:
         app()

@@ -81,11 +81,24 @@ class InstalledSite:
 def installed_site(lab: Any) -> InstalledSite:
     from rich.console import Console
 
-    from aicc.installer.artifacts import ensure_artifacts
+    from aicc.installer.bundle.build import CACHE, build
+    from aicc.installer.bundle.site_import import import_bundle
+    from aicc.installer.lab.sitefiles import set_package_source
+    from aicc.installer.site import Site
 
-    # The installer host's caches (llama-server, models, wheelhouse): built once per machine.
-    for step, took in ensure_artifacts(Console(stderr=True), quiet=True).items():
-        TIMINGS[f"artifacts: {step} (s)"] = took
+    # Every lab install is from the offline bundle, as on a customer's site: built from the machine's
+    # caches (llama-server, models, wheelhouse, .debs; each built once per machine), checked and
+    # imported into the lab's site; the hosts' packages then come only from it over HTTPS.
+    built = build(
+        CACHE / "aicc-bundle.tar", models=None, with_debs=[], console=Console(stderr=True), quiet=True
+    )
+    for step, took in built.seconds.items():
+        TIMINGS[f"bundle: {step} (s)"] = took
+    started = time.monotonic()
+    verdict = import_bundle(built.archive, Path(lab.site), None, lambda n: None)
+    assert verdict.ok, verdict.problems
+    TIMINGS["bundle: import (s)"] = time.monotonic() - started
+    set_package_source(Site(Path(lab.site)), "bundle", "")
     report, seconds, stderr = run_install(Path(lab.inventory))
     TIMINGS["first install (s)"] = seconds
     if not report.get("ok"):
