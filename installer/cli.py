@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from aicc.installer import output
 from aicc.installer.admin import app as admin_app
+from aicc.installer.boteval_cli import app as bot_app
 from aicc.installer.bundle.cli import app as bundle_app
 from aicc.installer.errors import EXIT_FAILED, EXIT_OK, AiccError, InputError
 from aicc.installer.harden import app as harden_app
@@ -47,6 +48,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(models_app, name="models")
 app.add_typer(harden_app, name="harden")
 app.add_typer(bundle_app, name="bundle")
+app.add_typer(bot_app, name="bot")
 app.command("demo")(demo)
 app.command()(smoke)
 
