@@ -56,6 +56,7 @@ from aicc.appliance.voice.frames import (
 from aicc.appliance.voice.numbers import (
     digit_runs,
     digits_in,
+    id_candidates,
     names_an_id,
     normalize,
     say_digits,
@@ -636,7 +637,7 @@ class DialogueManager(FrameProcessor):
         if awaiting.is_id:
             runs = digit_runs(text, self.language)
             pattern = self.bot.id_pattern or r"\d+"
-            fits = [r for r in runs if re.fullmatch(pattern, r)]
+            fits = id_candidates(text, pattern, self.language)
             if not fits:
                 heard = [r for r in runs if len(r) >= 3]
                 if heard:
@@ -744,9 +745,7 @@ class DialogueManager(FrameProcessor):
         """The caller said an order or phone number (six digits or more), or a number of the form of
         the bot's identifier (a card's last four digits)."""
         pattern = self.bot.id_pattern
-        return names_an_id(text) or (
-            pattern is not None and any(re.fullmatch(pattern, run) for run in digit_runs(text))
-        )
+        return names_an_id(text) or (pattern is not None and bool(id_candidates(text, pattern)))
 
     async def hold(self, clock: TurnClock | None) -> None:
         await self.speak(self.prompt("hold"), clock=clock, remember=False, hold=True)
@@ -769,7 +768,7 @@ class DialogueManager(FrameProcessor):
             props: dict[str, Any] = spec.parameters.get("properties", {})
             args: dict[str, Any] = {}
             if ident in props:
-                args[ident] = self._resolve_id("", digit_runs(text), spec)
+                args[ident] = self._resolve_id("", digit_runs(text), spec, text)
             rules = definition.recover.get(tool, {})
             recovered = {
                 arg: recover_argument(r, text, self.language, props.get(arg, {})) for arg, r in rules.items()
@@ -811,7 +810,7 @@ class DialogueManager(FrameProcessor):
             args = dict(action.get("arguments") or {})
             # The caller's own digits beat the model's copy of them (small models drop or add digits).
             if ident in spec.parameters.get("properties", {}):
-                value = self._resolve_id(digits_in(str(args.get(ident, ""))), runs, spec)
+                value = self._resolve_id(digits_in(str(args.get(ident, ""))), runs, spec, text)
                 if value or ident in spec.parameters.get("required", []):
                     args[ident] = value
                 else:
@@ -829,10 +828,10 @@ class DialogueManager(FrameProcessor):
                 calls.append(ToolCall(spec.name, args))
         return calls, problems
 
-    def _resolve_id(self, planned: str, runs: list[str], spec: ToolSpec) -> str:
+    def _resolve_id(self, planned: str, runs: list[str], spec: ToolSpec, text: str) -> str:
         ident = self.bot.definition.identifier.name
         pattern = spec.parameters["properties"][ident].get("pattern", r"\d+")
-        candidates = [r for r in runs if re.fullmatch(pattern, r)]
+        candidates = id_candidates(text, pattern)
         if planned in candidates:
             return planned
         if len(candidates) == 1:

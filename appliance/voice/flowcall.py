@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 # What the caller says or keys, and what the timers report: the dialogue manager's while a bot talks.
 CALLER_INPUT = (TranscriptionFrame, DTMFFrame, NoInputFrame, MaxDurationFrame, ErrorFrame)
+TYPE_AHEAD = 16  # keys kept from before a question
 INTER_DIGIT_S = 4.0
 LOOKUP_TIMEOUT_S = 4.0
 # An agent free now gets the offer in the enqueue's own transaction; its NOTIFY may trail the result
@@ -88,14 +89,23 @@ class FlowProcessor(FrameProcessor):
         if direction is Direction.DOWNSTREAM and isinstance(frame, CALLER_INPUT):
             if self.bot_active:
                 await self.push(frame, direction)
-            elif self.listening and isinstance(frame, TranscriptionFrame | DTMFFrame):
+            elif isinstance(frame, DTMFFrame) or (self.listening and isinstance(frame, TranscriptionFrame)):
+                # Keys pressed while a prompt that asks nothing plays (the welcome) are type-ahead for
+                # the next menu, as callers who know the menu expect; speech then is not kept.
                 self.inbox.put_nowait(frame)
             return
         await self.push(frame, direction)
 
-    def forget_input(self) -> None:
+    def forget_input(self, keep_keys: bool = True) -> None:
+        """Before a question: earlier speech is stale; the last TYPE_AHEAD keys pressed ahead stay
+        (not for the queue's callback offer: a key pressed before it was offered is no answer)."""
+        keys: list[Frame] = []
         while not self.inbox.empty():
-            self.inbox.get_nowait()
+            frame = self.inbox.get_nowait()
+            if keep_keys and isinstance(frame, DTMFFrame):
+                keys.append(frame)
+        for frame in keys[-TYPE_AHEAD:]:
+            self.inbox.put_nowait(frame)
 
 
 def hold_music(sample_rate: int, seconds: float = 8.0) -> list[bytes]:
@@ -317,7 +327,7 @@ class GatewayFlowIO:
             if offer_callback:
                 await self.say(QUEUE_LINES["callback_offer"][lang], lang)
         call.holding = True
-        self.proc.forget_input()
+        self.proc.forget_input(keep_keys=False)
         self.proc.listening = offer_callback
         loop = asyncio.get_running_loop()
         next_announce = loop.time() + every if every else None

@@ -447,6 +447,34 @@ def digit_runs(text: str, language: Language | None = None) -> list[str]:
     return runs
 
 
+def id_candidates(text: str, pattern: str, language: Language | None = None) -> list[str]:
+    """Numbers of an identifier's form (`pattern`) the caller said: the separate numbers that fit;
+    else digit groups the ASR split at odd places ("842 1", "8 421" for a card's 8421) joined, where
+    only the join fits. A number that fits on its own is never joined to the next ("123456 25")."""
+    fits = [r for r in digit_runs(text, language) if re.fullmatch(pattern, r)]
+    if fits:
+        return fits
+    found: list[str] = []
+    for seq in _spaced_groups(text, language):
+        for i in range(len(seq)):
+            for j in range(i + 2, len(seq) + 1):
+                joined = "".join(seq[i:j])
+                if re.fullmatch(pattern, joined) and joined not in found:
+                    found.append(joined)
+    return found
+
+
+def _spaced_groups(text: str, language: Language | None) -> list[list[str]]:
+    """Digit groups separated by nothing but spaces or hyphens, as lists."""
+    seqs: list[list[str]] = [[]]
+    for token in re.findall(r"\d+|[\s\-‐]+|[^\d\s\-‐]+", normalize(text, language)):
+        if token.isdigit():
+            seqs[-1].append(token)
+        elif token.strip() and token.strip() not in ("-", "‐") and seqs[-1]:
+            seqs.append([])
+    return [s for s in seqs if len(s) > 1]
+
+
 def names_an_id(text: str) -> bool:
     """The caller said an order or phone number, in any form digit_runs reads."""
     return any(len(run) >= ID_DIGITS for run in digit_runs(text))
