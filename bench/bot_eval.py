@@ -52,6 +52,8 @@ def main() -> None:
     def progress(v: boteval.Verdict) -> None:
         why = ", ".join(sorted({f.cls for f in v.failures}))
         print(f"{v.lang} {v.name}: {'ok' if v.ok else 'FAIL ' + why}", flush=True)
+        for f in v.failures:  # a run stopped early still shows why each one failed
+            print(f"    {f.cls}: {f.detail}", flush=True)
 
     verdicts = asyncio.run(boteval.run_suite(convs, params, progress))
     took = time.monotonic() - started
