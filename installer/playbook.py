@@ -6,6 +6,7 @@ line written to the log is scrubbed of secret values as a second line of defence
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import os
@@ -43,6 +44,17 @@ def wheelhouse_dir(site: Site) -> Path:
     return bundled if bundled.is_dir() else Path("/var/cache/aicc/wheelhouse")
 
 
+def bundle_built_at(bundle: Path) -> int | None:
+    """Unix time the imported bundle was built (its verified manifest), for its age alert."""
+    from aicc.installer.bundle.archive import MANIFEST, Manifest
+
+    try:
+        manifest = Manifest.model_validate_json((bundle / MANIFEST).read_bytes())
+        return calendar.timegm(time.strptime(manifest.built_at, "%Y-%m-%dT%H:%M:%SZ"))
+    except (OSError, ValueError):
+        return None  # no bundle imported (or one from before manifests were kept): no age to publish
+
+
 def bundle_vars(site: Site, inventory: Inventory, stack: contextlib.ExitStack[bool | None]) -> dict[str, str]:
     """Where the roles take models, llama-server and Debian packages from when the site has a bundle;
     with packages.source=bundle and no url, the bundle's repository is served from this machine."""
@@ -57,12 +69,22 @@ def bundle_vars(site: Site, inventory: Inventory, stack: contextlib.ExitStack[bo
         found["speech_model_store_src"] = found["llm_model_store_src"] = str(bundle / "models")
     if (bundle / LLAMA_SERVER).is_file():
         found["llm_llamacpp_binary_src"] = str(bundle / LLAMA_SERVER)
+    built = bundle_built_at(bundle)
+    if built is not None:
+        found["common_bundle_built_at"] = str(built)
     if settings.packages.source != "bundle":
         return found
     if (bundle / "apt" / PUBLIC_KEY).is_file():
         found["common_apt_key_src"] = str(bundle / "apt" / PUBLIC_KEY)
-    # Without an imported bundle the common role stops with the fix (`aicc bundle import`).
-    if not settings.packages.url and (bundle / "apt" / "dists").is_dir():
+    if not settings.packages.url:
+        if not (bundle / "apt" / "dists").is_dir():
+            # Refused here, before any host is touched (the common role would stop too, later).
+            raise InputError(
+                f"packages.source is bundle but {bundle} holds no imported bundle",
+                where=str(site.settings_path),
+                fix=f"on a connected machine `aicc bundle build --out aicc.bundle`, then here "
+                f"`aicc bundle import aicc.bundle --site {site.root}` (or set packages.url to a repository)",
+            )
         first = next(iter(inventory.hosts.values()))
         found["common_apt_url"] = stack.enter_context(
             serving(

@@ -42,7 +42,7 @@ class PackagesSettings(_Section):
     source: Literal["bundle", "proxy", "mirror"] = Field(
         "bundle",
         description="bundle: the offline bundle's apt repository served from the installer host; "
-        "proxy: an apt cache such as apt-cacher-ng (the lab uses one); mirror: a local Debian mirror.",
+        "proxy: an apt cache such as apt-cacher-ng; mirror: a local Debian mirror.",
     )
     url: HttpUrl = Field(
         "",

@@ -867,6 +867,30 @@ CERTS = Group(
                 ),
             ],
         ),
+        Alert(
+            name="AiccBundleOld",
+            expr="(time() - aicc_bundle_built_timestamp_seconds) / 86400 > 90",
+            severity="warning",
+            summary="{{ $labels.host }} runs from an offline bundle built more than 90 days ago.",
+            description=(
+                "Debian's security updates reach the hosts only through a newer bundle. Build one on a "
+                "connected machine, verify and import it, and run `aicc install`."
+            ),
+            cases=[
+                AlertCase(
+                    # built 100 days before the test's clock starts
+                    series={f"aicc_bundle_built_timestamp_seconds{{{NODE}}}": "-8640000x20"},
+                    at="10m",
+                    fires=True,
+                    labels={"job": "node", "host": "lab1", "instance": "10.0.0.1:9100"},
+                ),
+                AlertCase(
+                    series={f"aicc_bundle_built_timestamp_seconds{{{NODE}}}": "0x20"},
+                    at="10m",
+                    fires=False,
+                ),
+            ],
+        ),
     ],
 )
 

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from aicc.installer.bundle.archive import Verdict, check_archive
+from aicc.installer.bundle.archive import MANIFEST, Verdict, check_archive
 from aicc.installer.bundle.build import aicc_version, trusted_key_of_this_machine
 from aicc.installer.errors import InputError
 
@@ -65,6 +65,9 @@ def import_bundle(
     if not verdict.ok:
         shutil.rmtree(staging, ignore_errors=True)
         return verdict
+    if verdict.manifest is not None:
+        # The verified manifest stays with the bundle: installs publish its build time (its age alert).
+        (staging / MANIFEST).write_text(verdict.manifest.model_dump_json(indent=1), encoding="utf-8")
     target = bundle_dir(site_root)
     old = site_root / ".bundle-old"
     if old.exists():

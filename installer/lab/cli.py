@@ -46,7 +46,9 @@ def up(
     site: Annotated[
         Path, typer.Option(help="Site folder to write (settings, secrets, inventory, ssh key).")
     ] = Path("aicc-lab"),
-    force: Annotated[bool, typer.Option(help="Recreate the lab if it is already up.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Recreate the lab if it is already up; remove what a run cut short left.")
+    ] = False,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Base image cache (default /var/cache/aicc/lab or $AICC_LAB_CACHE).")
     ] = None,
@@ -111,11 +113,7 @@ def _status_table(h: lifecycle.LabHealth, ssh_checked: bool) -> object:
         )
         for x in h.hosts
     ]
-    cache = "ok" if h.apt_cache else "DOWN (run `aicc lab up` again to restart it)"
-    title = (
-        f"lab {h.name}: {h.subnet}, bridge {h.bridge} {h.bridge_address}, site {h.site}, "
-        f"apt cache {h.bridge_address}:3142 {cache}"
-    )
+    title = f"lab {h.name}: {h.subnet}, bridge {h.bridge} {h.bridge_address}, site {h.site}"
     return table(title, ["host", "address", "running", "ssh", "groups"], rows)
 
 
@@ -146,6 +144,13 @@ def ssh(
 def down(
     name: NameOpt = DEFAULT_NAME,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also remove what a run cut short left without a state file (containers, links, folders).",
+        ),
+    ] = False,
 ) -> None:
     """Stop the lab's hosts; remove its namespaces, veths, bridge and overlays. Keeps the image cache
     and the site folder. Safe to run twice."""
@@ -159,7 +164,7 @@ def down(
                 f"remove lab {name!r} ({len(state.plan.hosts)} hosts, {state.plan.subnet})?", abort=True
             )
         steps = Steps(err_console)
-        removed = lifecycle.down(name, steps)
+        removed = lifecycle.down(name, steps, force=force)
     except AiccError as exc:
         raise _fail(exc) from None
     console.print(f"lab {name!r} removed" if removed else f"lab {name!r} is not up; nothing to remove")

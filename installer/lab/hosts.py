@@ -1,4 +1,4 @@
-"""One lab host: its overlay upper folder (identity, keys, apt proxy) and its systemd-nspawn process."""
+"""One lab host: its overlay upper folder (identity, keys) and its systemd-nspawn process."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 import uuid
 from pathlib import Path
 
-from aicc.installer.lab.aptcache import spawn
 from aicc.installer.lab.plan import HostPlan, LabPlan
+from aicc.installer.lab.procs import spawn
 from aicc.installer.lab.ssh import host_keygen
 from aicc.installer.lab.state import Resource
 
@@ -62,13 +62,6 @@ def etc_hosts(plan: LabPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def apt_proxy_conf(plan: LabPlan) -> str:
-    return (
-        "// aicc lab: Debian packages via apt-cacher-ng on the lab bridge (hosts have no other way out).\n"
-        f'Acquire::http::Proxy "{plan.proxy_url}";\n'
-    )
-
-
 def prepare_upper(upper: Path, lower: Path, plan: LabPlan, host: HostPlan, authorized_key: str) -> str:
     """Write the host's own files into its overlay; return its SSH host public key."""
     upper.mkdir(parents=True, exist_ok=True)
@@ -80,8 +73,6 @@ def prepare_upper(upper: Path, lower: Path, plan: LabPlan, host: HostPlan, autho
     _write(etc / "hosts", etc_hosts(plan))
     _write(etc / "resolv.conf", RESOLV_CONF)
     _write(etc / "machine-id", uuid.uuid4().hex + "\n", 0o444)
-    aptconf = _mkdirs(upper, lower, "etc/apt/apt.conf.d")
-    _write(aptconf / "01aicc-lab-proxy", apt_proxy_conf(plan))
     sshdir = _mkdirs(upper, lower, "root/.ssh")
     sshdir.chmod(0o700)
     _write(sshdir / "authorized_keys", authorized_key + "\n", 0o600)

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from aicc.installer.errors import InputError, RunFailed
-from aicc.installer.lab import aptcache, hosts, image, net, prereqs
+from aicc.installer.lab import hosts, image, net, prereqs, procs
 from aicc.installer.lab.fsutil import remove_tree
 from aicc.installer.lab.groups import groups_by_host
 from aicc.installer.lab.locks import file_lock
@@ -19,11 +19,13 @@ from aicc.installer.lab.plan import LabPlan, make_plan, validate_name
 from aicc.installer.lab.sitefiles import write_site
 from aicc.installer.lab.ssh import ensure_keypair, run_ssh, ssh_ok, wait_ssh, write_known_hosts
 from aicc.installer.lab.state import (
+    STATE_FILE,
     LabState,
     Resource,
     all_labs,
     lab_dir,
     load_state,
+    proc_start_time,
     process_alive,
     record,
     save_state,
@@ -51,12 +53,11 @@ class LabHealth(BaseModel):
     site: str
     inventory: str
     complete: bool
-    apt_cache: bool  # the lab's forwarder on the bridge and the shared apt-cacher-ng both run
     hosts: list[HostHealth]
 
     @property
     def healthy(self) -> bool:
-        return self.complete and self.apt_cache and self.hosts_ok
+        return self.complete and self.hosts_ok
 
     @property
     def hosts_ok(self) -> bool:
@@ -88,13 +89,7 @@ def up(
             if _keep_existing(existing, plan, site, force, steps):
                 return existing
         else:
-            leftovers = find_leftovers(name)
-            if leftovers:
-                raise InputError(
-                    f"lab {name!r} has no state file but these leftovers exist:\n  " + "\n  ".join(leftovers),
-                    where=str(lab_dir(name)),
-                    fix="remove them (commands above), or pick another --name",
-                )
+            _clear_leftovers(name, force, steps, fix="pick another --name, or --force to remove them")
         _check_subnet_free(plan)
         prereqs.ensure_kernel_limits(steps.say)
         installed = prereqs.ensure_packages(steps.say)
@@ -119,10 +114,6 @@ def _keep_existing(existing: LabState, plan: LabPlan, site: Path, force: bool, s
     name = plan.name
     health = lab_health(existing, check_ssh=True)
     same = existing.plan == plan and Path(existing.site) == site
-    if health.complete and health.hosts_ok and not health.apt_cache and same and not force:
-        with steps.step("restarting the lab's apt cache"):
-            _repair_apt_cache(existing)
-        health = lab_health(existing, check_ssh=True)
     if health.healthy and not force:
         if same:
             steps.say(
@@ -175,18 +166,9 @@ def _create(state: LabState, lower: Path, site: Path, steps: Steps, ssh_timeout:
     ldir = lab_dir(plan.name)
     record(state, Resource(kind="dir", name=str(ldir)))
     ldir.mkdir(parents=True, exist_ok=True)
-    with steps.step("apt cache for lab hosts (apt-cacher-ng on 127.0.0.1:3142)"):
-        aptcache.ensure_shared_cache()
     with steps.step(f"network: bridge {plan.bridge} {plan.bridge_address}/{plan.prefixlen}"):
         _claim(state, Resource(kind="bridge", name=plan.bridge))
         net.create_bridge(plan.bridge, plan.bridge_address, plan.prefixlen)
-        fwd = aptcache.spawn(aptcache.forwarder_command(plan.bridge_address), ldir / "socat.log", "socat")
-        record(state, fwd)
-        if not aptcache.wait_port(plan.bridge_address, aptcache.PORT, 10):
-            raise RunFailed(
-                f"the apt forwarder did not listen on {plan.bridge_address}:{aptcache.PORT}",
-                where=str(ldir / "socat.log"),
-            )
         for h in plan.hosts:
             _claim(state, Resource(kind="netns", name=h.netns))
             net.create_netns(h.netns)
@@ -268,13 +250,13 @@ def _tail(path: Path, lines: int = 12) -> str:
 
 def teardown(state: LabState) -> None:
     """Remove, in reverse order, everything the state says this lab created. Safe to repeat."""
-    procs = [r for r in state.resources if r.kind == "process"]
+    running = [r for r in state.resources if r.kind == "process"]
     # Ask every container to shut down at once (nspawn turns SIGTERM into an orderly shutdown).
-    for r in procs:
+    for r in running:
         if r.pid is not None and process_alive(r) and r.name.startswith("systemd-nspawn"):
             os.kill(r.pid, signal.SIGTERM)
-    for r in procs:
-        aptcache.stop_process(r, grace=NSPAWN_GRACE, group=not r.name.startswith("systemd-nspawn"))
+    for r in running:
+        procs.stop_process(r, grace=NSPAWN_GRACE, group=not r.name.startswith("systemd-nspawn"))
     for r in reversed(state.resources):
         if r.kind == "veth":
             net.delete_link(r.name)
@@ -284,46 +266,77 @@ def teardown(state: LabState) -> None:
             net.delete_link(r.name)
         elif r.kind == "dir":
             remove_tree(Path(r.name))
-    remove_tree(lab_dir(state.plan.name))
-    aptcache.stop_shared_cache_if_unused(state.plan.name)
+    _remove_lab_dir(lab_dir(state.plan.name))
 
 
-def down(name: str, steps: Steps | None = None) -> bool:
-    """True when a lab was removed; False when there was none (still checks for leftovers)."""
+def _remove_lab_dir(path: Path) -> None:
+    """The state file goes last: a teardown cut short (a CI job killed) is then repeated by the
+    next `up`/`down`, instead of leaving half a lab that nothing knows about."""
+    if not path.exists():
+        return
+    for child in sorted(path.iterdir()):
+        if child.name != STATE_FILE:
+            if child.is_dir() and not child.is_symlink():
+                remove_tree(child)
+            else:
+                child.unlink(missing_ok=True)
+    remove_tree(path)
+
+
+def down(name: str, steps: Steps | None = None, *, force: bool = False) -> bool:
+    """True when a lab was removed; False when there was none.
+
+    Without a state file, what is left of an interrupted run (processes, links, folders named like
+    this lab's) is an error naming each thing; with force it is removed."""
     steps = steps or Steps()
     prereqs.check_root()
     validate_name(name)
     with file_lock(_lock(name)):
         state = load_state(name)
         if state is None:
-            leftovers = find_leftovers(name)
-            if leftovers:
-                raise InputError(
-                    f"lab {name!r} has no state file but these leftovers exist:\n  " + "\n  ".join(leftovers),
-                    where=str(lab_dir(name)),
-                    fix="remove them with the commands above",
-                )
-            return False
+            return _clear_leftovers(name, force, steps, fix="run `aicc lab down --force` to remove them")
         with steps.step(f"stopping lab {name!r} ({len(state.plan.hosts)} hosts)"):
             teardown(state)
         return True
 
 
-def find_leftovers(name: str) -> list[str]:
-    """Kernel objects, processes and folders named like this lab's, as commands that remove them."""
+class Leftover(BaseModel):
+    kind: str  # netns | link | process | dir
+    name: str
+    pid: int | None = None
+
+    @property
+    def command(self) -> str:
+        """The command that removes it by hand."""
+        return {
+            "netns": f"ip netns del {self.name}",
+            "link": f"ip link del {self.name}",
+            "process": f"kill {self.pid}  # {self.name}",
+            "dir": f"rm -rf {self.name}",
+        }[self.kind]
+
+
+def find_leftovers(name: str) -> list[Leftover]:
+    """Kernel objects, processes and folders named like this lab's (without a state file: a run cut short)."""
     plan = make_plan(name, "10.231.0.0/24", 1)  # only the names matter here
-    found: list[str] = []
+    found: list[Leftover] = []
     prefix_ns = f"aicc-{plan.name}-lab"
     netns_dir = Path("/run/netns")
     names = sorted(p.name for p in netns_dir.iterdir()) if netns_dir.is_dir() else []
-    found += [f"ip netns del {n}" for n in names if n.startswith(prefix_ns) and n[len(prefix_ns) :].isdigit()]
+    found += [
+        Leftover(kind="netns", name=n)
+        for n in names
+        if n.startswith(prefix_ns) and n[len(prefix_ns) :].isdigit()
+    ]
     links = sorted(p.name for p in Path("/sys/class/net").iterdir())
     veth_prefix = f"acv-{plan.name}-"
     found += [
-        f"ip link del {n}" for n in links if n.startswith(veth_prefix) and n[len(veth_prefix) :].isdigit()
+        Leftover(kind="link", name=n)
+        for n in links
+        if n.startswith(veth_prefix) and n[len(veth_prefix) :].isdigit()
     ]
     if plan.bridge in links:
-        found.append(f"ip link del {plan.bridge}")
+        found.append(Leftover(kind="link", name=plan.bridge))
     machine_prefix = f"--machine\0{plan.name}-lab"
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
@@ -333,10 +346,49 @@ def find_leftovers(name: str) -> list[str]:
         except OSError:
             continue
         if cmdline.startswith("systemd-nspawn\0") and machine_prefix in cmdline:
-            found.append(f"kill {pid_dir.name}  # {cmdline.replace(chr(0), ' ').strip()}")
+            label = cmdline.replace(chr(0), " ").strip()
+            found.append(Leftover(kind="process", name=label, pid=int(pid_dir.name)))
     if lab_dir(plan.name).exists():
-        found.append(f"rm -rf {lab_dir(plan.name)}")
+        found.append(Leftover(kind="dir", name=str(lab_dir(plan.name))))
     return found
+
+
+def _clear_leftovers(name: str, force: bool, steps: Steps, fix: str) -> bool:
+    """False when nothing was left; True when leftovers were removed (force); else an error listing them."""
+    leftovers = find_leftovers(name)
+    if not leftovers:
+        return False
+    if not force:
+        raise InputError(
+            f"lab {name!r} has no state file but these leftovers exist (an interrupted run?):\n  "
+            + "\n  ".join(x.command for x in leftovers),
+            where=str(lab_dir(name)),
+            fix=f"{fix}, or remove them with the commands above",
+        )
+    with steps.step(f"removing what an interrupted run of lab {name!r} left ({len(leftovers)} things)"):
+        # Containers first (they hold the namespaces and links), then links and namespaces, then files.
+        order = {"process": 0, "link": 1, "netns": 2, "dir": 3}
+        for x in sorted(leftovers, key=lambda x: order[x.kind]):
+            if x.kind == "process" and x.pid is not None:
+                procs.stop_process(
+                    Resource(kind="process", name=x.name, pid=x.pid, start_time=proc_start_time(x.pid)),
+                    grace=NSPAWN_GRACE,
+                    group=False,
+                )
+            elif x.kind == "link":
+                net.delete_link(x.name)
+            elif x.kind == "netns":
+                net.delete_netns(x.name)
+            elif x.kind == "dir":
+                _remove_lab_dir(Path(x.name))
+    left = find_leftovers(name)
+    if left:
+        raise RunFailed(
+            f"could not remove what lab {name!r} left:\n  " + "\n  ".join(x.command for x in left),
+            where=str(lab_dir(name)),
+            fix="remove them with the commands above",
+        )
+    return True
 
 
 def lab_health(state: LabState, check_ssh: bool = True) -> LabHealth:
@@ -368,34 +420,8 @@ def lab_health(state: LabState, check_ssh: bool = True) -> LabHealth:
         site=str(site),
         inventory=str(site / "inventory.ini"),
         complete=state.complete,
-        apt_cache=_forwarder_alive(state) and aptcache.shared_cache_running(),
         hosts=host_health,
     )
-
-
-def _forwarder(state: LabState) -> Resource | None:
-    return next((r for r in state.resources if r.kind == "process" and r.name == "socat"), None)
-
-
-def _forwarder_alive(state: LabState) -> bool:
-    r = _forwarder(state)
-    return r is not None and process_alive(r)
-
-
-def _repair_apt_cache(state: LabState) -> None:
-    """Restart the apt cache pieces of a lab whose hosts are fine (no need to recreate the hosts)."""
-    aptcache.ensure_shared_cache()
-    if _forwarder_alive(state):
-        return
-    old = _forwarder(state)
-    plan = state.plan
-    fwd = aptcache.spawn(
-        aptcache.forwarder_command(plan.bridge_address), lab_dir(plan.name) / "socat.log", "socat"
-    )
-    state.resources = [r for r in state.resources if r is not old]
-    record(state, fwd)
-    if not aptcache.wait_port(plan.bridge_address, aptcache.PORT, 10):
-        raise RunFailed(f"the apt forwarder did not listen on {plan.bridge_address}:{aptcache.PORT}")
 
 
 def host_process(state: LabState, host: str) -> Resource | None:
@@ -410,7 +436,7 @@ def stop_host(state: LabState, host: str) -> None:
     """Stop one host's container; its overlay stays, so start_host brings it back as it was."""
     r = host_process(state, host)
     if r is not None:
-        aptcache.stop_process(r, grace=NSPAWN_GRACE, group=False)
+        procs.stop_process(r, grace=NSPAWN_GRACE, group=False)
 
 
 def start_host(state: LabState, host: str, ssh_timeout: float = SSH_TIMEOUT) -> None:

@@ -42,10 +42,6 @@ class LabPlan(BaseModel):
     bridge_address: str
     hosts: list[HostPlan]
 
-    @property
-    def proxy_url(self) -> str:
-        return f"http://{self.bridge_address}:3142"
-
     def host(self, name: str) -> HostPlan:
         for h in self.hosts:
             if h.name == name:

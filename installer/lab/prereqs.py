@@ -14,8 +14,6 @@ from aicc.installer.errors import InputError, RunFailed
 HOST_PACKAGES: dict[str, str] = {
     "systemd-container": "systemd-nspawn",
     "mmdebstrap": "mmdebstrap",
-    "apt-cacher-ng": "apt-cacher-ng",
-    "socat": "socat",  # forwards each lab's bridge address to the one shared apt cache
     "iproute2": "ip",
     "openssh-client": "ssh-keygen",
 }
@@ -56,14 +54,16 @@ def ensure_packages(say: Callable[[str], None]) -> list[str]:
         )
     say(f"installing this machine's lab prerequisites with apt: {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # The distribution's apt-cacher-ng service would listen on every address; the lab runs its own
-    # on loopback, so keep the packaged one from starting (policy-rc.d exit 101 = do not start).
-    policy = Path("/usr/sbin/policy-rc.d")
-    own_policy = not policy.exists()
-    if own_policy:
-        policy.write_text("#!/bin/sh\nexit 101\n", encoding="utf-8")
-        policy.chmod(0o755)
-    try:
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        # A stale package list is the common cause: refresh once and retry.
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
         proc = subprocess.run(
             ["apt-get", "install", "-y", "--no-install-recommends", *missing],
             env=env,
@@ -71,28 +71,12 @@ def ensure_packages(say: Callable[[str], None]) -> list[str]:
             text=True,
             check=False,
         )
-        if proc.returncode != 0:
-            # A stale package list is the common cause: refresh once and retry.
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-            proc = subprocess.run(
-                ["apt-get", "install", "-y", "--no-install-recommends", *missing],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-    finally:
-        if own_policy:
-            policy.unlink(missing_ok=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-10:])
         raise RunFailed(
             f"apt-get install {' '.join(missing)} failed:\n{tail}",
             fix="fix apt on this machine (sources, the Debian mirror), then run `aicc lab up` again",
         )
-    if "apt-cacher-ng" in missing and Path("/run/systemd/system").is_dir():
-        # We installed it, so we may keep its packaged service (listening everywhere) off for good.
-        subprocess.run(["systemctl", "disable", "--now", "apt-cacher-ng"], capture_output=True, check=False)
     still = missing_packages()
     if still:
         raise RunFailed(f"installed but still missing commands for: {', '.join(still)}")

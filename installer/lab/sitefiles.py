@@ -1,7 +1,8 @@
 """The site a lab hands over: settings, secrets and an inventory for its hosts.
 
-Re-running `lab up` rewrites only the inventory (and the package URL when the subnet changed): the
-site's settings and its secrets are kept, so a converged lab never sees its passwords rotate.
+Re-running `lab up` rewrites only the inventory: the site's settings and its secrets are kept, so a
+converged lab never sees its passwords rotate. Its hosts install from the offline bundle
+(`packages.source: bundle`): `aicc demo` and the tests build and import one.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ def write_site(root: Path, plan: LabPlan) -> Site:
     site = Site(root.resolve())
     text = render_inventory(plan, key_file(site.root), known_hosts_file(site.root))
     parse_inventory(text, site.inventory_path)  # our own output must pass the strict parser
-    packages = {"source": "proxy", "url": plan.proxy_url}
+    # Lab hosts have no way out: packages come from the offline bundle the installer serves.
+    packages = {"source": "bundle", "url": ""}
     if site.settings_path.exists() and site.secrets_path.exists():
         site.inventory_path.write_text(text, encoding="utf-8")
         if load_settings(site.settings_path).packages.source == "proxy":
-            set_package_source(site, **packages)
+            set_package_source(site, **packages)  # a site from before the lab dropped its apt cache
         return site
     return init_site(
         site.root, profile="lab", inventory_text=text, overrides={"packages": packages}, force=True

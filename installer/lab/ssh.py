@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from aicc.installer.errors import RunFailed
-from aicc.installer.lab.aptcache import port_open
+from aicc.installer.lab.procs import port_open
 
 
 def key_file(site: Path) -> Path:

@@ -76,7 +76,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         )
     finally:
         lifecycle.down(LAB_NAME, Steps(quiet=True))
-        left = lifecycle.find_leftovers(LAB_NAME) + processes_of(LAB_NAME, plan.bridge_address)
+        left = [x.command for x in lifecycle.find_leftovers(LAB_NAME)] + processes_of(
+            LAB_NAME, plan.bridge_address
+        )
         if left:
             pytest.fail(f"lab teardown left: {left}")
 

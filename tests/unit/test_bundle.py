@@ -286,6 +286,8 @@ def test_import_replaces_the_bundle_and_pins_the_key(
     assert (site / "bundle" / "models" / "m" / "weights.bin").read_bytes() == b"\x00" * 5000
     assert not (site / "bundle" / "old.txt").exists()
     assert (site / site_import.PINNED_KEY).read_bytes() == key.read_bytes()
+    kept = json.loads((site / "bundle" / "MANIFEST.json").read_text())  # what installs publish
+    assert kept["built_at"] == manifest.built_at and kept["aicc_version"] == VERSION
     # the pinned key is now the default: a stranger's bundle is refused without --key
     stage2, manifest2 = _stage(tmp_path / "2", keys, signer="stranger")
     verdict = site_import.import_bundle(_write(tmp_path / "2", stage2, manifest2), site, None, lambda n: None)
@@ -431,3 +433,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_an_install_from_a_bundle_never_imported_is_refused_before_any_host(tmp_path: Path) -> None:
+    import contextlib
+
+    from aicc.installer.inventory import load_inventory
+    from aicc.installer.lab.plan import make_plan
+    from aicc.installer.lab.sitefiles import write_site
+    from aicc.installer.playbook import bundle_vars
+
+    site = write_site(tmp_path / "site", make_plan("dev1", "10.231.1.0/24", 1))
+    assert site.settings().packages.source == "bundle"
+    with contextlib.ExitStack() as stack, pytest.raises(InputError, match="holds no imported bundle") as exc:
+        bundle_vars(site, load_inventory(site.inventory_path), stack)
+    assert f"aicc bundle import aicc.bundle --site {site.root}" in (exc.value.fix or "")
+    assert exc.value.where == str(site.settings_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aicc.installer.lab import aptcache, hosts, image, prereqs
+from aicc.installer.lab import hosts, image, prereqs
 from aicc.installer.lab.plan import make_plan
 from aicc.installer.lab.sitefiles import write_site
 from aicc.installer.lab.state import (
@@ -56,7 +56,6 @@ def test_host_files_name_the_host_and_point_apt_at_the_bridge() -> None:
     plan = make_plan("dev1", "10.231.1.0/24", 3)
     text = hosts.etc_hosts(plan)
     assert "10.231.1.12\tlab2" in text and "127.0.0.1\tlocalhost" in text
-    assert 'Acquire::http::Proxy "http://10.231.1.1:3142";' in hosts.apt_proxy_conf(plan)
     assert "nameserver" not in hosts.RESOLV_CONF
 
 
@@ -102,15 +101,8 @@ def test_state_round_trips_and_process_identity_includes_start_time(
 
 def test_missing_prerequisites_are_named_by_package() -> None:
     assert prereqs.missing_packages(lambda cmd: None) == list(prereqs.HOST_PACKAGES)
-    present = {"systemd-nspawn", "mmdebstrap", "ip", "ssh-keygen", "socat"}
-    assert prereqs.missing_packages(lambda cmd: cmd if cmd in present else None) == ["apt-cacher-ng"]
-
-
-def test_apt_forwarder_listens_on_the_bridge_address_only() -> None:
-    cmd = aptcache.forwarder_command("10.231.5.1")
-    assert "TCP-LISTEN:3142,bind=10.231.5.1,reuseaddr,fork" in cmd
-    assert "TCP:127.0.0.1:3142" in cmd
-    assert "ForceManaged: 1" in aptcache.ACNG_CONF
+    present = {"systemd-nspawn", "ip", "ssh-keygen"}
+    assert prereqs.missing_packages(lambda cmd: cmd if cmd in present else None) == ["mmdebstrap"]
 
 
 def test_site_keeps_secrets_and_follows_a_new_subnet(tmp_path: Path) -> None:
@@ -118,12 +110,12 @@ def test_site_keeps_secrets_and_follows_a_new_subnet(tmp_path: Path) -> None:
     write_site(site, make_plan("dev1", "10.231.1.0/24", 3))
     secrets = load_secrets(site / "secrets.yml")
     settings = load_settings(site / "aicc.yml")
-    assert settings.profile == "lab" and settings.packages.source == "proxy"
-    assert settings.packages.url == "http://10.231.1.1:3142"
+    assert settings.profile == "lab" and settings.packages.source == "bundle"
+    assert settings.packages.url == ""
 
     write_site(site, make_plan("dev1", "10.231.7.0/24", 1))
     assert load_secrets(site / "secrets.yml") == secrets
-    assert load_settings(site / "aicc.yml").packages.url == "http://10.231.7.1:3142"
+    assert load_settings(site / "aicc.yml").packages.source == "bundle"
     assert "lab1 ansible_host=10.231.7.11" in (site / "inventory.ini").read_text()
 
 

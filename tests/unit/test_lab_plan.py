@@ -18,7 +18,6 @@ def test_addresses_bridge_first_then_hosts_from_11() -> None:
     assert plan.bridge_address == "10.231.0.1"
     assert [h.address for h in plan.hosts] == ["10.231.0.11", "10.231.0.12", "10.231.0.13"]
     assert [h.name for h in plan.hosts] == ["lab1", "lab2", "lab3"]
-    assert plan.proxy_url == "http://10.231.0.1:3142"
 
 
 def test_interface_names_fit_the_kernel_limit_for_the_longest_name_and_most_hosts() -> None:
