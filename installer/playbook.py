@@ -58,7 +58,7 @@ def bundle_built_at(bundle: Path) -> int | None:
 def bundle_vars(site: Site, inventory: Inventory, stack: contextlib.ExitStack[bool | None]) -> dict[str, str]:
     """Where the roles take models, llama-server and Debian packages from when the site has a bundle;
     with packages.source=bundle and no url, the bundle's repository is served from this machine."""
-    from aicc.installer.bundle.aptrepo import PUBLIC_KEY
+    from aicc.installer.bundle.aptrepo import PUBLIC_KEY, package_names
     from aicc.installer.bundle.build import LLAMA_SERVER
     from aicc.installer.bundle.serve import serving, source_address
 
@@ -84,6 +84,14 @@ def bundle_vars(site: Site, inventory: Inventory, stack: contextlib.ExitStack[bo
                 where=str(site.settings_path),
                 fix=f"on a connected machine `aicc bundle build --out aicc.bundle`, then here "
                 f"`aicc bundle import aicc.bundle --site {site.root}` (or set packages.url to a repository)",
+            )
+        missing = sorted(set(settings.packages.extra) - package_names(bundle / "apt"))
+        if missing:
+            raise InputError(
+                f"packages.extra names {', '.join(missing)}, which the imported bundle does not hold",
+                where=str(site.settings_path),
+                fix="add the .deb to the bundle (`aicc bundle build --with-deb FILE.deb ...`) and import "
+                "it again, or take the name out of packages.extra",
             )
         first = next(iter(inventory.hosts.values()))
         found["common_apt_url"] = stack.enter_context(

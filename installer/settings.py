@@ -29,6 +29,8 @@ from aicc.installer.errors import InputError
 from aicc.installer.inputfile import read_input_file
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+# Debian policy 5.6.1: lower case letters, digits, + - . ; two characters at least, alphanumeric first.
+DebianPackage = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$", max_length=128)]
 ENV_PREFIX = "AICC_"
 
 
@@ -52,6 +54,11 @@ class PackagesSettings(_Section):
     suite: str = Field("bookworm", description="Debian suite of the hosts. Only bookworm (12) is supported.")
     serve_port: Port = Field(
         8790, description="For bundle without url: the HTTPS port the installer host serves the bundle on."
+    )
+    extra: list[DebianPackage] = Field(
+        default_factory=list,
+        description="Debian packages installed on every host from the package source, for example a "
+        "vendor agent added to the offline bundle with `aicc bundle build --with-deb FILE.deb`.",
     )
 
 
@@ -439,6 +446,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "common_apt_source": s.packages.source,
         "common_apt_url": s.packages.url,
         "common_apt_suite": s.packages.suite,
+        "common_extra_packages": s.packages.extra,
         "common_node_exporter_port": s.monitoring.node_exporter_port,
         "common_journal_port": s.monitoring.journal_port,
         "kamailio_domain": s.sip.domain,

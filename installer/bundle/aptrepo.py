@@ -137,6 +137,16 @@ def _control_name(deb: Path) -> str:
     return proc.stdout.strip()
 
 
+def package_names(repo: Path) -> set[str]:
+    """The packages a built repository offers (its Packages index)."""
+    index = repo / "dists" / SUITE / COMPONENT / f"binary-{ARCH}" / "Packages"
+    try:
+        text = index.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Package:")}
+
+
 def build_repository(debs: list[Deb], repo: Path, key_home: Path, fpr: str) -> bool:
     """A flat pool and one signed suite: dists/bookworm/{Release,InRelease,Release.gpg}. The same
     packages and key keep the repository as it is (Release carries a date: rebuilding would change it);

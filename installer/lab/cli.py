@@ -11,6 +11,7 @@ import typer
 
 from aicc.installer.errors import AiccError, InputError
 from aicc.installer.lab import lifecycle
+from aicc.installer.lab.net import EgressAttempts
 from aicc.installer.lab.plan import DEFAULT_HOSTS, DEFAULT_NAME, DEFAULT_SUBNET, validate_name
 from aicc.installer.lab.ssh import ssh_args
 from aicc.installer.lab.state import all_labs, load_state
@@ -77,7 +78,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Every lab on this machine.")] = False,
 ) -> None:
-    """Hosts of a lab: address, running, SSH, groups. Exit 1 when a host is down."""
+    """Hosts of a lab: address, running, SSH, what they tried to send out of the lab (refused by the
+    lab's default-deny egress policy: count and destinations since boot), groups. Exit 1 when a host is
+    down or its egress policy is gone."""
     try:
         names = all_labs() if all_ else [validate_name(name)]
     except AiccError as exc:
@@ -109,12 +112,22 @@ def _status_table(h: lifecycle.LabHealth, ssh_checked: bool) -> object:
             x.address,
             "ok" if x.running else "fail",
             ("ok" if x.ssh_ok else "fail") if ssh_checked else "-",
+            _egress_cell(x.egress),
             ", ".join(x.groups),
         )
         for x in h.hosts
     ]
     title = f"lab {h.name}: {h.subnet}, bridge {h.bridge} {h.bridge_address}, site {h.site}"
-    return table(title, ["host", "address", "running", "ssh", "groups"], rows)
+    return table(title, ["host", "address", "running", "ssh", "tried to leave", "groups"], rows)
+
+
+def _egress_cell(e: EgressAttempts) -> str:
+    if not e.policy:
+        return "NO POLICY (run `aicc lab up --force`)"
+    if not e.packets:
+        return "nothing"
+    shown = ", ".join(e.tried[:3]) + (f" +{len(e.tried) - 3}" if len(e.tried) > 3 else "")
+    return f"{e.packets} packets refused: {shown}"
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

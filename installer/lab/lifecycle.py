@@ -43,6 +43,7 @@ class HostHealth(BaseModel):
     groups: list[str]
     running: bool
     ssh_ok: bool
+    egress: net.EgressAttempts
 
 
 class LabHealth(BaseModel):
@@ -57,7 +58,7 @@ class LabHealth(BaseModel):
 
     @property
     def healthy(self) -> bool:
-        return self.complete and self.hosts_ok
+        return self.complete and self.hosts_ok and all(h.egress.policy for h in self.hosts)
 
     @property
     def hosts_ok(self) -> bool:
@@ -174,6 +175,7 @@ def _create(state: LabState, lower: Path, site: Path, steps: Steps, ssh_timeout:
             net.create_netns(h.netns)
             _claim(state, Resource(kind="veth", name=h.veth))
             net.create_veth(h.veth, h.netns, h.address, plan.prefixlen, plan.bridge)
+            net.apply_egress_policy(h.netns, plan.subnet, plan.bridge_address)
     with steps.step(f"hosts: keys and files for {len(plan.hosts)} hosts"):
         pub = ensure_keypair(site, f"aicc-lab-{plan.name}")
         for h in plan.hosts:
@@ -410,6 +412,7 @@ def lab_health(state: LabState, check_ssh: bool = True) -> LabHealth:
                 groups=groups[h.name],
                 running=alive,
                 ssh_ok=alive and check_ssh and ssh_ok(site, h.address),
+                egress=net.egress_attempts(h.netns),
             )
         )
     return LabHealth(

@@ -96,3 +96,8 @@ def processes_of(name: str, bridge_address: str) -> list[str]:
         if f"--machine {name}-lab" in cmdline or f"bind={bridge_address}," in cmdline:
             found.append(f"pid {pid_dir.name}: {cmdline.strip()}")
     return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` check what the whole run did to the lab: they go to the end."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)  # stable: order kept

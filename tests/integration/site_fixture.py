@@ -77,6 +77,47 @@ class InstalledSite:
         return self._second
 
 
+PROBE_PACKAGE = "aicc-lab-probe"
+PROBE_DEPENDS = "tree"  # in Debian, in no role's package list, not in the base image
+
+
+def probe_deb(folder: Path) -> Path:
+    """A customer-style .deb, built once (reproducibly: SOURCE_DATE_EPOCH) so the bundle stays cached."""
+    deb = folder / f"{PROBE_PACKAGE}_1.0_all.deb"
+    if deb.is_file():
+        return deb
+    root = folder / "src"
+    (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {PROBE_PACKAGE}\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: aicc tests <tests@aicc.invalid>\n"
+        f"Depends: {PROBE_DEPENDS}\nDescription: stands for a customer package added with --with-deb\n",
+        encoding="utf-8",
+    )
+    doc = root / "usr" / "share" / "doc" / PROBE_PACKAGE
+    doc.mkdir(parents=True, exist_ok=True)
+    (doc / "README").write_text(
+        "Installed from the aicc offline bundle by the test suite.\n", encoding="utf-8"
+    )
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
+        capture_output=True,
+        check=True,
+    )
+    return deb
+
+
+def set_extra_packages(site: Any, names: list[str]) -> None:
+    from aicc.installer.settings import load_settings, render_commented_yaml
+
+    settings = load_settings(site.settings_path)
+    packages = settings.packages.model_copy(update={"extra": names})
+    site.settings_path.write_text(
+        render_commented_yaml(settings.model_copy(update={"packages": packages})), encoding="utf-8"
+    )
+
+
 @pytest.fixture(scope="session")
 def installed_site(lab: Any) -> InstalledSite:
     from rich.console import Console
@@ -89,8 +130,14 @@ def installed_site(lab: Any) -> InstalledSite:
     # Every lab install is from the offline bundle, as on a customer's site: built from the machine's
     # caches (llama-server, models, wheelhouse, .debs; each built once per machine), checked and
     # imported into the lab's site; the hosts' packages then come only from it over HTTPS.
+    # A customer's own .deb rides along (--with-deb) and is installed on every host (packages.extra);
+    # it depends on a Debian package no role names, so the closure must follow it.
     built = build(
-        CACHE / "aicc-bundle.tar", models=None, with_debs=[], console=Console(stderr=True), quiet=True
+        CACHE / "aicc-test-bundle.tar",
+        models=None,
+        with_debs=[probe_deb(CACHE / "test-debs")],
+        console=Console(stderr=True),
+        quiet=True,
     )
     for step, took in built.seconds.items():
         TIMINGS[f"bundle: {step} (s)"] = took
@@ -99,6 +146,7 @@ def installed_site(lab: Any) -> InstalledSite:
     assert verdict.ok, verdict.problems
     TIMINGS["bundle: import (s)"] = time.monotonic() - started
     set_package_source(Site(Path(lab.site)), "bundle", "")
+    set_extra_packages(Site(Path(lab.site)), [PROBE_PACKAGE])
     report, seconds, stderr = run_install(Path(lab.inventory))
     TIMINGS["first install (s)"] = seconds
     if not report.get("ok"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aicc.installer.site import Site
-from tests.integration.site_fixture import InstalledSite
+from tests.integration.site_fixture import PROBE_DEPENDS, PROBE_PACKAGE, InstalledSite
 
 pytestmark = pytest.mark.lab
 AICC = str(Path(sys.executable).parent / "aicc")
@@ -62,3 +62,21 @@ def test_second_install_changes_nothing(installed_site: InstalledSite) -> None:
     assert second["ok"], second.get("failures")
     changed = {h: s["changed"] for h, s in second["hosts"].items() if s["changed"]}
     assert not changed, f"not idempotent: changed tasks per host {changed}; log {second['log']}"
+
+
+def test_a_customer_deb_from_the_bundle_is_on_every_host_with_its_dependency(
+    installed_site: InstalledSite,
+) -> None:
+    """`aicc bundle build --with-deb` + packages.extra: installed from the bundle's repository, and
+    the Debian package it depends on (named by no role) came along in the closure."""
+    for host in installed_site.hosts:
+        res = installed_site.ssh(
+            host, f"dpkg-query -W -f '${{Package}} ${{Status}}\\n' {PROBE_PACKAGE} {PROBE_DEPENDS}"
+        )
+        assert res.returncode == 0, (host, res.stdout, res.stderr)
+        assert res.stdout.split("\n")[:2] == [
+            f"{PROBE_PACKAGE} install ok installed",
+            f"{PROBE_DEPENDS} install ok installed",
+        ], (host, res.stdout)
+        origin = installed_site.ssh(host, f"apt-cache policy {PROBE_PACKAGE}").stdout
+        assert "aicc" in origin or "https://" in origin, (host, origin)

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from aicc.installer.lab import lifecycle
+from aicc.installer.lab.ssh import run_ssh
 from aicc.installer.lab.state import load_state, process_alive, state_path
 from aicc.installer.lab.steps import Steps
 from tests.integration.conftest import Lab, processes_of
+from tests.integration.site_fixture import InstalledSite
 
 pytestmark = pytest.mark.lab
 AICC = str(Path(sys.executable).parent / "aicc")
@@ -86,19 +88,25 @@ def test_hosts_reach_each_other_and_the_bridge(lab: Lab) -> None:
             assert lab.ssh(host, f"getent hosts {other}").stdout.split()[0] == address  # /etc/hosts
 
 
-def test_hosts_have_no_route_out_of_the_lab(lab: Lab) -> None:
+def test_hosts_reach_nothing_outside_the_lab(lab: Lab) -> None:
+    """The only way out is the bridge address, which forwards nothing; every host's namespace refuses
+    (and counts) anything addressed outside the subnet, set from outside the host before it booted.
+    No probe is sent from these hosts: the suite ends by checking that nothing tried to leave them
+    (the probes run on a lab of their own, below)."""
+    health = lifecycle.lab_health(lab.state(), check_ssh=False)
     for host in lab.hosts:
-        routes = json.loads(lab.ssh(host, "ip -j -4 route show table all").stdout)
-        main = [r["dst"] for r in routes if r.get("table", "main") == "main"]
-        assert main == [lab.subnet], (host, routes)
+        routes = json.loads(lab.ssh(host, "ip -j -4 route show table main").stdout)
+        assert {(r["dst"], r.get("gateway")) for r in routes} == {
+            ("default", lab.bridge_address),
+            (lab.subnet, None),
+        }, (host, routes)
         v6 = lab.ssh(host, "ip -6 route show default").stdout.strip()
         assert v6 == "", (host, v6)
-        # No route means the kernel refuses locally: no packet leaves the host.
-        for outside in ("192.0.2.1", "10.231.254.1"):
-            res = lab.ssh(host, CONNECT.format(addr=outside, port=80))
-            assert res.stdout.strip() == "ENETUNREACH", (host, outside, res.stdout, res.stderr)
         # Nor a proxy: packages come from the offline bundle the installer serves during an install.
         assert "Proxy" not in lab.ssh(host, "apt-config dump Acquire::http").stdout, host
+    assert all(h.egress.policy for h in health.hosts), health.hosts
+    with open("/proc/sys/net/ipv4/ip_forward", encoding="ascii") as fh:
+        assert fh.read().strip() == "0"
 
 
 def test_lab_cli_status_ssh_and_second_up(lab: Lab) -> None:
@@ -215,6 +223,16 @@ def test_second_lab_coexists_and_recovers_from_a_crash(lab: Lab, tmp_path: Path)
         assert (site / "secrets.yml").read_bytes() == secrets_before
         # The test lab was not touched.
         assert all(h.running and h.ssh_ok for h in lifecycle.lab_health(lab.state()).hosts)
+        # Its egress policy came back with it: a try to leave is refused at once, counted and named.
+        address = again.plan.hosts[0].address
+        for outside in ("192.0.2.1", "10.231.254.1"):
+            res = run_ssh(site, address, CONNECT.format(addr=outside, port=80))
+            assert res.stdout.strip() == "ECONNREFUSED", (outside, res.stdout, res.stderr)
+        egress = lifecycle.lab_health(again, check_ssh=False).hosts[0].egress
+        assert egress.policy and egress.packets >= 2, egress
+        assert {"192.0.2.1 tcp/80", "10.231.254.1 tcp/80"} <= set(egress.tried), egress
+        status = json.loads(aicc("lab", "status", "--name", name, "--json").stdout)
+        assert status["hosts"][0]["egress"]["tried"] == egress.tried and status["healthy"] is True
         # A run cut short (state file gone, container still up): named, then removed with --force.
         state_path(name).unlink()
         res = aicc("lab", "up", "--name", name, "--subnet", subnet, "--hosts", "1", "--site", str(site))
@@ -229,3 +247,13 @@ def test_second_lab_coexists_and_recovers_from_a_crash(lab: Lab, tmp_path: Path)
     assert lifecycle.down(name, Steps(quiet=True)) is False  # safe to run twice
     res = aicc("lab", "down", "--name", name, "--yes")
     assert res.returncode == 0 and "not up" in res.stdout
+
+
+@pytest.mark.last
+def test_nothing_tried_to_leave_the_lab_during_the_whole_run(installed_site: InstalledSite) -> None:
+    """Fresh hosts under default-deny egress from their first boot; a full install from the offline
+    bundle and every test's calls, bots, pages, hardening and second install since: no host sent a
+    single packet to anything outside the lab (counted by the policy, destinations remembered)."""
+    health = lifecycle.lab_health(installed_site.lab.state(), check_ssh=False)
+    tried = {h.name: h.egress for h in health.hosts if not h.egress.policy or h.egress.packets}
+    assert tried == {}, tried

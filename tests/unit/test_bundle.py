@@ -449,3 +449,34 @@ def test_an_install_from_a_bundle_never_imported_is_refused_before_any_host(tmp_
         bundle_vars(site, load_inventory(site.inventory_path), stack)
     assert f"aicc bundle import aicc.bundle --site {site.root}" in (exc.value.fix or "")
     assert exc.value.where == str(site.settings_path)
+
+
+def test_extra_packages_the_bundle_lacks_are_refused_before_any_host(tmp_path: Path) -> None:
+    import contextlib
+
+    from aicc.installer.inventory import load_inventory
+    from aicc.installer.lab.plan import make_plan
+    from aicc.installer.lab.sitefiles import write_site
+    from aicc.installer.playbook import bundle_vars
+    from aicc.installer.settings import load_settings, render_commented_yaml
+
+    site = write_site(tmp_path / "site", make_plan("dev1", "10.231.1.0/24", 1))
+    index = site.root / "bundle" / "apt" / "dists" / "bookworm" / "main" / "binary-amd64"
+    index.mkdir(parents=True)
+    (index / "Packages").write_text("Package: vendor-agent\nVersion: 1\n\nPackage: jq\nVersion: 1.6\n")
+    settings = load_settings(site.settings_path)
+    packages = settings.packages.model_copy(update={"extra": ["vendor-agent", "grafana", "jq"]})
+    site.settings_path.write_text(render_commented_yaml(settings.model_copy(update={"packages": packages})))
+    with contextlib.ExitStack() as stack, pytest.raises(InputError, match="names grafana, which") as exc:
+        bundle_vars(site, load_inventory(site.inventory_path), stack)
+    assert "--with-deb" in (exc.value.fix or "")
+
+
+def test_an_extra_package_name_must_be_a_debian_name(tmp_path: Path) -> None:
+    from aicc.installer.settings import load_settings
+
+    path = tmp_path / "aicc.yml"
+    path.write_text("packages:\n  extra: [vendor-agent, 'Vendor Agent; rm -rf /']\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"packages\.extra") as exc:
+        load_settings(path)
+    assert "Vendor Agent" in str(exc.value)

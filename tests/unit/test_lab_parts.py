@@ -161,3 +161,22 @@ def test_inotify_limits_are_raised_never_lowered(tmp_path: Path) -> None:
     assert (tmp_path / "fs/inotify/max_user_watches").read_text() == "500000\n"
     assert "from 128 to 1024" in said[0]
     assert prereqs.ensure_kernel_limits(said.append, proc_sys=tmp_path) == []
+
+
+def test_the_lab_egress_policy_allows_the_subnet_only_and_refuses_fast() -> None:
+    from aicc.installer.lab import net
+
+    rules = net.egress_ruleset("10.231.5.0/24")
+    assert "ip daddr 10.231.5.0/24 accept" in rules and 'oif "lo" accept' in rules
+    assert "reject with tcp reset" in rules  # a TCP connect fails at once instead of hanging apt
+    assert rules.index("delete table inet aicc_lab") < rules.index("chain output")  # reloading replaces it
+
+
+def test_lab_status_names_what_tried_to_leave() -> None:
+    from aicc.installer.lab.cli import _egress_cell
+    from aicc.installer.lab.net import EgressAttempts
+
+    assert _egress_cell(EgressAttempts(policy=True)) == "nothing"
+    assert "NO POLICY" in _egress_cell(EgressAttempts(policy=False))
+    many = EgressAttempts(policy=True, packets=9, tried=[f"192.0.2.{i} tcp/80" for i in range(5)])
+    assert _egress_cell(many) == "9 packets refused: 192.0.2.0 tcp/80, 192.0.2.1 tcp/80, 192.0.2.2 tcp/80 +2"
