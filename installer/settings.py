@@ -55,6 +55,12 @@ class PackagesSettings(_Section):
     serve_port: Port = Field(
         8790, description="For bundle without url: the HTTPS port the installer host serves the bundle on."
     )
+    upgrade: bool = Field(
+        True,
+        description="Upgrade every host's installed packages to what the source holds at each install: "
+        "with a bundle, how Debian's security updates reach an offline site (import a newer bundle, then "
+        "`aicc install`).",
+    )
     extra: list[DebianPackage] = Field(
         default_factory=list,
         description="Debian packages installed on every host from the package source, for example a "
@@ -446,6 +452,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "common_apt_source": s.packages.source,
         "common_apt_url": s.packages.url,
         "common_apt_suite": s.packages.suite,
+        "common_apt_upgrade": s.packages.upgrade,
         "common_extra_packages": s.packages.extra,
         "common_node_exporter_port": s.monitoring.node_exporter_port,
         "common_journal_port": s.monitoring.journal_port,
