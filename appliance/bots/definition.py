@@ -26,6 +26,7 @@ PromptKey = Literal[
     "sorry_asr",
     "unclear",
     "hold",
+    "progress",
     "no_agent",
     "transfer",
     "engine_trouble",
@@ -67,6 +68,8 @@ PROMPTS: dict[PromptKey, dict[Language, str]] = {
         "zh": "抱歉，我没太理解，请您换个说法再说一遍。",
     },
     "hold": {"en": "One moment, please.", "zh": "好的，请稍等。"},
+    # Said once when the answer is still not there a second after the hold line; soft cues follow.
+    "progress": {"en": "I'm still checking. Thank you for waiting.", "zh": "正在为您查询，请您稍候。"},
     "no_agent": {
         "en": "Sorry, no colleague is free to take your call right now. I can create a ticket so that "
         "someone calls you back, or help you with something else.",

@@ -55,3 +55,14 @@ def silence(samples: int) -> bytes:
 def tone(freq_hz: float, seconds: float, sample_rate: int, amplitude: float = 0.3) -> bytes:
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     return (np.sin(2 * np.pi * freq_hz * t) * amplitude * 32767).astype("<i2").tobytes()
+
+
+def soft_cue(sample_rate: int) -> bytes:
+    """Two soft notes (E5, A5), 120 ms each with 10 ms fades, about -27 dBFS: heard as "still
+    working" while the caller waits, never taken for speech."""
+    n = int(0.12 * sample_rate)
+    fade = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.01 * sample_rate))
+    notes = [
+        np.sin(2 * np.pi * hz * np.arange(n) / sample_rate) * fade * 0.06 * 32767 for hz in (659.3, 880.0)
+    ]
+    return np.concatenate(notes).astype("<i2").tobytes()

@@ -34,16 +34,21 @@ from aicc.appliance.voice.answers import (
     is_transfer_request,
     refuses,
 )
+from aicc.appliance.voice.audio import soft_cue
 from aicc.appliance.voice.frames import (
+    BotStartedSpeakingFrame,
     BotStartFrame,
+    BotStoppedSpeakingFrame,
     DTMFFrame,
     EndFrame,
     ErrorFrame,
     Frame,
     HangupFrame,
+    InterruptionFrame,
     LLMTextFrame,
     MaxDurationFrame,
     NoInputFrame,
+    OutputAudioFrame,
     SpeakFrame,
     StartFrame,
     ToolCallFrame,
@@ -86,6 +91,13 @@ __all__ = ["NO_WORDS", "TRANSFER_WORDS", "YES_WORDS", "is_transfer_request"]
 # the newest turn. A sliding window would change the start of the history every turn and make the
 # server read all of it again (about 1.5 s on 2 CPU cores for four messages).
 HISTORY_MAX_MESSAGES = 8
+# After the hold line, the caller is never left in silence for long (they would talk over the
+# answer): the progress line after PROGRESS_AFTER_S of silence, then a soft cue at that pace, for
+# at most PROGRESS_FOR_S (the plan's and the tools' own timeouts end a turn before that).
+PROGRESS_AFTER_S = 1.0
+PROGRESS_FOR_S = 30.0
+PROGRESS_CUE_RATE = 16000
+PROGRESS_CUE = soft_cue(PROGRESS_CUE_RATE)
 _TOOLS_INTENT = re.compile(r'"intent"\s*:\s*"tools"')  # in a streamed plan, before its actions
 # Prompts synthesised before the first caller needs them: greeting, notice and every graceful line.
 PREWARM: tuple[PromptKey, ...] = (
@@ -93,6 +105,7 @@ PREWARM: tuple[PromptKey, ...] = (
     "notice",
     "no_agent",
     "hold",
+    "progress",
     "sorry_asr",
     "transfer",
     "engine_trouble",
@@ -328,6 +341,9 @@ class DialogueManager(FrameProcessor):
         self.caller = ""
         self._bot: BotSetup | None = None
         self._noticed = False  # the recording notice: once per call, whichever bots follow
+        self._quiet = asyncio.Event()  # set while no bot audio plays (from the playback's broadcasts)
+        self._quiet.set()
+        self._progress: asyncio.Task[None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -382,7 +398,10 @@ class DialogueManager(FrameProcessor):
         elif isinstance(frame, BotStartFrame):
             await self.start_bot(frame.bot, frame.language)
         elif isinstance(frame, TranscriptionFrame):
-            await self.on_transcript(frame)
+            try:
+                await self.on_transcript(frame)
+            finally:
+                self._stop_progress()  # the turn is over, answered or not
         elif isinstance(frame, DTMFFrame):
             await self.on_dtmf(frame.digit)
         elif isinstance(frame, NoInputFrame):
@@ -400,6 +419,14 @@ class DialogueManager(FrameProcessor):
             if isinstance(frame, EndFrame):
                 self._done = True
             await self.push(frame, direction)
+
+    async def on_system(self, frame: Frame) -> None:
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._quiet.clear()
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._quiet.set()
+        elif isinstance(frame, InterruptionFrame | EndFrame):
+            self._stop_progress()  # the caller talks (or is gone): no more fillers
 
     async def start_bot(self, name: str, language: Language) -> None:
         """Switch to bot `name` with a fresh dialogue: the recording notice (once per call, if its
@@ -748,7 +775,34 @@ class DialogueManager(FrameProcessor):
         return names_an_id(text) or (pattern is not None and bool(id_candidates(text, pattern)))
 
     async def hold(self, clock: TurnClock | None) -> None:
+        self._quiet.clear()  # the hold line is about to play (prewarmed: its audio follows at once)
         await self.speak(self.prompt("hold"), clock=clock, remember=False, hold=True)
+        self._stop_progress()
+        self._progress = asyncio.ensure_future(self._fill_silence(clock))
+
+    async def _fill_silence(self, clock: TurnClock | None) -> None:
+        """Until the answer comes: the progress line once, then a soft cue, each after
+        PROGRESS_AFTER_S of silence."""
+        deadline = asyncio.get_running_loop().time() + PROGRESS_FOR_S
+        spoken = False
+        while asyncio.get_running_loop().time() < deadline:
+            await self._quiet.wait()
+            await asyncio.sleep(PROGRESS_AFTER_S)
+            if not self._quiet.is_set():
+                continue  # something else started playing meanwhile
+            self._quiet.clear()
+            if not spoken:
+                spoken = True
+                await self.speak(self.prompt("progress"), clock=clock, remember=False, hold=True)
+            else:
+                await self.push(
+                    OutputAudioFrame(pcm=PROGRESS_CUE, sample_rate=PROGRESS_CUE_RATE, clock=clock, hold=True)
+                )
+
+    def _stop_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.cancel()
+            self._progress = None
 
     def complete_plan(self, text: str, calls: list[ToolCall]) -> list[ToolCall]:
         """Parts of a compound request the plan left out, recovered from the caller's words.
@@ -1149,6 +1203,7 @@ class DialogueManager(FrameProcessor):
 
     async def end(self, reason: str, outcome: str) -> None:
         self._done = True
+        self._stop_progress()
         await self.push(HangupFrame(reason=reason, outcome=outcome))  # type: ignore[arg-type]
 
     def prompt(self, key: PromptKey) -> str:
@@ -1172,6 +1227,8 @@ class DialogueManager(FrameProcessor):
         remember: bool = True,
         hold: bool = False,
     ) -> None:
+        if not hold:
+            self._stop_progress()  # the answer (or any other line) ends the wait
         self.record.add_line("bot", text, language=self.language)
         if remember:
             self._last_said = [text]

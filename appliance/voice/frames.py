@@ -20,7 +20,8 @@ class TurnClock:
     """Timings of one caller turn: end of caller speech -> utterance segmented (VAD hang-over) -> transcript
     -> first LLM token (or plan) -> first TTS audio; `turn` is end of speech -> first answer audio sent,
     `hold` end of speech -> the hold line ("One moment, please.") when one was said before the answer,
-    `first_audio` end of speech -> whichever came first: the silence the caller sits through."""
+    `first_audio` end of speech -> whichever came first: the silence the caller sits through;
+    `hold_silence` the longest silence between the hold line and the answer."""
 
     turn: int
     end_of_speech: float
@@ -30,6 +31,8 @@ class TurnClock:
     tts_first_audio: float | None = None
     first_audio_out: float | None = None
     hold_audio_out: float | None = None
+    # The longest silence the caller sat through between the hold line and the answer.
+    hold_silence: float | None = None
 
     def stage_seconds(self) -> dict[str, float]:
         """Seconds per stage, each measured from the previous mark (turn: end of speech -> first audio)."""
@@ -44,6 +47,8 @@ class TurnClock:
                     out["tts_first_audio"] = self.tts_first_audio - self.llm_first_token
         if self.hold_audio_out is not None:
             out["hold"] = self.hold_audio_out - self.end_of_speech
+            if self.hold_silence is not None:
+                out["hold_silence"] = self.hold_silence
         # Last: whoever records the stages closes the turn's record on "turn".
         first_audio = self.first_audio_out or self.tts_first_audio
         if first_audio is not None:

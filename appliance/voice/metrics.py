@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Label values known in advance get a series at start-up (0), so alerts and dashboards see the metric
 # before the first event instead of "no data" (Prometheus' instrumentation guidance).
-STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "turn", "hold", "first_audio")
+STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "turn", "hold", "first_audio", "hold_silence")
 ENGINES = ("asr", "llm", "tts", "vad", "bot")
 TRANSFER_REASONS = ("requested", "misunderstood", "low_confidence", "engine_failure", "dtmf")
 OUTCOMES = ("resolved", "transferred", "abandoned", "failed")
@@ -46,7 +46,8 @@ class VoiceMetrics:
             "Bot turn latency by stage: vad (hang-over), asr "
             "(to final transcript), llm_first_token, tts_first_audio, turn (end of speech "
             "to the answer's first audio), hold (end of speech to the hold line, when one was said), "
-            "first_audio (end of speech to the first audio the caller hears, hold line or answer).",
+            "first_audio (end of speech to the first audio the caller hears, hold line or answer), "
+            "hold_silence (the longest silence between the hold line and the answer).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -54,6 +54,9 @@ class Playback(FrameProcessor):
         self._tasks: set[asyncio.Task[None]] = set()
         self.played_s = 0.0
         self.paused_at: float | None = None
+        # Silence after a hold chunk, until audio of the same turn plays again (hold_silence).
+        self._hold_clock: TurnClock | None = None
+        self._quiet_since: float | None = None
 
     # --- pipeline side --------------------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class Playback(FrameProcessor):
                 continue
             need = self.frame_bytes - len(out)
             self._current_interruptible = item.interruptible
+            self._note_hold_silence(item)
             if item.hold and item.clock is not None:
                 item.clock.hold_audio_out = item.clock.hold_audio_out or time.monotonic()
             elif item.clock is not None and item.clock.turn not in self._reported:
@@ -137,6 +141,8 @@ class Playback(FrameProcessor):
             else:
                 item.pcm = item.pcm[need:]
         if not out:
+            if self._hold_clock is not None and self._quiet_since is None:
+                self._quiet_since = time.monotonic()
             self._current_interruptible = True
             if self._speaking:
                 self._speaking = False
@@ -152,6 +158,20 @@ class Playback(FrameProcessor):
         if self.echo is not None:
             self.echo.note_output(rms(frame), time.monotonic())
         return frame
+
+    def _note_hold_silence(self, item: _Chunk) -> None:
+        """Time the gaps between a turn's hold line and its answer (what a caller may talk into)."""
+        clock = item.clock
+        if clock is None or clock is not self._hold_clock:
+            self._hold_clock = clock if item.hold else None
+            self._quiet_since = None
+            return
+        if self._quiet_since is not None:
+            gap = time.monotonic() - self._quiet_since
+            clock.hold_silence = max(clock.hold_silence or 0.0, gap)
+            self._quiet_since = None
+        if not item.hold:
+            self._hold_clock = None  # the answer: this turn's wait is over
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -5,6 +5,7 @@ non-interruptible prompts, TTS cache and failure, sentence aggregation, timers, 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -187,6 +188,35 @@ async def test_hold_line_plays_while_a_slow_plan_streams_and_is_timed_apart() ->
     # "turn" comes last: the gateway closes the turn's record on it, so "hold" must come before
     assert reported[-1][0] == "turn" and "hold" in dict(reported[:-1])
     assert stages["tts_first_audio"] >= 0.0
+    await bot.pipeline.stop()
+
+
+async def test_a_slow_answer_never_leaves_the_caller_in_silence_after_the_hold_line() -> None:
+    bot = await make_bot(llm_token_s=0.2)  # the plan streams for about 5 s (a loaded 2-core host)
+    start = int(3.0 / 0.02)
+    await bot.clock([*quiet(3.0), *speech(300, 1.0), *quiet(9.0)])
+    said = [ln.text for ln in bot.record.lines if ln.speaker == "bot"]
+    hold = said.index(PROMPTS["hold"]["en"])
+    assert said[hold + 1] == PROMPTS["progress"]["en"]  # once, in words; soft cues after it
+    assert said[hold + 2] == "Order 100234 has shipped."
+    assert said.count(PROMPTS["progress"]["en"]) == 1
+    # From the hold line's first audio to the end of the answer: no silence of 1.5 s (75 ticks).
+    heard = [i for i in range(start, len(bot.sent)) if bot.sent[i] is not None]
+    gaps = [b - a - 1 for a, b in itertools.pairwise(heard)]
+    assert max(gaps) < 75, max(gaps)
+    stages = {labels["stage"]: v for name, v, labels in bot.metrics if name == "stage_seconds"}
+    assert stages["turn"] > 4.0, stages  # the plan really was slow
+    assert 0.5 < stages["hold_silence"] < 1.5, stages
+    await bot.pipeline.stop()
+
+
+async def test_a_caller_who_talks_during_the_wait_stops_the_fillers() -> None:
+    bot = await make_bot(llm_token_s=0.2)
+    # "转人工" over the hold line: the barge-in ends the wait's fillers; that request comes next.
+    await bot.clock([*quiet(3.0), *speech(300, 1.0), *quiet(0.6), *speech(700, 0.8), *quiet(8.0)])
+    said = [ln.text for ln in bot.record.lines if ln.speaker == "bot"]
+    assert PROMPTS["hold"]["en"] in said and PROMPTS["progress"]["en"] not in said, said
+    assert said[-1] == PROMPTS["transfer"]["en"], said
     await bot.pipeline.stop()
 
 
