@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -303,7 +304,7 @@ def down(name: str, steps: Steps | None = None, *, force: bool = False) -> bool:
 
 
 class Leftover(BaseModel):
-    kind: str  # netns | link | process | dir
+    kind: Literal["netns", "link", "process", "dir"]
     name: str
     pid: int | None = None
 

@@ -143,8 +143,7 @@ def egress_attempts(netns: str) -> EgressAttempts:
             packets += sum(int(e["counter"]["packets"]) for e in item["rule"]["expr"] if "counter" in e)
         elif "set" in item and item["set"].get("name") == "tried4":
             for elem in item["set"].get("elem", []):
-                addr, proto, port = (
-                    elem["concat"] if isinstance(elem, dict) else elem["elem"]["val"]["concat"]
-                )
+                # plain {"concat": [...]}, or {"elem": {"val": {"concat": [...]}, ...}} with extras
+                addr, proto, port = elem.get("elem", {}).get("val", elem)["concat"]
                 tried.append(f"{addr} {proto}/{port}")
     return EgressAttempts(policy=True, packets=packets, tried=sorted(tried))

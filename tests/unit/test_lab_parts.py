@@ -180,3 +180,28 @@ def test_lab_status_names_what_tried_to_leave() -> None:
     assert "NO POLICY" in _egress_cell(EgressAttempts(policy=False))
     many = EgressAttempts(policy=True, packets=9, tried=[f"192.0.2.{i} tcp/80" for i in range(5)])
     assert _egress_cell(many) == "9 packets refused: 192.0.2.0 tcp/80, 192.0.2.1 tcp/80, 192.0.2.2 tcp/80 +2"
+
+
+def test_egress_attempts_are_read_from_the_real_nft_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/unit/data/nft-lab-egress.json: `nft -j list table inet aicc_lab` in a namespace under the
+    lab's policy after a TCP connect to 192.0.2.1:80 and a UDP send to 198.51.100.7:53 (refused) and
+    one to the lab's own bridge (allowed, not counted)."""
+    import subprocess
+
+    from aicc.installer.lab import net
+
+    dump = (Path(__file__).parent / "data" / "nft-lab-egress.json").read_text(encoding="utf-8")
+
+    def fake_nft(netns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(["nft", *args], 0, dump, "")
+
+    monkeypatch.setattr(net, "_nft", fake_nft)
+    got = net.egress_attempts("aicc-dev1-lab1")
+    assert got.policy and got.packets == 3
+    assert got.tried == ["192.0.2.1 tcp/80", "198.51.100.7 udp/53"]
+
+    def no_table(netns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(["nft", *args], 1, "", "Error: No such file or directory")
+
+    monkeypatch.setattr(net, "_nft", no_table)
+    assert net.egress_attempts("aicc-dev1-lab1").policy is False
