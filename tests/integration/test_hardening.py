@@ -170,8 +170,9 @@ def test_install_and_call_under_default_deny_egress_drop_nothing(
 ) -> None:
     """With every host's egress policy on, a whole install from the bundle (the idempotent second run,
     changed=0) and a call leave every drop counter at zero: nothing tried to go anywhere the allowlist
-    does not name. (Lab hosts have no default route, so an attempt towards the internet fails before the
-    firewall: the counters see attempts inside the lab network only.)"""
+    does not name. (The lab's own table, set from outside each host, refuses anything beyond the lab
+    network before this firewall sees it: these counters see attempts inside the lab network, and the
+    suite's last test checks that the lab's table counted nothing.)"""
     s = installed_site
     for host in s.hosts:
         assert s.ssh(host, "nft reset counters table inet aicc_hardening >/dev/null").returncode == 0
@@ -199,8 +200,8 @@ def test_firewall_admits_site_ports_and_refuses_the_rest(
     probe = "timeout 3 bash -c '</dev/tcp/{}/{}' && echo open || echo closed"
     assert s.ssh(other, probe.format(db, 9100)).stdout.strip() == "open"
     assert s.ssh(other, probe.format(db, 22)).stdout.strip() == "closed"
-    # egress to an address that is not a site host is refused on the host itself and counted (the lab has
-    # no default route: an address on the lab's own network reaches the firewall, one outside does not)
+    # egress to an address that is not a site host is refused on the host itself and counted (an address
+    # on the lab's own network: one outside it is refused earlier, by the lab's table)
     stranger = str(ipaddress.ip_network(s.lab.subnet)[99])
     assert stranger not in s.hosts.values()
     refused = s.ssh(other, f"timeout 3 bash -c '</dev/tcp/{stranger}/443' 2>&1; echo rc=$?").stdout
