@@ -154,23 +154,24 @@ def clipped_refusal(text: str) -> bool:
     return bool(_CLIPPED_REFUSAL.search(core))
 
 
-def clear_yes(text: str) -> bool:
-    """A yes and nothing that could change what it agrees to."""
+def clear_yes(text: str, restates: tuple[str, ...] = ()) -> bool:
+    """A yes and nothing that could change what it agrees to. `restates`: the words of the pending
+    action ("退货", "address"): "对，确认退货" restates it, and those words count as filler."""
     if refuses(text) or clipped_refusal(text) or _CORRECTION.search(text):
         return False
     if not has_word(text, YES_WORDS):
         return False
-    low = _PUNCT.sub(" ", text.lower())
+    low = _PUNCT.sub(" ", _without(text.lower(), tuple(w.lower() for w in restates)))
     rest_zh = [c for c in low if _HAN.match(c) and c not in _FILLER_ZH]
     rest_en = [w for w in re.findall(r"[a-z']+", low) if w not in _FILLER_EN]
     return len(rest_zh) <= 3 and len(rest_en) <= 2
 
 
-def answer(text: str) -> Answer:
+def answer(text: str, restates: tuple[str, ...] = ()) -> Answer:
     """A confirmation's answer: "yes" only when clear, "no" for a refusal, None when unsure."""
     if refuses(text):
         return "no"
-    if clear_yes(text):
+    if clear_yes(text, restates):
         return "yes"
     return None
 

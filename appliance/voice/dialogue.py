@@ -933,7 +933,9 @@ class DialogueManager(FrameProcessor):
         self._last_prompt = None
 
     async def on_confirmation(self, text: str, clock: TurnClock | None) -> None:
-        said = answer(text)
+        # "对，确认退货": naming the action being confirmed does not make the yes less clear.
+        words = self.bot.definition.part_words
+        said = answer(text, tuple(w for c in self._pending.calls for w in words.get(c.name, [])))
         if said != "yes" and self._corrected(text):
             self._pending.asked = 0
             await self.ask_confirmation(clock)  # the new values, read back

@@ -117,6 +117,28 @@ def test_anything_else_is_not_a_yes(text: str) -> None:
     assert answer(text) is None
 
 
+RETURN_WORDS = ("退货", "退掉", "退回", "return it", "send it back")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("对，确认退货", "yes"),
+        ("对,却愿退货", "yes"),  # Whisper over G.711, heard on the lab: 确认 -> 却愿
+        ("是的，退货吧", "yes"),
+        ("yes, send it back", "yes"),
+        ("对，不退货了", "no"),
+        ("退货", None),  # the action named, no yes
+        ("对，退货，再改一下地址", None),  # more than the pending action
+        ("yes, and also track my parcel", None),
+    ],
+)
+def test_a_yes_that_names_the_pending_action_is_still_clear(text: str, expected: str | None) -> None:
+    assert answer(text, RETURN_WORDS) == expected
+    if expected == "yes":
+        assert answer(text) in ("yes", None)  # without the action's words it may be unsure, never a no
+
+
 @pytest.mark.parametrize(
     "text", ["Yes.", "Yes please.", "对", "好的", "是的", "No thanks", "不用了", "嗯，好的", "OK", "no"]
 )
@@ -385,6 +407,18 @@ async def test_a_write_runs_on_a_clear_yes_to_the_values_read_back(said: str, la
     async with Harness(FakeLLM({"address": COMPOUND}), conn, language=lang) as h:
         out = await h.say("status of order 100234 and change the address to 88 Nanjing Road", language=lang)
         assert any("88 Nanjing Road" in s for s in spoken(out))  # the exact value, read back
+        await h.say(said, language=lang)
+    assert conn.addresses["100234"] == "88 Nanjing Road"
+    assert h.record.tool_calls[-1].confirmed is True
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("said", ["对，确认改地址", "对,却愿改地址", "yes, change the address"])
+async def test_a_yes_that_names_the_action_being_confirmed_writes(said: str) -> None:
+    conn = Shop()
+    lang = "zh" if script_language(said) == "zh" else "en"
+    async with Harness(FakeLLM({"address": COMPOUND}), conn, language=lang) as h:
+        await h.say("status of order 100234 and change the address to 88 Nanjing Road", language=lang)
         await h.say(said, language=lang)
     assert conn.addresses["100234"] == "88 Nanjing Road"
     assert h.record.tool_calls[-1].confirmed is True
