@@ -30,9 +30,14 @@ PERMISSIONS: dict[str, str] = {
     "callbacks.write": "change a callback's status",
     "contacts.write": "create and change contacts",
     "ops.read": "the operations page: the site's dashboards from Prometheus, and the runbook",
+    "tickets.read": "tickets, their history and SLA figures",
+    "tickets.write": "create tickets, change, comment on, confirm and close them",
 }
 
-_AGENT = frozenset({"tokens.own", "agent.self", "live.read", "calls.own.read", "config.read"})
+_AGENT = frozenset(
+    {"tokens.own", "agent.self", "live.read", "calls.own.read", "config.read"}
+    | {"tickets.read", "tickets.write"}
+)
 _SUPERVISOR = _AGENT | {
     "users.read",
     "agents.state.write",

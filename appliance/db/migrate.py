@@ -29,6 +29,7 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("acd", "aicc.appliance.acd.migrations"),
     ("ivr", "aicc.appliance.ivr.migrations"),
     ("calls", "aicc.appliance.calls.migrations"),
+    ("tickets", "aicc.appliance.tickets.migrations"),
     ("demo", "aicc.appliance.connectors.migrations"),
 )
 

@@ -48,6 +48,7 @@ def routers() -> list[APIRouter]:
         routing_policy,
         skills,
         softphone,
+        tickets,
         tokens,
         users,
     )
@@ -66,6 +67,7 @@ def routers() -> list[APIRouter]:
         acd,
         flows,
         calls,
+        tickets,
         reports,
         softphone,
         live,
