@@ -5,29 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from aicc.installer.lab.state import Resource, proc_start_time, process_alive
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_port(host: str, port: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if port_open(host, port):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def spawn(cmd: list[str], log: Path, label: str) -> Resource:
