@@ -48,7 +48,7 @@ class PackagesSettings(_Section):
     )
     url: HttpUrl = Field(
         "",
-        description="For proxy: the proxy URL (http://10.231.0.1:3142). For mirror or bundle: the "
+        description="For proxy: the proxy URL (http://10.0.0.5:3142). For mirror or bundle: the "
         "repository URL. Empty for bundle means the installer host serves it.",
     )
     suite: str = Field("bookworm", description="Debian suite of the hosts. Only bookworm (12) is supported.")

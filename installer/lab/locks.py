@@ -1,4 +1,4 @@
-"""Advisory file locks: labs of several people share one image cache and one apt cache."""
+"""Advisory file locks: labs of several people share one image cache."""
 
 from __future__ import annotations
 
