@@ -55,10 +55,36 @@ def bundle_built_at(bundle: Path) -> int | None:
         return None  # no bundle imported (or one from before manifests were kept): no age to publish
 
 
+def check_package_source(site: Site) -> None:
+    """Before the site's playbooks touch any host: with packages.source=bundle served from here, a
+    bundle is imported and holds every package packages.extra names."""
+    from aicc.installer.bundle.aptrepo import package_names
+
+    settings = site.settings()
+    bundle = site.root / "bundle"
+    if settings.packages.source != "bundle" or settings.packages.url:
+        return
+    if not (bundle / "apt" / "dists").is_dir():
+        raise InputError(
+            f"packages.source is bundle but {bundle} holds no imported bundle",
+            where=str(site.settings_path),
+            fix=f"on a connected machine `aicc bundle build --out aicc.bundle`, then here "
+            f"`aicc bundle import aicc.bundle --site {site.root}` (or set packages.url to a repository)",
+        )
+    missing = sorted(set(settings.packages.extra) - package_names(bundle / "apt"))
+    if missing:
+        raise InputError(
+            f"packages.extra names {', '.join(missing)}, which the imported bundle does not hold",
+            where=str(site.settings_path),
+            fix="add the .deb to the bundle (`aicc bundle build --with-deb FILE.deb ...`) and import "
+            "it again, or take the name out of packages.extra",
+        )
+
+
 def bundle_vars(site: Site, inventory: Inventory, stack: contextlib.ExitStack[bool | None]) -> dict[str, str]:
     """Where the roles take models, llama-server and Debian packages from when the site has a bundle;
     with packages.source=bundle and no url, the bundle's repository is served from this machine."""
-    from aicc.installer.bundle.aptrepo import PUBLIC_KEY, package_names
+    from aicc.installer.bundle.aptrepo import PUBLIC_KEY
     from aicc.installer.bundle.build import LLAMA_SERVER
     from aicc.installer.bundle.serve import serving, source_address
 
@@ -76,23 +102,9 @@ def bundle_vars(site: Site, inventory: Inventory, stack: contextlib.ExitStack[bo
         return found
     if (bundle / "apt" / PUBLIC_KEY).is_file():
         found["common_apt_key_src"] = str(bundle / "apt" / PUBLIC_KEY)
-    if not settings.packages.url:
-        if not (bundle / "apt" / "dists").is_dir():
-            # Refused here, before any host is touched (the common role would stop too, later).
-            raise InputError(
-                f"packages.source is bundle but {bundle} holds no imported bundle",
-                where=str(site.settings_path),
-                fix=f"on a connected machine `aicc bundle build --out aicc.bundle`, then here "
-                f"`aicc bundle import aicc.bundle --site {site.root}` (or set packages.url to a repository)",
-            )
-        missing = sorted(set(settings.packages.extra) - package_names(bundle / "apt"))
-        if missing:
-            raise InputError(
-                f"packages.extra names {', '.join(missing)}, which the imported bundle does not hold",
-                where=str(site.settings_path),
-                fix="add the .deb to the bundle (`aicc bundle build --with-deb FILE.deb ...`) and import "
-                "it again, or take the name out of packages.extra",
-            )
+    # Without an imported bundle nothing is served: the site's playbooks are refused before they start
+    # (check_package_source), and the common role would stop with the same fix.
+    if not settings.packages.url and (bundle / "apt" / "dists").is_dir():
         first = next(iter(inventory.hosts.values()))
         found["common_apt_url"] = stack.enter_context(
             serving(
@@ -305,6 +317,8 @@ def run_playbook(
 ) -> RunReport:
     """Run a playbook on the site; with packages.source=bundle, the site's bundle repository is served to
     the hosts over HTTPS for exactly as long as the run lasts."""
+    if playbook is None or playbook.parent == playbooks_dir():
+        check_package_source(site)  # aicc's own playbooks install packages: refused before any host
     with contextlib.ExitStack() as stack:
         return _run(
             site,

@@ -436,28 +436,25 @@ def _free_port() -> int:
 
 
 def test_an_install_from_a_bundle_never_imported_is_refused_before_any_host(tmp_path: Path) -> None:
-    import contextlib
 
     from aicc.installer.inventory import load_inventory
     from aicc.installer.lab.plan import make_plan
     from aicc.installer.lab.sitefiles import write_site
-    from aicc.installer.playbook import bundle_vars
+    from aicc.installer.playbook import run_playbook
 
     site = write_site(tmp_path / "site", make_plan("dev1", "10.231.1.0/24", 1))
     assert site.settings().packages.source == "bundle"
-    with contextlib.ExitStack() as stack, pytest.raises(InputError, match="holds no imported bundle") as exc:
-        bundle_vars(site, load_inventory(site.inventory_path), stack)
+    with pytest.raises(InputError, match="holds no imported bundle") as exc:
+        run_playbook(site, load_inventory(site.inventory_path))
     assert f"aicc bundle import aicc.bundle --site {site.root}" in (exc.value.fix or "")
     assert exc.value.where == str(site.settings_path)
 
 
 def test_extra_packages_the_bundle_lacks_are_refused_before_any_host(tmp_path: Path) -> None:
-    import contextlib
 
-    from aicc.installer.inventory import load_inventory
     from aicc.installer.lab.plan import make_plan
     from aicc.installer.lab.sitefiles import write_site
-    from aicc.installer.playbook import bundle_vars
+    from aicc.installer.playbook import check_package_source
     from aicc.installer.settings import load_settings, render_commented_yaml
 
     site = write_site(tmp_path / "site", make_plan("dev1", "10.231.1.0/24", 1))
@@ -467,8 +464,8 @@ def test_extra_packages_the_bundle_lacks_are_refused_before_any_host(tmp_path: P
     settings = load_settings(site.settings_path)
     packages = settings.packages.model_copy(update={"extra": ["vendor-agent", "grafana", "jq"]})
     site.settings_path.write_text(render_commented_yaml(settings.model_copy(update={"packages": packages})))
-    with contextlib.ExitStack() as stack, pytest.raises(InputError, match="names grafana, which") as exc:
-        bundle_vars(site, load_inventory(site.inventory_path), stack)
+    with pytest.raises(InputError, match="names grafana, which") as exc:
+        check_package_source(site)
     assert "--with-deb" in (exc.value.fix or "")
 
 
