@@ -54,23 +54,12 @@ def ensure_packages(say: Callable[[str], None]) -> list[str]:
         )
     say(f"installing this machine's lab prerequisites with apt: {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    proc = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", *missing],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         # A stale package list is the common cause: refresh once and retry.
         subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-        proc = subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", *missing],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-10:])
         raise RunFailed(

@@ -35,10 +35,15 @@ def write_site(root: Path, plan: LabPlan) -> Site:
 
 def set_package_source(site: Site, source: str, url: str) -> None:
     """Point the site's hosts at a package source (rewrites aicc.yml only when it changes)."""
+    set_packages(site, source=source, url=url)
+
+
+def set_packages(site: Site, **changes: object) -> None:
+    """Change fields of the site's `packages` settings (rewrites aicc.yml only when one changes)."""
     settings = load_settings(site.settings_path)
-    if settings.packages.source == source and settings.packages.url == url:
+    if all(getattr(settings.packages, name) == value for name, value in changes.items()):
         return
-    packages = settings.packages.model_copy(update={"source": source, "url": url})
+    packages = settings.packages.model_copy(update=changes)
     site.settings_path.write_text(
         render_commented_yaml(settings.model_copy(update={"packages": packages})), encoding="utf-8"
     )

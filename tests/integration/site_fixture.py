@@ -108,23 +108,13 @@ def probe_deb(folder: Path) -> Path:
     return deb
 
 
-def set_extra_packages(site: Any, names: list[str]) -> None:
-    from aicc.installer.settings import load_settings, render_commented_yaml
-
-    settings = load_settings(site.settings_path)
-    packages = settings.packages.model_copy(update={"extra": names})
-    site.settings_path.write_text(
-        render_commented_yaml(settings.model_copy(update={"packages": packages})), encoding="utf-8"
-    )
-
-
 @pytest.fixture(scope="session")
 def installed_site(lab: Any) -> InstalledSite:
     from rich.console import Console
 
     from aicc.installer.bundle.build import CACHE, build
     from aicc.installer.bundle.site_import import import_bundle
-    from aicc.installer.lab.sitefiles import set_package_source
+    from aicc.installer.lab.sitefiles import set_package_source, set_packages
     from aicc.installer.site import Site
 
     # Every lab install is from the offline bundle, as on a customer's site: built from the machine's
@@ -146,7 +136,7 @@ def installed_site(lab: Any) -> InstalledSite:
     assert verdict.ok, verdict.problems
     TIMINGS["bundle: import (s)"] = time.monotonic() - started
     set_package_source(Site(Path(lab.site)), "bundle", "")
-    set_extra_packages(Site(Path(lab.site)), [PROBE_PACKAGE])
+    set_packages(Site(Path(lab.site)), extra=[PROBE_PACKAGE])
     report, seconds, stderr = run_install(Path(lab.inventory))
     TIMINGS["first install (s)"] = seconds
     if not report.get("ok"):

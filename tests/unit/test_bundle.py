@@ -453,17 +453,14 @@ def test_an_install_from_a_bundle_never_imported_is_refused_before_any_host(tmp_
 def test_extra_packages_the_bundle_lacks_are_refused_before_any_host(tmp_path: Path) -> None:
 
     from aicc.installer.lab.plan import make_plan
-    from aicc.installer.lab.sitefiles import write_site
+    from aicc.installer.lab.sitefiles import set_packages, write_site
     from aicc.installer.playbook import check_package_source
-    from aicc.installer.settings import load_settings, render_commented_yaml
 
     site = write_site(tmp_path / "site", make_plan("dev1", "10.231.1.0/24", 1))
     index = site.root / "bundle" / "apt" / "dists" / "bookworm" / "main" / "binary-amd64"
     index.mkdir(parents=True)
     (index / "Packages").write_text("Package: vendor-agent\nVersion: 1\n\nPackage: jq\nVersion: 1.6\n")
-    settings = load_settings(site.settings_path)
-    packages = settings.packages.model_copy(update={"extra": ["vendor-agent", "grafana", "jq"]})
-    site.settings_path.write_text(render_commented_yaml(settings.model_copy(update={"packages": packages})))
+    set_packages(site, extra=["vendor-agent", "grafana", "jq"])
     with pytest.raises(InputError, match="names grafana, which") as exc:
         check_package_source(site)
     assert "--with-deb" in (exc.value.fix or "")
