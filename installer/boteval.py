@@ -50,6 +50,9 @@ FailureClass = Literal[
     "reply",
 ]
 
+# A knowledge-base lookup in the call record (appliance/voice/dialogue.py KB_STEP): the bot searching
+# before it answers a general question is no tool call a conversation must name.
+KB_STEP = "kb_answer"
 # The demo connectors' write tools (ToolSpec.write): they must only run after a clear yes.
 WRITE_TOOLS = frozenset({"change_address", "create_return", "block_card", "report_lost_card"})
 SUITE_PACKAGE = "aicc.appliance.bots"
@@ -378,7 +381,13 @@ def check(conv: Conversation, data: CallData) -> Verdict:
             failures.append(
                 Failure("tool_unexpected", f"{c.tool}{c.arguments} ran, which this conversation forbids")
             )
-        elif exp.exact and i not in used and c.ran and not any(c.tool == e.tool for e in exp.tools):
+        elif (
+            exp.exact
+            and i not in used
+            and c.ran
+            and c.tool != KB_STEP
+            and not any(c.tool == e.tool for e in exp.tools)
+        ):
             failures.append(Failure("tool_unexpected", f"{c.tool}{c.arguments} ran, nobody asked for it"))
     # Writes: every one that ran needs a clear yes and the arguments the caller asked for.
     for c in calls:

@@ -777,6 +777,7 @@ ACD = Group(
 _API = 'job="aicc_api",host="lab1",instance="10.0.0.1:9162",method="GET",route="/api/x"'
 _API_5XX = f'aicc_api_requests_total{{{_API},status="5xx"}}'
 _API_2XX = f'aicc_api_requests_total{{{_API},status="2xx"}}'
+_API_TARGET = 'job="aicc_api",host="lab1",instance="10.0.0.1:9162"'
 
 APP = Group(
     name="aicc-api",
@@ -810,6 +811,32 @@ APP = Group(
                         _API_2XX: "0+60x30",
                     },
                     at="20m",
+                    fires=False,
+                ),
+            ],
+        ),
+        Alert(
+            name="AiccTicketsSlaBreached",
+            # max: every API host exposes the figures of its latest pass.
+            expr="max(aicc_tickets_sla_breached) > 0",
+            **{"for": "15m"},
+            severity="warning",
+            summary="Open tickets have breached their SLA.",
+            description=(
+                "{{ $value }} new or open tickets are past an SLA target they have not met, for 15 minutes "
+                "now. The escalation watcher has notified their supervisors; the agent desktop's ticket "
+                "list shows them in red (GET /api/tickets?sla=breached)."
+            ),
+            cases=[
+                AlertCase(
+                    series={f"aicc_tickets_sla_breached{{{_API_TARGET}}}": "0 0 2x30"},
+                    at="25m",
+                    fires=True,
+                ),
+                AlertCase(
+                    # A breach answered within 15 minutes: no page.
+                    series={f"aicc_tickets_sla_breached{{{_API_TARGET}}}": "0 0 1x10 0x20"},
+                    at="25m",
                     fires=False,
                 ),
             ],

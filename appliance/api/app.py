@@ -32,7 +32,9 @@ from aicc.appliance.api.deps import ApiError, ApiMetrics, ApiState, Pool, route_
 from aicc.appliance.api.live import LiveHub
 from aicc.appliance.api.routes import routers
 from aicc.appliance.api.routes.health import aicc_version
+from aicc.appliance.channels.webchat import WebChatHub
 from aicc.appliance.documents import field_path
+from aicc.appliance.tickets.escalation import EscalationWatcher, TicketMetrics
 
 log = logging.getLogger("aicc.api")
 DB_RETRY_AFTER_S = 5
@@ -188,6 +190,9 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
         metrics=ApiMetrics(),
         pool=pool,
     )
+    # Tickets' SLA figures and escalations (appliance/tickets/escalation.py), on the API's registry.
+    interval_s = config.ticket_escalation_interval_s
+    ticket_metrics = TicketMetrics(state.metrics.registry) if interval_s else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -207,9 +212,15 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
             on_live=state.live.changed,
         )
         await state.acd.start()
+        watcher = EscalationWatcher(state.pool, interval_s, ticket_metrics) if interval_s else None
+        if watcher is not None:
+            await watcher.start()
         try:
             yield
         finally:
+            if watcher is not None:
+                await watcher.close()
+            await app.state.webchat.close()
             await state.acd.close()
             state.acd = None
             if own is not None:
@@ -228,6 +239,8 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.aicc = state
+    # Web chat's rooms, rate limits and text bot (appliance/channels/webchat.py); its routes read it.
+    app.state.webchat = WebChatHub(state)
     for router in routers():
         app.include_router(router)
     app.add_middleware(RequestMetrics, metrics=state.metrics, api=app)

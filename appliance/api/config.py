@@ -95,12 +95,50 @@ class AppConfig(_Strict):
     sip_token_ttl_s: int = Field(
         900, ge=120, le=86400, description="a browser softphone's SIP credentials last this long"
     )
+    ticket_escalation_interval_s: float = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="how often the API checks open tickets' SLA and escalates warnings and breaches "
+        "(one API host at a time); 0: this API process escalates nothing",
+    )
     prometheus_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$",
         description="the site's Prometheus, e.g. http://10.0.0.9:9090, which the operations page (/ops/) "
         "reads; none when the site has no [monitoring] host",
     )
+    # Web chat (appliance/channels/webchat.py): the widget on the customer's own site talks to /chat/v1.
+    webchat_keys: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,128}$")]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="widget keys (the script tag's data-key), one per customer site; none: web chat is "
+        "off and /chat/v1 answers 404",
+    )
+    webchat_origins: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(:[0-9]+)?$")]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="origins (scheme://host[:port]) of the pages that embed the widget: the only ones "
+        "allowed to open a chat session (CORS) and its WebSocket",
+    )
+    webchat_bot: str = Field(
+        "retail", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$", description="the bot that answers web chats first"
+    )
+    webchat_rate_messages: int = Field(
+        5, ge=1, le=1000, description="messages a visitor may send per webchat_rate_window_s"
+    )
+    webchat_rate_window_s: float = Field(10.0, gt=0, le=3600)
+    webchat_session_ttl_s: int = Field(
+        43200, ge=60, le=30 * 86400, description="a visitor's chat token lasts this long"
+    )
+    llm_urls: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$")]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="OpenAI-compatible LLM servers of the [llm] hosts for the text bot; none: no bot, "
+        "chats go straight to the agents' queue",
+    )
+    llm_model: str = Field("qwen2.5-1.5b-instruct", description="model name sent to the LLM servers")
+    llm_timeout_s: float = Field(20.0, ge=1, le=120, description="a bot answer slower than this: handover")
 
     @model_validator(mode="after")
     def _consistent(self) -> AppConfig:

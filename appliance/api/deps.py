@@ -85,6 +85,13 @@ def conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
 
 
+def invalid(field: str, message: str) -> ApiError:
+    """A 422 naming the field, for checks a request model cannot make (they need the database)."""
+    return ApiError(
+        422, "invalid_request", f"the request does not validate: {field}", problems=[(field, message)]
+    )
+
+
 _ERROR_DESCRIPTIONS = {
     401: "No valid token (Authorization: Bearer aicc_..., or the session cookie)",
     403: "The caller's role lacks the route's permission",

@@ -32,11 +32,20 @@ PERMISSIONS: dict[str, str] = {
     "ops.read": "the operations page: the site's dashboards from Prometheus, and the runbook",
     "tickets.read": "tickets, their history and SLA figures",
     "tickets.write": "create tickets, change, comment on, confirm and close them",
+    "notifications.own": "one's own notifications (SLA warnings and breaches of tickets): read, mark read",
+    "kb.read": "search the knowledge base; read its published articles (internal and public) and categories",
+    "kb.drafts.read": "read the knowledge base's drafts, archived articles and every article's versions",
+    "conversations.read": "conversations on every channel, their messages, customers' histories",
+    "conversations.write": "reply in, take and resolve conversations",
+    "kb.write": "create, edit, publish and archive knowledge-base articles; create and rename categories",
 }
 
 _AGENT = frozenset(
     {"tokens.own", "agent.self", "live.read", "calls.own.read", "config.read"}
-    | {"tickets.read", "tickets.write"}
+    | {"tickets.read", "tickets.write", "kb.read"}
+    # Not the auditor's: it works no tickets, so no escalation notifies it.
+    | {"notifications.own"}
+    | {"conversations.read", "conversations.write"}
 )
 _SUPERVISOR = _AGENT | {
     "users.read",
@@ -45,6 +54,9 @@ _SUPERVISOR = _AGENT | {
     "calls.read",
     "callbacks.read",
     "callbacks.write",
+    # Knowledge managers are usually supervisors: they write and publish articles.
+    "kb.drafts.read",
+    "kb.write",
 }
 # The auditor reads everything an admin reads (the audit log included) and changes nothing but its own
 # tokens and password.

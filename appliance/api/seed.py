@@ -13,6 +13,8 @@ Sections, applied in this order (another component adds its own to SECTIONS, e.g
                      (or {username: {...}}); created without a password: no login until an admin
                      sets one. An existing user without a routing profile gets the agent part.
     calendars, flows, numbers: the IVR's (appliance/ivr/seed.py).
+    kb:              [shop, bank]   shipped knowledge-base article sets (appliance/kb/seed/NAME.yml),
+                     published; an article the site has (same translation group and language) is kept.
 """
 
 from __future__ import annotations
@@ -206,6 +208,14 @@ async def _numbers(conn: AsyncConnection[DictRow], data: Any, ctx: SeedContext) 
     return await ivr_seed.seed_numbers(conn, data, ctx.actor, ctx.where)
 
 
+async def _kb(conn: AsyncConnection[DictRow], data: Any, ctx: SeedContext) -> list[str]:
+    from aicc.appliance.kb import store as kb_store
+
+    if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
+        raise DocumentError(ctx.where, [("kb", f"expected a list of article set names; found {data!r}")])
+    return await kb_store.seed_sets(conn, data, ctx.actor, ctx.where)
+
+
 SECTIONS: list[tuple[str, SectionFn]] = [
     ("skills", _skills),
     ("dispositions", _dispositions),
@@ -216,6 +226,8 @@ SECTIONS: list[tuple[str, SectionFn]] = [
     ("calendars", _calendars),
     ("flows", _flows),
     ("numbers", _numbers),
+    # The shipped article sets (appliance/kb/seed/NAME.yml) by name: the demo shop's and bank's FAQ.
+    ("kb", _kb),
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from aicc.appliance.connectors.base import ConnectorError, PostgresConnector
 from aicc.appliance.connectors.phone import LOOKUP_CUSTOMER, customer_line, e164
+from aicc.appliance.connectors.tickets import ToolContext, open_ticket
 from aicc.models.engines.base import Language, ToolSpec
 
 CARD_LAST4 = {"type": "string", "pattern": "^[0-9]{4}$", "description": "the last four digits of the card"}
@@ -163,7 +164,9 @@ class BankBackend(PostgresConnector):
     def _card_result(card: dict[str, Any]) -> dict[str, Any]:
         return {k: card[k] for k in ("last4", "kind", "product_en", "product_zh", "status")}
 
-    async def _tool_lookup_customer(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+    async def _tool_lookup_customer(
+        self, conn: Any, args: dict[str, Any], ctx: ToolContext
+    ) -> dict[str, Any]:
         cur = await conn.execute(
             "SELECT name, tier, language FROM aicc.demo_bank_customers WHERE phone = %s",
             (e164(args["phone"]),),
@@ -173,13 +176,15 @@ class BankBackend(PostgresConnector):
             raise ConnectorError("no customer with that phone number", kind="not_found")
         return dict(row)
 
-    async def _tool_get_card_status(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
-        return self._card_result(await self._card(conn, caller, args["card_last4"]))
+    async def _tool_get_card_status(
+        self, conn: Any, args: dict[str, Any], ctx: ToolContext
+    ) -> dict[str, Any]:
+        return self._card_result(await self._card(conn, ctx.caller, args["card_last4"]))
 
     async def _tool_list_recent_transactions(
-        self, conn: Any, args: dict[str, Any], caller: str
+        self, conn: Any, args: dict[str, Any], ctx: ToolContext
     ) -> dict[str, Any]:
-        card = await self._card(conn, caller, args["card_last4"])
+        card = await self._card(conn, ctx.caller, args["card_last4"])
         cur = await conn.execute(
             "SELECT (at AT TIME ZONE 'Asia/Shanghai')::date AS day, amount, currency, merchant_en, "
             "merchant_zh FROM aicc.demo_bank_transactions WHERE card_id = %s ORDER BY at DESC LIMIT %s",
@@ -213,23 +218,21 @@ class BankBackend(PostgresConnector):
             )
         return {**self._card_result(card), "status": new, "changed": True}
 
-    async def _tool_block_card(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
-        return await self._change_status(conn, args, caller, "block", "blocked", ("active",))
+    async def _tool_block_card(self, conn: Any, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        return await self._change_status(conn, args, ctx.caller, "block", "blocked", ("active",))
 
-    async def _tool_report_lost_card(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
-        return await self._change_status(conn, args, caller, "report_lost", "lost", ("active", "blocked"))
+    async def _tool_report_lost_card(
+        self, conn: Any, args: dict[str, Any], ctx: ToolContext
+    ) -> dict[str, Any]:
+        return await self._change_status(conn, args, ctx.caller, "report_lost", "lost", ("active", "blocked"))
 
-    async def _tool_create_ticket(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
-        card = await self._card(conn, caller, args["card_last4"]) if args.get("card_last4") else None
-        async with conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO aicc.demo_bank_tickets (customer_id, card_id, summary, category, caller) "
-                "VALUES ((SELECT id FROM aicc.demo_bank_customers WHERE phone = %s), %s, %s, %s, %s) "
-                "RETURNING id",
-                (e164(caller), card["id"] if card else None, args["summary"], args["category"], caller),
-            )
-            row = await cur.fetchone()
-        return {"ticket_id": row["id"]}
+    async def _tool_create_ticket(self, conn: Any, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        # A card named must be the caller's own: the ticket never tells a stranger a card exists.
+        card = await self._card(conn, ctx.caller, args["card_last4"]) if args.get("card_last4") else None
+        refs = {"card": f"{card['product_en']} ending {card['last4']}"} if card else {}
+        return await open_ticket(
+            conn, ctx, summary=args["summary"], category=args["category"], refs=refs, backend=self.name
+        )
 
     # --- what the caller hears --------------------------------------------------------------------
 

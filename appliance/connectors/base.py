@@ -8,6 +8,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from aicc.appliance.connectors.tickets import ToolContext
 from aicc.models.engines.base import Language, ToolSpec
 
 
@@ -25,8 +26,17 @@ class Connector(Protocol):
 
     def tools(self) -> list[ToolSpec]: ...
 
-    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
-        """Run one tool. Raises ConnectorError; the caller applies its own timeout."""
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        caller: str,
+        call_id: str = "",
+        language: Language = "en",
+    ) -> dict[str, Any]:
+        """Run one tool for the caller (their number), on a call (its Call-ID, "" outside one), in the
+        language the bot speaks with them. Raises ConnectorError; the caller applies its own timeout."""
         ...
 
     def describe(
@@ -51,7 +61,7 @@ class Connector(Protocol):
 
 
 class PostgresConnector:
-    """A connector whose tools are methods `_tool_<name>(conn, arguments, caller)` on one PostgreSQL pool:
+    """A connector whose tools are methods `_tool_<name>(conn, arguments, ctx)` on one PostgreSQL pool:
     a database that fails is a ConnectorError of kind unavailable (the bot says so gracefully)."""
 
     backend = "backend"  # for messages: "demo backend unavailable"
@@ -59,7 +69,16 @@ class PostgresConnector:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.pool = pool
 
-    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        caller: str,
+        call_id: str = "",
+        language: Language = "en",
+    ) -> dict[str, Any]:
+        ctx = ToolContext(caller, call_id, language)
         handler = getattr(self, f"_tool_{tool}", None)
         if handler is None:
             raise ConnectorError(f"no tool {tool!r}", kind="invalid")
@@ -67,7 +86,7 @@ class PostgresConnector:
             async with self.pool.connection() as conn:
                 conn.row_factory = dict_row
                 try:
-                    result: dict[str, Any] = await handler(conn, arguments, caller)
+                    result: dict[str, Any] = await handler(conn, arguments, ctx)
                 finally:
                     conn.row_factory = tuple_row  # the pool shares connections
                 return result

@@ -9,6 +9,7 @@ from typing import Any
 
 from aicc.appliance.connectors.base import ConnectorError, PostgresConnector
 from aicc.appliance.connectors.phone import LOOKUP_CUSTOMER, customer_line, e164
+from aicc.appliance.connectors.tickets import ToolContext, open_ticket
 from aicc.models.engines.base import Language, ToolSpec
 
 ORDER_ID = {"type": "string", "pattern": "^[0-9]{6}$", "description": "the 6-digit order number"}
@@ -170,7 +171,9 @@ class DemoBackend(PostgresConnector):
             raise ConnectorError(f"order {order_id} not found", kind="not_found")
         return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
 
-    async def _tool_lookup_customer(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+    async def _tool_lookup_customer(
+        self, conn: Any, args: dict[str, Any], ctx: ToolContext
+    ) -> dict[str, Any]:
         cur = await conn.execute(
             "SELECT name, tier, language FROM aicc.demo_customers WHERE phone = %s", (e164(args["phone"]),)
         )
@@ -179,7 +182,9 @@ class DemoBackend(PostgresConnector):
             raise ConnectorError("no customer with that phone number", kind="not_found")
         return dict(row)
 
-    async def _tool_get_order_status(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+    async def _tool_get_order_status(
+        self, conn: Any, args: dict[str, Any], ctx: ToolContext
+    ) -> dict[str, Any]:
         o = await self._order(conn, args["order_id"])
         return {
             "order_id": o["id"],
@@ -190,7 +195,7 @@ class DemoBackend(PostgresConnector):
             "carrier": o["carrier"],
         }
 
-    async def _tool_track_shipment(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+    async def _tool_track_shipment(self, conn: Any, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         o = await self._order(conn, args["order_id"])
         cur = await conn.execute(
             "SELECT at, location_en, location_zh, event FROM aicc.demo_shipment_events WHERE order_id = %s "
@@ -214,7 +219,7 @@ class DemoBackend(PostgresConnector):
             },
         }
 
-    async def _tool_change_address(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+    async def _tool_change_address(self, conn: Any, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         async with conn.transaction():
             cur = await conn.execute(
                 "SELECT status, delivery_address FROM aicc.demo_orders WHERE id = %s FOR UPDATE",
@@ -241,7 +246,7 @@ class DemoBackend(PostgresConnector):
             "status": row["status"],
         }
 
-    async def _tool_create_return(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
+    async def _tool_create_return(self, conn: Any, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         async with conn.transaction():
             o = await self._order(conn, args["order_id"])
             if o["status"] != "delivered":
@@ -254,17 +259,11 @@ class DemoBackend(PostgresConnector):
             row = await cur.fetchone()
         return {"order_id": o["id"], "created": True, "return_id": row["id"]}
 
-    async def _tool_create_ticket(self, conn: Any, args: dict[str, Any], caller: str) -> dict[str, Any]:
-        if args.get("order_id"):
-            await self._order(conn, args["order_id"])
-        cur = await conn.execute(
-            "INSERT INTO aicc.demo_tickets (summary, category, order_id, caller) "
-            "VALUES (%s, %s, %s, %s) RETURNING id",
-            (args["summary"], args["category"], args.get("order_id"), caller),
+    async def _tool_create_ticket(self, conn: Any, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        refs = {"order_id": (await self._order(conn, args["order_id"]))["id"]} if args.get("order_id") else {}
+        return await open_ticket(
+            conn, ctx, summary=args["summary"], category=args["category"], refs=refs, backend=self.name
         )
-        row = await cur.fetchone()
-        await conn.commit()
-        return {"ticket_id": row["id"]}
 
     # --- what the caller hears --------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("ivr", "aicc.appliance.ivr.migrations"),
     ("calls", "aicc.appliance.calls.migrations"),
     ("tickets", "aicc.appliance.tickets.migrations"),
+    ("kb", "aicc.appliance.kb.migrations"),
+    ("conversations", "aicc.appliance.conversations.migrations"),
     ("demo", "aicc.appliance.connectors.migrations"),
 )
 

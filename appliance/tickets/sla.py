@@ -16,12 +16,13 @@ A target met late is reported as breached (with its met_at): a late answer is st
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from aicc.appliance.ivr.calendar import WEEKDAYS, Calendar
 
@@ -49,6 +50,57 @@ class Targets(BaseModel):
     resolution: Minutes | None = None
 
 
+ActionName = Literal["notify_assignee", "notify_group", "notify_supervisors", "raise_priority"]
+ACTION_NAMES: tuple[ActionName, ...] = get_args(ActionName)
+
+
+class AssignGroup(BaseModel):
+    """Move the ticket to another group (its members then get notify_group)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    assign_group: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")]
+
+
+_GROUP = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
+
+
+def _action(value: Any) -> Any:
+    """One action: a name, or {"assign_group": NAME}; anything else is refused, saying what is allowed
+    (checked here whole, so that the error names the action, not a branch of the union)."""
+    allowed = f"one of {', '.join(ACTION_NAMES)} or {{assign_group: NAME}}"
+    if isinstance(value, AssignGroup) or (isinstance(value, str) and value in ACTION_NAMES):
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"unknown action {value!r}; use {allowed}")
+    if isinstance(value, dict) and set(value) == {"assign_group"}:
+        name = value["assign_group"]
+        if isinstance(name, str) and _GROUP.fullmatch(name):
+            return AssignGroup(assign_group=name)
+        raise ValueError(f"assign_group: a group name (a-z, 0-9, '_', '-'; up to 41), found {name!r}")
+    raise ValueError(f"an action is {allowed}")
+
+
+Action = Annotated[ActionName | AssignGroup, BeforeValidator(_action)]
+
+
+class Escalation(BaseModel):
+    """What happens when a target of an open ticket reaches `on` (once per target and clock cycle)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on: Literal["warning", "breached"]
+    target: Literal["first_response", "next_response", "resolution", "any"] = "any"
+    actions: list[Action] = Field(min_length=1, max_length=10)
+
+
+def _default_escalations() -> list[Escalation]:
+    return [
+        Escalation(on="warning", target="any", actions=["notify_assignee"]),
+        Escalation(on="breached", target="any", actions=["notify_supervisors", "raise_priority"]),
+    ]
+
+
 class SlaPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +109,12 @@ class SlaPolicy(BaseModel):
     targets: dict[Priority, Targets] = Field(description="per priority; a priority not listed has no targets")
     warn_at_percent: Annotated[int, Field(ge=1, le=99)] = 80
     calendar: Calendar
+    escalations: list[Escalation] = Field(
+        default_factory=_default_escalations,
+        max_length=20,
+        description="what a warning or a breach of an open ticket's target does (appliance/tickets/"
+        "escalation.py); the rules matching a transition all apply; [] escalates nothing",
+    )
 
 
 @dataclass(frozen=True)

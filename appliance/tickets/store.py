@@ -12,6 +12,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from aicc.appliance.connectors.phone import e164
 from aicc.appliance.tickets.sla import Event, SlaPolicy
 
 COLUMNS: LiteralString = (
@@ -34,13 +35,14 @@ class Filters:
     group: str | None = None
     priority: str | None = None
     customer_phone: str | None = None
+    unassigned: bool = False
 
 
 async def get_policy(conn: AsyncConnection[DictRow], name: str) -> SlaPolicy | None:
     row = await (
         await conn.execute(
-            "SELECT name, description, targets, warn_at_percent, calendar FROM aicc.sla_policies "
-            "WHERE name = %s",
+            "SELECT name, description, targets, warn_at_percent, calendar, escalations "
+            "FROM aicc.sla_policies WHERE name = %s",
             (name,),
         )
     ).fetchone()
@@ -50,8 +52,8 @@ async def get_policy(conn: AsyncConnection[DictRow], name: str) -> SlaPolicy | N
 async def list_policies(conn: AsyncConnection[DictRow]) -> list[SlaPolicy]:
     rows = await (
         await conn.execute(
-            "SELECT name, description, targets, warn_at_percent, calendar FROM aicc.sla_policies "
-            "ORDER BY name"
+            "SELECT name, description, targets, warn_at_percent, calendar, escalations "
+            "FROM aicc.sla_policies ORDER BY name"
         )
     ).fetchall()
     return [SlaPolicy.model_validate(r) for r in rows]
@@ -60,16 +62,18 @@ async def list_policies(conn: AsyncConnection[DictRow]) -> list[SlaPolicy]:
 async def put_policy(conn: AsyncConnection[DictRow], policy: SlaPolicy) -> None:
     doc = policy.model_dump(mode="json", by_alias=True)
     await conn.execute(
-        "INSERT INTO aicc.sla_policies (name, description, targets, warn_at_percent, calendar) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, "
+        "INSERT INTO aicc.sla_policies (name, description, targets, warn_at_percent, calendar, "
+        "escalations) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+        "description = EXCLUDED.description, "
         "targets = EXCLUDED.targets, warn_at_percent = EXCLUDED.warn_at_percent, "
-        "calendar = EXCLUDED.calendar, updated_at = now()",
+        "calendar = EXCLUDED.calendar, escalations = EXCLUDED.escalations, updated_at = now()",
         (
             policy.name,
             policy.description,
             Jsonb(doc["targets"]),
             policy.warn_at_percent,
             Jsonb(doc["calendar"]),
+            Jsonb(doc["escalations"]),
         ),
     )
 
@@ -137,6 +141,26 @@ async def create(
         at,
     )
     return dict(row)
+
+
+async def caller_of(conn: AsyncConnection[DictRow], call_id: str | None, contact_id: str | None) -> str:
+    """The number that called: from the call record, else the ACD contact still queued or connected
+    ("" when neither is known)."""
+    if call_id is not None:
+        row = await (
+            await conn.execute("SELECT caller FROM aicc.calls WHERE call_id = %s", (call_id,))
+        ).fetchone()
+        if row is not None:
+            return str(row["caller"])
+    if contact_id is not None:
+        row = await (
+            await conn.execute(
+                "SELECT contact ->> 'caller' AS caller FROM aicc.acd_contacts WHERE id = %s", (contact_id,)
+            )
+        ).fetchone()
+        if row is not None and row["caller"]:
+            return str(row["caller"])
+    return ""
 
 
 async def get(conn: AsyncConnection[DictRow], number: str, *, lock: bool = False) -> dict[str, Any] | None:
@@ -216,12 +240,144 @@ async def listing(
         if value is not None:
             where.append(sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(key)))
             params[key] = value
+    if filters.unassigned:
+        where.append(sql.SQL("assignee IS NULL"))
     if filters.customer_phone is not None:
-        where.append(sql.SQL("customer ->> 'phone' = %(phone)s"))
-        params["phone"] = filters.customer_phone
+        # As typed (13800138000) or as the bot and calls keep it (+8613800138000): the same customer.
+        where.append(sql.SQL("customer ->> 'phone' = ANY(%(phones)s)"))
+        params["phones"] = list(
+            {filters.customer_phone, e164(filters.customer_phone) or filters.customer_phone}
+        )
     query = sql.SQL(
         "SELECT {} FROM aicc.tickets WHERE {} ORDER BY created_at DESC, id DESC "
         "LIMIT %(limit)s OFFSET %(offset)s"
     ).format(sql.SQL(COLUMNS), sql.SQL(" AND ").join(where))
     rows = await (await conn.execute(query, params)).fetchall()
     return [dict(r) for r in rows]
+
+
+# SLA escalations (appliance/tickets/escalation.py): the tickets whose clocks run, who hears of them, and
+# the notifications they get.
+
+# The statuses in which SLA clocks run and escalations happen (pending waits on the customer).
+RUNNING: tuple[str, ...] = ("new", "open")
+
+
+async def open_counts(conn: AsyncConnection[DictRow]) -> dict[str, int]:
+    """Tickets neither resolved nor closed, by priority."""
+    rows = await (
+        await conn.execute(
+            "SELECT priority, count(*) AS n FROM aicc.tickets WHERE status NOT IN ('resolved', 'closed') "
+            "GROUP BY priority"
+        )
+    ).fetchall()
+    return {str(r["priority"]): int(r["n"]) for r in rows}
+
+
+async def running_tickets(conn: AsyncConnection[DictRow]) -> list[dict[str, Any]]:
+    rows = await (
+        await conn.execute(
+            "SELECT " + COLUMNS + " FROM aicc.tickets WHERE status = ANY(%s) ORDER BY id",  # noqa: S608
+            (list(RUNNING),),
+        )
+    ).fetchall()
+    return [dict(r) for r in rows]
+
+
+async def group_members(conn: AsyncConnection[DictRow], group: str) -> list[int]:
+    """The group's enabled members (auditors work no tickets)."""
+    rows = await (
+        await conn.execute(
+            "SELECT u.id FROM aicc.ticket_group_members m JOIN aicc.users u ON u.id = m.user_id "
+            """WHERE m."group" = %s AND NOT u.disabled AND u.role <> 'auditor' ORDER BY u.id""",
+            (group,),
+        )
+    ).fetchall()
+    return [int(r["id"]) for r in rows]
+
+
+async def supervisors(conn: AsyncConnection[DictRow], group: str) -> list[int]:
+    """The group's enabled supervisors; every enabled supervisor when the group has none."""
+    rows = await (
+        await conn.execute(
+            "SELECT u.id FROM aicc.users u WHERE u.role = 'supervisor' AND NOT u.disabled AND "
+            'EXISTS (SELECT 1 FROM aicc.ticket_group_members m WHERE m.user_id = u.id AND m."group" = %s) '
+            "ORDER BY u.id",
+            (group,),
+        )
+    ).fetchall()
+    if not rows:
+        rows = await (
+            await conn.execute(
+                "SELECT id FROM aicc.users WHERE role = 'supervisor' AND NOT disabled ORDER BY id"
+            )
+        ).fetchall()
+    return [int(r["id"]) for r in rows]
+
+
+async def ticket_groups(conn: AsyncConnection[DictRow]) -> dict[str, list[int]]:
+    rows = await (
+        await conn.execute(
+            'SELECT "group", array_agg(user_id ORDER BY user_id) AS members FROM aicc.ticket_group_members '
+            'GROUP BY "group" ORDER BY "group"'
+        )
+    ).fetchall()
+    return {str(r["group"]): [int(u) for u in r["members"]] for r in rows}
+
+
+async def set_group_members(conn: AsyncConnection[DictRow], group: str, user_ids: list[int]) -> list[int]:
+    """Replace the group's members; returns the members before."""
+    before = (await ticket_groups(conn)).get(group, [])
+    await conn.execute('DELETE FROM aicc.ticket_group_members WHERE "group" = %s', (group,))
+    for user_id in sorted(set(user_ids)):
+        await conn.execute(
+            'INSERT INTO aicc.ticket_group_members ("group", user_id) VALUES (%s, %s)', (group, user_id)
+        )
+    return before
+
+
+NOTIFICATION_COLUMNS: LiteralString = "id, kind, ticket, data, created_at, read_at"
+
+
+async def notify(
+    conn: AsyncConnection[DictRow],
+    user_ids: list[int],
+    kind: str,
+    ticket: str,
+    data: dict[str, Any],
+    at: dt.datetime,
+) -> None:
+    for user_id in user_ids:
+        await conn.execute(
+            "INSERT INTO aicc.notifications (user_id, kind, ticket, data, created_at) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (user_id, kind, ticket, Jsonb(data), at),
+        )
+
+
+async def notifications(
+    conn: AsyncConnection[DictRow], user_id: int, *, unread: bool, limit: int
+) -> list[dict[str, Any]]:
+    """A user's notifications, unread first, newest first."""
+    rows = await (
+        await conn.execute(
+            "SELECT " + NOTIFICATION_COLUMNS + " FROM aicc.notifications WHERE user_id = %s "  # noqa: S608
+            "AND (NOT %s OR read_at IS NULL) ORDER BY read_at IS NOT NULL, created_at DESC, id DESC LIMIT %s",
+            (user_id, unread, limit),
+        )
+    ).fetchall()
+    return [dict(r) for r in rows]
+
+
+async def mark_read(
+    conn: AsyncConnection[DictRow], user_id: int, notification_id: int, at: dt.datetime
+) -> dict[str, Any] | None:
+    """Mark one of the user's notifications read (the first reading counts); None: not theirs."""
+    row = await (
+        await conn.execute(
+            "UPDATE aicc.notifications SET read_at = coalesce(read_at, %s) WHERE id = %s "  # noqa: S608
+            "AND user_id = %s RETURNING " + NOTIFICATION_COLUMNS,  # constant columns
+            (at, notification_id, user_id),
+        )
+    ).fetchone()
+    return dict(row) if row else None

@@ -39,6 +39,7 @@ async def _engines(cfg: GatewayConfig, pool: Any) -> Any:
     from aicc.appliance.documents import DocumentError
     from aicc.appliance.voice.bot import BotEngines
     from aicc.appliance.voice.engines import open_engines
+    from aicc.appliance.voice.knowledge import Knowledge
 
     site_bots = Path("/etc/aicc/bots")
     try:
@@ -46,7 +47,7 @@ async def _engines(cfg: GatewayConfig, pool: Any) -> Any:
     except DocumentError as exc:  # a bad definition: say which file and field, without a traceback
         raise SystemExit(f"aicc-voice: {exc}") from None
     llm, asr, tts, vad = await open_engines(cfg)
-    return BotEngines(llm=llm, asr=asr, tts=tts, vad=vad, bots=bots)
+    return BotEngines(llm=llm, asr=asr, tts=tts, vad=vad, bots=bots, knowledge=Knowledge(pool))
 
 
 async def serve(cfg: GatewayConfig) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import InitVar, dataclass, field
+from typing import TYPE_CHECKING
 
 from aicc.appliance.bots.definition import PROMPTS, BotDefinition, shipped_definitions
 from aicc.appliance.calls.record import CallRecord
@@ -25,6 +26,9 @@ from aicc.appliance.voice.tts import TTSProcessor
 from aicc.appliance.voice.vad import EchoReference, VADParams, VADProcessor
 from aicc.models.engines.base import ASREngine, ChatMessage, Language, LLMClient, TTSEngine, VADEngine
 
+if TYPE_CHECKING:
+    from aicc.appliance.voice.knowledge import Knowledge
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +46,8 @@ class BotEngines:
     # Prompt audio shared by all calls, keyed by (text, language), at the TTS rate: synthesised once
     # per process (warm_prompts at start-up), resampled to each call's codec rate by its playback.
     prompt_cache: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    # The public articles the bots answer general questions from (None: no knowledge base).
+    knowledge: Knowledge | None = None
     # One connector and no bots: the shipped default bot on it (the gateway tests' engines).
     connector: InitVar[Connector | None] = None
 
@@ -67,6 +73,8 @@ class BotEngines:
             await self.warm_llm()
         except Exception as exc:  # the bot still works, the first plan is just slower
             log.warning("warming the LLM prompt cache failed: %s", exc)
+        if self.knowledge is not None:
+            await self.knowledge.warm()
         warm = TTSProcessor(self.tts, self.tts.sample_rate, timeout_s=120.0)
         lines = [
             line
@@ -127,7 +135,9 @@ def build_bot(
     echo = EchoReference()
     playback = Playback(out_rate, echo)
     tts = TTSProcessor(engines.tts, engines.tts.sample_rate)  # playback resamples to the codec rate
-    dialogue = DialogueManager(engines.llm, engines.bots, record, params, autostart=opening)
+    dialogue = DialogueManager(
+        engines.llm, engines.bots, record, params, autostart=opening, knowledge=engines.knowledge
+    )
     procs: list[FrameProcessor] = [
         VADProcessor(engines.vad(), echo, vad),
         ASRProcessor(engines.asr, timeout_s=asr_timeout_s),

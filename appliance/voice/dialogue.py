@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aicc.appliance.bots.definition import PROMPTS, ArgumentRule, BotDefinition, PromptKey
 from aicc.appliance.calls.record import CallRecord
@@ -71,6 +71,10 @@ from aicc.appliance.voice.pipeline import Direction, FrameProcessor
 from aicc.appliance.voice.toolargs import plan_schema, validate, validate_call
 from aicc.models.engines.base import ChatMessage, Language, LLMClient, ToolCall, ToolSpec
 
+if TYPE_CHECKING:  # the knowledge base's search (jieba, bm25s) loads only where a gateway opens one
+    from aicc.appliance.kb.search import Hit
+    from aicc.appliance.voice.knowledge import Knowledge
+
 log = logging.getLogger(__name__)
 
 GOODBYE_WORDS = (
@@ -91,6 +95,11 @@ __all__ = ["NO_WORDS", "TRANSFER_WORDS", "YES_WORDS", "is_transfer_request"]
 # the newest turn. A sliding window would change the start of the history every turn and make the
 # server read all of it again (about 1.5 s on 2 CPU cores for four messages).
 HISTORY_MAX_MESSAGES = 8
+# A knowledge-base answer in the call record's steps, and the article text the LLM answers from (a
+# spoken answer is two sentences; the first part of an article holds them).
+KB_STEP = "kb_answer"
+ARTICLE_CHARS = 1500
+NO_ANSWER = "NOANSWER"  # the model's verdict that the article found does not answer the question
 # After the hold line, the caller is never left in silence for long (they would talk over the
 # answer): the progress line after PROGRESS_AFTER_S of silence, then a soft cue at that pace, for
 # at most PROGRESS_FOR_S (the plan's and the tools' own timeouts end a turn before that).
@@ -330,15 +339,18 @@ class DialogueManager(FrameProcessor):
         params: DialogueParams | None = None,
         *,
         autostart: str | None = None,
+        knowledge: Knowledge | None = None,
     ) -> None:
         super().__init__()
         self.llm = llm
+        self.knowledge = knowledge
         self.bots = {name: setup_bot(d, c) for name, (d, c) in bots.items()}
         self.record = record
         self.p = params or DialogueParams()
         self.autostart = autostart
         self.language: Language = "en"
         self.caller = ""
+        self.call_id = ""
         self._bot: BotSetup | None = None
         self._noticed = False  # the recording notice: once per call, whichever bots follow
         self._quiet = asyncio.Event()  # set while no bot audio plays (from the playback's broadcasts)
@@ -392,6 +404,7 @@ class DialogueManager(FrameProcessor):
         if isinstance(frame, StartFrame):
             self.language = frame.language
             self.caller = frame.caller
+            self.call_id = frame.call_id
             await self.push(frame, direction)
             if self.autostart is not None:
                 await self.start_bot(self.autostart, frame.language)
@@ -571,7 +584,11 @@ class DialogueManager(FrameProcessor):
             self._keyed = ""  # from now on digits on the keypad spell the id
         elif intent == "chat":
             self._steps.append(_Step("", "", "chat"))
-            await self.chat(text, clock)
+            await self.chat(text, clock, await self._article(text))
+        elif (hit := await self._article(text)) is not None:
+            # Unclear to the planner, yet an article answers it: a question beats "sorry?".
+            self._steps.append(_Step("", "", "chat"))
+            await self.chat(text, clock, hit)
         else:
             await self.misunderstood("misunderstood", "unclear", clock)
 
@@ -1010,7 +1027,14 @@ class DialogueManager(FrameProcessor):
         started = time.monotonic()
         try:
             result = await asyncio.wait_for(
-                self.connector.call(call.name, call.arguments, caller=self.caller), self.p.tool_timeout_s
+                self.connector.call(
+                    call.name,
+                    call.arguments,
+                    caller=self.caller,
+                    call_id=self.call_id,
+                    language=self.language,
+                ),
+                self.p.tool_timeout_s,
             )
         except ConnectorError as exc:
             seconds = time.monotonic() - started
@@ -1052,40 +1076,105 @@ class DialogueManager(FrameProcessor):
         said = outcome if outcome in ("ok", "not_found") else "failed"
         self._steps.append(_Step(call.name, self._ident_of(call), said, result))
 
-    async def chat(self, text: str, clock: TurnClock | None) -> None:
-        """A general question: stream a short answer from the LLM, sentence by sentence to TTS."""
-        lang_rule = (
-            "Answer in Mandarin Chinese (简体中文)." if self.language == "zh" else "Answer in English."
+    async def chat(self, text: str, clock: TurnClock | None, hit: Hit | None = None) -> None:
+        """A general question, answered sentence by sentence as the LLM streams. With the public article
+        that answers it (`hit`), the bot names the article and answers from it alone; the model may
+        still find the article does not answer the question (search ranks words, not meaning): then,
+        as without an article, it greets or thanks briefly, and for a question says it has no
+        information on that rather than invent any."""
+        zh = self.language == "zh"
+        lang_rule = "Answer in Mandarin Chinese (简体中文)." if zh else "Answer in English."
+        rules = f"Answer in at most two short sentences, no lists, no markdown. {lang_rule}"
+        persona = self.bot.definition.persona.chat
+        if hit is not None:
+            title = hit.doc.title
+            system = (
+                f"{persona} Answer the caller's question from this article only, without repeating its "
+                f"title. If the article does not answer the question, reply {NO_ANSWER} and nothing "
+                f"else. {rules}\n\nArticle: {title}\n{hit.doc.body[:ARTICLE_CHARS]}"
+            )
+            lead = f"根据《{title}》，" if zh else f'According to our article "{title}": '
+            if await self._stream_answer(system, text, clock, lead=lead):
+                return
+            step = self.record.tool_calls[-1]
+            step.ok, step.error = False, "the article does not answer the question (the model's verdict)"
+        system = (
+            f"{persona} {rules} You have no article on this. Reply briefly to a greeting or thanks; to a "
+            "question about facts, policies, fees, rules or times, say you do not have that information "
+            "and that the caller can ask for a colleague. Never invent facts."
         )
-        messages = [
-            ChatMessage(
-                "system",
-                f"{self.bot.definition.persona.chat} "
-                f"Answer in at most two short sentences, no lists, no markdown. {lang_rule}",
-            ),
-            ChatMessage("user", text),
-        ]
+        await self._stream_answer(system, text, clock)
+
+    async def _stream_answer(
+        self, system: str, text: str, clock: TurnClock | None, *, lead: str = ""
+    ) -> bool:
+        """Stream the LLM's answer to TTS. After an article's `lead` the first words are held until
+        they cannot be the NO_ANSWER verdict: False when the model gave it (nothing was said)."""
         parts: list[str] = []
+        held = bool(lead)
         try:
             async with asyncio.timeout(self.p.llm_timeout_s):
-                async for delta in self.llm.stream_chat(messages, max_tokens=96):
+                async for delta in self.llm.stream_chat(
+                    [ChatMessage("system", system), ChatMessage("user", text)], max_tokens=96
+                ):
                     if not delta.text:
                         continue
                     if clock is not None and clock.llm_first_token is None:
                         clock.llm_first_token = time.monotonic()
                     parts.append(delta.text)
-                    await self.push(LLMTextFrame(text=delta.text, clock=clock))
+                    if not held:
+                        await self.push(LLMTextFrame(text=delta.text, clock=clock))
+                        continue
+                    so_far = "".join(parts).lstrip().upper()
+                    if so_far.startswith(NO_ANSWER):
+                        return False
+                    if not NO_ANSWER.startswith(so_far):
+                        held = False
+                        await self.push(LLMTextFrame(text=lead + "".join(parts).lstrip(), clock=clock))
         except Exception as exc:
             log.warning("LLM chat failed: %s", exc)
             self.report("engine_errors", engine="llm")
-            if not parts:
+            if held or not parts:
                 await self.transfer("engine_failure", clock, line="engine_trouble")
-                return
+                return True
+        if held:  # the whole answer was shorter than the verdict
+            if not "".join(parts).strip() or NO_ANSWER.startswith("".join(parts).strip().upper()):
+                return False
+            await self.push(LLMTextFrame(text=lead + "".join(parts).lstrip(), clock=clock))
         await self.push(LLMTextFrame(text=""))  # end of answer: flush the last sentence
         answer = "".join(parts).strip()
         if answer:
-            self.record.add_line("bot", answer, language=self.language)
-            self._last_said = [answer]
+            self.record.add_line("bot", lead + answer, language=self.language)
+            self._last_said = [lead + answer]
+        return True
+
+    async def _article(self, text: str) -> Hit | None:
+        """The public article that answers the caller's words (None without a knowledge base), kept in
+        the call record as a knowledge-base step with the article and version the answer came from."""
+        if self.knowledge is None:
+            return None
+        started = time.monotonic()
+        try:
+            hit = await self.knowledge.lookup(text, self.language)
+        except Exception as exc:  # a broken index costs the answer its article, not the call
+            log.warning("knowledge base search failed: %s", exc)
+            return None
+        found = (
+            {} if hit is None else {"article": hit.doc.id, "version": hit.doc.version, "title": hit.doc.title}
+        )
+        seconds = time.monotonic() - started
+        self.record.add_tool_call(
+            KB_STEP,
+            {"question": text},
+            ok=hit is not None,
+            result=found,
+            error="",
+            seconds=seconds,
+            confirmed=None,
+        )
+        self.report("tool_calls", tool=KB_STEP, result="ok" if hit is not None else "not_found")
+        self.report("tool_seconds", seconds, tool=KB_STEP)
+        return hit
 
     async def misunderstood(self, reason: str, line: PromptKey, clock: TurnClock | None) -> None:
         self._misunderstood += 1

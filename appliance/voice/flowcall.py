@@ -480,7 +480,8 @@ class GatewayFlowIO:
         if not connectors:
             raise LookupError(f"no connector of this gateway has a tool {tool!r}")
         result: dict[str, Any] = await asyncio.wait_for(
-            connectors[0].call(tool, dict(args), caller=self.call.number), LOOKUP_TIMEOUT_S
+            connectors[0].call(tool, dict(args), caller=self.call.number, call_id=self.call.call_id),
+            LOOKUP_TIMEOUT_S,
         )
         return result
 

@@ -54,7 +54,13 @@ def voicebot(installed_site: InstalledSite) -> InstalledSite:
 
 
 async def converse(
-    site: InstalledSite, number: str, turns: list[str], lang: str, *, repeat_when_asked: bool = False
+    site: InstalledSite,
+    number: str,
+    turns: list[str],
+    lang: str,
+    *,
+    repeat_when_asked: bool = False,
+    caller_number: str = "smoke",
 ) -> tuple[Caller, list[str]]:
     """Call, wait for the greeting, say each turn (local TTS), transcribe each reply (local ASR).
 
@@ -65,7 +71,7 @@ async def converse(
     tts = await asyncio.to_thread(_open_tts, SmokeParams.model_store, lang)  # type: ignore[arg-type]
     asr = await asyncio.to_thread(_open_asr, SmokeParams.model_store)
     proxy = proxy_of(site)
-    caller = Caller(local_ip=local_ip_towards(*proxy))
+    caller = Caller(local_ip=local_ip_towards(*proxy), number=caller_number)
     await caller.start()
     replies: list[str] = []
     await caller.call(f"sip:{number}@aicc.local", proxy)
@@ -161,6 +167,46 @@ def test_compound_request_runs_every_tool_after_confirmation(
     assert calls[1]["confirmed"] is True, calls
     # Whisper base hears the street name, not always the rest of a Mandarin address over G.711.
     assert re.search("Nanjing Road|南京", calls[1]["arguments"]["new_address"]), calls
+
+
+def test_the_bot_answers_from_the_public_article_and_opens_a_real_ticket(voicebot: InstalledSite) -> None:
+    """A Mandarin caller asks how to get an invoice (no tool does that: the demo shop's public article
+    开具发票 answers it) and then reports a broken grinder: the bot names the article, answers from it,
+    and opens a ticket in the agents' list (source bot, this call, the caller's phone)."""
+
+    async def run() -> tuple[str, list[str]]:
+        caller, replies = await converse(
+            voicebot,
+            "4001",
+            ["请问买的东西怎么开发票？", "订单一零零二三五的磨豆机收到就坏了，请帮我登记一个工单。"],
+            "zh",
+            repeat_when_asked=True,
+            caller_number="13800000002",  # the demo shop's customer who owns order 100235
+        )
+        call_id = caller.dialog.call_id if caller.dialog else ""
+        await caller.hangup()
+        await caller.close()
+        return call_id, replies
+
+    call_id, replies = asyncio.run(run())
+    lines = call_lines(voicebot, call_id)
+    steps = sql(
+        voicebot,
+        f"SELECT tool, ok, result FROM aicc.call_tool_calls WHERE call_id = '{call_id}' ORDER BY seq",
+    )
+    kb = [s for s in steps if s["tool"] == "kb_answer" and s["ok"]]
+    assert kb and kb[0]["result"]["title"] == "开具发票", (steps, lines)
+    said = [line["text"] for line in lines if line["speaker"] == "bot"]
+    assert any(t.startswith("根据《开具发票》") for t in said), said
+    assert "根据" in replies[0] or "发票" in replies[0], replies  # what the caller heard (local ASR)
+    tickets = sql(
+        voicebot,
+        f"SELECT number, source, customer, language FROM aicc.tickets WHERE call_id = '{call_id}'",
+    )
+    assert [(t["source"], t["language"]) for t in tickets] == [("bot", "zh")], (tickets, steps, lines)
+    assert tickets[0]["customer"] == {"phone": "+8613800000002"}
+    made = [s for s in steps if s["tool"] == "create_ticket" and s["ok"]]
+    assert made and made[0]["result"]["ticket_id"] == tickets[0]["number"], steps
 
 
 def test_caller_speech_stops_the_greeting_within_300ms(voicebot: InstalledSite) -> None:

@@ -315,3 +315,19 @@ def test_serve_refuses_a_database_with_pending_migrations(
     config = write_config(api_db, tmp_path, database_dsn_file=str(dsn))
     assert main(["serve", "--config", str(config)]) == 1
     assert "python -m aicc.appliance.db migrate" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_the_kb_section_publishes_the_shipped_article_sets_once(api_db: ApiDatabase) -> None:
+    db = fresh_database(api_db, "aicc_seed_kb")
+    created = await run(db, {"kb": ["shop"]})
+    assert "kb article shop-invoice/zh" in created and "kb article shop-invoice/en" in created
+    assert rows(db, "SELECT count(*) FROM aicc.kb_articles WHERE translation_group = 'shop-invoice'") == [
+        (2,)
+    ]
+    assert await run(db, {"kb": ["shop"]}) == []  # a second install changes nothing
+    with pytest.raises(DocumentError) as err:
+        await run(db, {"kb": ["shop", "no-such-set"]})
+    assert "no-such-set" in str(err.value.problems)
+    with pytest.raises(DocumentError):
+        await run(db, {"kb": "shop"})

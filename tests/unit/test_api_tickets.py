@@ -307,3 +307,31 @@ async def test_sla_policies(api: Api) -> None:
         r = await api.client.put("/api/sla-policies/vip", json=bad, headers=api.auth("admin"))
         assert r.status_code == 422, r.text
         assert field in [p["field"] for p in r.json()["error"]["problems"]], r.text
+
+
+@pytest.mark.asyncio
+async def test_a_ticket_from_a_call_keeps_the_callers_real_number_the_agent_sees_masked(api: Api) -> None:
+    with psycopg.connect(api.db.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO aicc.calls (call_id, caller, service, started_at, outcome) "
+            "VALUES ('call-masked', '13900139000', '4001', now(), 'transferred') ON CONFLICT DO NOTHING"
+        )
+    ticket = await _create(api, call_id="call-masked", customer={"name": "王芳"})
+    assert ticket["customer"] == {"name": "王芳", "phone": "+861******9000"}
+    for form in ("+8613900139000", "13900139000"):  # found by the number as the agent types it too
+        r = await api.client.get("/api/tickets", params={"phone": form}, headers=api.auth("admin"))
+        assert [t["number"] for t in r.json()] == [ticket["number"]], form
+    unknown = await _create(api, call_id="no-such-call", customer={})
+    assert "phone" not in unknown["customer"]  # no record of the call: nothing made up
+
+
+@pytest.mark.asyncio
+async def test_the_unassigned_filter_lists_only_tickets_nobody_holds(api: Api) -> None:
+    free = (await _create(api))["number"]
+    taken = (await _create(api, assignee=api.users["agent"].id))["number"]
+    r = await api.client.get(
+        "/api/tickets", params={"unassigned": "true", "limit": 1000}, headers=api.auth("agent")
+    )
+    numbers = {t["number"] for t in r.json()}
+    assert free in numbers and taken not in numbers
+    assert all(t["assignee"] is None for t in r.json())

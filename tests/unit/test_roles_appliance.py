@@ -74,6 +74,16 @@ APP_KEYS = {
     "sip_token_ttl_s",
     "prometheus_url",
     "acd",
+    "ticket_escalation_interval_s",
+    "webchat_keys",
+    "webchat_origins",
+    "webchat_bot",
+    "webchat_rate_messages",
+    "webchat_rate_window_s",
+    "webchat_session_ttl_s",
+    "llm_urls",
+    "llm_model",
+    "llm_timeout_s",
 }
 ACD_KEYS = {
     "registrations_table",

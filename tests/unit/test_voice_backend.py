@@ -78,9 +78,40 @@ async def test_demo_backend_tools(pool: AsyncConnectionPool[Any]) -> None:
     ret = await demo.call("create_return", {"order_id": "100235", "reason": "too loud"}, caller="x")
     assert ret["created"] is True
     ticket = await demo.call(
-        "create_ticket", {"summary": "box damaged", "category": "delivery"}, caller="+861"
+        "create_ticket",
+        {"summary": "box damaged", "category": "delivery", "order_id": "100234"},
+        caller="sip:13800138000@proxy",
+        call_id="call-77@gw",
+        language="zh",
     )
-    assert ticket["ticket_id"] >= 1
+    # A real ticket in the agents' list: the caller's words, their phone, this call, its created event.
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT t.subject, t.type, t.source, t.call_id, t.customer, t.language, t.sla_policy, "
+            "t.description, e.kind, e.actor FROM aicc.tickets t JOIN aicc.ticket_events e "
+            "ON e.ticket_id = t.id WHERE t.number = %s",
+            (ticket["ticket_id"],),
+        )
+        row = await cur.fetchone()
+    assert row is not None and row[:8] == (
+        "box damaged",
+        "delivery",
+        "bot",
+        "call-77@gw",
+        {"phone": "+8613800138000"},
+        "zh",
+        "default",
+        row[7],
+    )
+    assert "order_id: 100234" in row[7] and row[8:] == ("created", "bot")
+    assert demo.describe("create_ticket", {}, ticket, "en") == (
+        f"I've opened ticket number {ticket['ticket_id']}; a colleague will follow up."
+    )
+    with pytest.raises(ConnectorError) as err:  # a ticket about an order that does not exist: none
+        await demo.call(
+            "create_ticket", {"summary": "x y z", "category": "other", "order_id": "999999"}, caller="x"
+        )
+    assert err.value.kind == "not_found"
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT delivery_address FROM aicc.demo_orders WHERE id = '100237'")
         assert (await cur.fetchone()) == ("上海市南京路88号",)
@@ -274,8 +305,22 @@ async def test_bank_caller_reaches_only_their_own_cards(pool: AsyncConnectionPoo
             {"summary": "charged twice", "category": "transaction", "card_last4": "7788"},
             caller=TEST_CALLER,
         )
-    ticket = await bank.call("create_ticket", {"summary": "card not arrived", "category": "card"}, caller="x")
-    assert ticket["ticket_id"] >= 1
+    ticket = await bank.call(
+        "create_ticket",
+        {"summary": "charged twice", "category": "transaction", "card_last4": "8421"},
+        caller=TEST_CALLER,
+    )
+    assert ticket["ticket_id"].startswith("T-")
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT description, customer FROM aicc.tickets WHERE number = %s", (ticket["ticket_id"],)
+        )
+        description, customer = await cur.fetchone()
+    assert "ending 8421" in description and customer == {"phone": e164(TEST_CALLER)}
+    anonymous = await bank.call(
+        "create_ticket", {"summary": "card not arrived", "category": "card"}, caller="x"
+    )
+    assert anonymous["ticket_id"] != ticket["ticket_id"]
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT status FROM aicc.demo_bank_cards WHERE last4 = '7788'")
         assert await cur.fetchone() == ("active",)  # nothing changed on somebody else's card

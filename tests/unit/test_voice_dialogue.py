@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from aicc.appliance.bots.definition import PromptKey
 from aicc.appliance.calls.record import CallRecord
+from aicc.appliance.kb.search import Doc
 from aicc.appliance.voice.dialogue import (
     HISTORY_MAX_MESSAGES,
     DialogueManager,
@@ -29,9 +31,10 @@ from aicc.appliance.voice.frames import (
     TranscriptionFrame,
     TransferFrame,
 )
+from aicc.appliance.voice.knowledge import Knowledge
 from aicc.appliance.voice.numbers import digit_runs
 from aicc.appliance.voice.pipeline import Pipeline
-from aicc.models.engines.base import Language
+from aicc.models.engines.base import ChatMessage, Language
 from tests.unit.test_voice_fakes import RETAIL, FakeConnector, FakeLLM, anyio_backend, retail_on  # noqa: F401
 
 pytestmark = pytest.mark.anyio
@@ -47,13 +50,25 @@ COMPOUND = {
 
 
 class Harness:
-    def __init__(self, llm: FakeLLM, connector: FakeConnector, language: str = "en", **params: Any) -> None:
+    def __init__(
+        self,
+        llm: FakeLLM,
+        connector: FakeConnector,
+        language: str = "en",
+        knowledge: Knowledge | None = None,
+        **params: Any,
+    ) -> None:
         self.out: list[Frame] = []
         self.metrics: list[tuple[str, float, dict[str, str]]] = []
         self.record = CallRecord(call_id="t1")
         params.setdefault("hold_line", False)  # its own tests turn it on
         self.dm = DialogueManager(
-            llm, retail_on(connector), self.record, DialogueParams(notice=False, **params), autostart="retail"
+            llm,
+            retail_on(connector),
+            self.record,
+            DialogueParams(notice=False, **params),
+            autostart="retail",
+            knowledge=knowledge,
         )
 
         async def sink(frame: Frame) -> None:
@@ -290,6 +305,78 @@ async def test_chat_streams_llm_tokens() -> None:
         out = await h.say("when are you open")
     text = "".join(f.text for f in out if isinstance(f, LLMTextFrame))
     assert text.strip() == "We are open nine to six."
+
+
+RETURNS_ZH = Doc(
+    7,
+    3,
+    "zh",
+    "退货政策",
+    "签收后7天内可以无理由退货，商品需保持完好。退货运费由买家承担，质量问题由我们承担。",
+    "public",
+)
+RETURNS_EN = Doc(8, 1, "en", "Return policy", "You can return an item within 7 days of delivery.", "public")
+FEES_INTERNAL = Doc(9, 1, "zh", "运费内部核算规则", "退货运费内部由仓库核算，不对外。", "internal")
+CHAT = {"intent": "chat", "actions": []}
+
+
+async def test_a_general_question_is_answered_from_the_public_article_it_names() -> None:
+    kb = Knowledge(None, docs=[RETURNS_ZH, RETURNS_EN, FEES_INTERNAL])
+    llm = FakeLLM({"退货": CHAT}, chat="签收后七天内可以退货。")
+    async with Harness(llm, FakeConnector(), language="zh", knowledge=kb) as h:
+        out = await h.say("请问退货的运费谁来出？", language="zh")
+    said = "".join(f.text for f in out if isinstance(f, LLMTextFrame))
+    assert said.startswith("根据《退货政策》，签收后七天内可以退货。")
+    # The LLM was given the article (and only the public one) to answer from.
+    system = llm.chat_requests[-1][0].content
+    assert "退货运费由买家承担" in system and "内部" not in system
+    step = h.record.tool_calls[-1]
+    assert (step.tool, step.ok, step.result) == (
+        "kb_answer",
+        True,
+        {"article": 7, "version": 3, "title": "退货政策"},
+    )
+    assert h.record.lines[-1].text.startswith("根据《退货政策》")
+
+
+async def test_without_an_article_the_bot_says_so_rather_than_inventing_one() -> None:
+    kb = Knowledge(None, docs=[RETURNS_ZH, RETURNS_EN, FEES_INTERNAL])
+    llm = FakeLLM({"pets": CHAT}, chat="I don't have that information.")
+    async with Harness(llm, FakeConnector(), knowledge=kb) as h:
+        out = await h.say("can I bring my pets to your store")
+    said = "".join(f.text for f in out if isinstance(f, LLMTextFrame))
+    assert not said.startswith("According to")
+    assert "Never invent facts" in llm.chat_requests[-1][0].content
+    assert (h.record.tool_calls[-1].tool, h.record.tool_calls[-1].ok) == ("kb_answer", False)
+
+
+async def test_an_article_the_model_finds_beside_the_point_is_not_quoted() -> None:
+    kb = Knowledge(None, docs=[RETURNS_ZH, RETURNS_EN])
+
+    def answer(messages: Sequence[ChatMessage]) -> str:
+        return "NOANSWER" if "Article:" in messages[0].content else "I don't have that information."
+
+    llm = FakeLLM({"return": CHAT}, chat=answer)
+    async with Harness(llm, FakeConnector(), knowledge=kb) as h:
+        out = await h.say("what is the return policy for an item after delivery")
+    said = "".join(f.text for f in out if isinstance(f, LLMTextFrame))
+    assert said.strip() == "I don't have that information."  # no article named, no verdict spoken
+    assert len(llm.chat_requests) == 2 and "Never invent facts" in llm.chat_requests[1][0].content
+    step = h.record.tool_calls[-1]
+    assert (step.tool, step.ok) == ("kb_answer", False) and "does not answer" in step.error
+    assert h.record.lines[-1].text == "I don't have that information."
+
+
+async def test_words_the_planner_finds_unclear_are_answered_when_an_article_answers_them() -> None:
+    kb = Knowledge(None, docs=[RETURNS_ZH, RETURNS_EN])
+    llm = FakeLLM({}, chat="Within 7 days of delivery.")  # every plan: unclear
+    async with Harness(llm, FakeConnector(), knowledge=kb) as h:
+        answered = await h.say("how many days do I have to return an item")
+        gibberish = await h.say("blue elephant fourteen")
+    assert "".join(f.text for f in answered if isinstance(f, LLMTextFrame)).startswith(
+        'According to our article "Return policy": Within 7 days'
+    )
+    assert spoken(gibberish) == [line("unclear")]
 
 
 async def test_language_follows_the_caller() -> None:

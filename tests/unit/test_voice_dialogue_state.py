@@ -370,7 +370,7 @@ class Shop(FakeConnector):
     async def caller_ids(self, caller: str) -> list[str]:
         return list(self.own)
 
-    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
+    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str, **_: Any) -> dict[str, Any]:
         if tool == "create_ticket":
             self.calls.append((tool, arguments))
             return {"ticket_id": 7}

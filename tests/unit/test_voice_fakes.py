@@ -100,7 +100,7 @@ class FakeLLM:
     def __init__(
         self,
         plans: dict[str, dict[str, Any]],
-        chat: str = "We are open nine to six.",
+        chat: str | Callable[[Sequence[ChatMessage]], str] = "We are open nine to six.",
         fail: bool = False,
         token_s: float = 0.0,
     ) -> None:
@@ -110,6 +110,7 @@ class FakeLLM:
         self.token_s = token_s  # plans: seconds per 4-character "token"
         self.schemas: list[dict[str, Any]] = []
         self.requests: list[list[ChatMessage]] = []
+        self.chat_requests: list[list[ChatMessage]] = []
 
     async def complete_json(
         self,
@@ -135,9 +136,11 @@ class FakeLLM:
     async def stream_chat(
         self, messages: Sequence[ChatMessage], *, max_tokens: int = 256, temperature: float = 0.2
     ) -> AsyncIterator[LLMDelta]:
+        self.chat_requests.append(list(messages))
         if self.fail:
             raise EngineError("llm down", engine="fake-llm")
-        for word in self.chat_answer.split(" "):
+        answer = self.chat_answer if isinstance(self.chat_answer, str) else self.chat_answer(messages)
+        for word in answer.split(" "):
             yield LLMDelta(word + " ")
 
 
@@ -171,7 +174,7 @@ class FakeConnector:
             ToolSpec("change_address", "address", addr, write=True),
         ]
 
-    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str) -> dict[str, Any]:
+    async def call(self, tool: str, arguments: dict[str, Any], *, caller: str, **_: Any) -> dict[str, Any]:
         await asyncio.sleep(self.delay_s)
         if self.fail:
             raise ConnectorError("backend down", kind="unavailable")

@@ -37,10 +37,13 @@ def routers() -> list[APIRouter]:
         audit,
         auth,
         calls,
+        conversations,
         dispositions,
         flows,
         health,
+        kb,
         live,
+        notifications,
         ops,
         pages,
         queues,
@@ -51,6 +54,7 @@ def routers() -> list[APIRouter]:
         tickets,
         tokens,
         users,
+        webchat,
     )
 
     modules = (
@@ -68,6 +72,10 @@ def routers() -> list[APIRouter]:
         flows,
         calls,
         tickets,
+        notifications,
+        kb,
+        conversations,
+        webchat,
         reports,
         softphone,
         live,

@@ -22,17 +22,18 @@ from pydantic import BaseModel, Field
 from aicc.appliance.api import audit
 from aicc.appliance.api.deps import (
     COMMON_ERRORS,
-    ApiError,
     PoolDep,
     Principal,
     client_address,
     conflict,
     error_responses,
+    invalid,
     mask_number,
     not_found,
     require,
 )
 from aicc.appliance.api.routes import Strict
+from aicc.appliance.connectors.phone import e164
 from aicc.appliance.tickets import store
 from aicc.appliance.tickets.sla import Priority, SlaPolicy, SlaStatus, Status, compute
 
@@ -163,12 +164,6 @@ async def _answer(conn: AsyncConnection[DictRow], ticket: dict[str, Any], princi
     return _ticket(ticket, events, policy, principal)
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(
-        422, "invalid_request", f"the request does not validate: {field}", problems=[(field, message)]
-    )
-
-
 def _audit_view(ticket: dict[str, Any]) -> dict[str, Any]:
     return {k: ticket[k] for k in ("number", "status", "priority", "group", "assignee", "sla_policy")}
 
@@ -182,14 +177,19 @@ async def create_ticket(
 ) -> Ticket:
     # Checked here, not in the model, so that the 422 names the field.
     if body.source == "call" and body.call_id is None:
-        raise _invalid("call_id", "a ticket from a call names its call_id")
+        raise invalid("call_id", "a ticket from a call names its call_id")
     async with pool.connection() as conn:
         if await store.get_policy(conn, body.sla_policy) is None:
-            raise _invalid("sla_policy", f"no SLA policy {body.sla_policy!r}")
+            raise invalid("sla_policy", f"no SLA policy {body.sla_policy!r}")
         if body.assignee is not None and not await store.user_exists(conn, body.assignee):
-            raise _invalid("assignee", f"no enabled user {body.assignee} who works tickets")
+            raise invalid("assignee", f"no enabled user {body.assignee} who works tickets")
         fields = body.model_dump(mode="json")
         fields["customer"] = body.customer.model_dump(exclude_none=True)
+        if body.customer.phone is None and (body.call_id or body.contact_id):
+            # The agent sees the caller's number masked; the ticket keeps the real one, from the call.
+            phone = e164(await store.caller_of(conn, body.call_id, fields["contact_id"]))
+            if phone:
+                fields["customer"]["phone"] = phone
         row = await store.create(conn, fields, principal.user_id, principal.username, _now())
         await audit.record(
             conn,
@@ -213,6 +213,7 @@ async def list_tickets(
     group: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")] = None,
     priority: Priority | None = None,
     phone: Annotated[str | None, Query(pattern=r"^\+?[0-9]{2,20}$", description="the customer's")] = None,
+    unassigned: Annotated[bool, Query(description="only tickets nobody is assigned")] = False,
     sla: Annotated[
         Literal["breached", "warning"] | None, Query(description="the worst target's state")
     ] = None,
@@ -220,7 +221,7 @@ async def list_tickets(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[Ticket]:
     """Newest first. With `sla`, the matching tickets' SLA is computed before paging (it is not stored)."""
-    filters = store.Filters(status, assignee, group, priority, phone)
+    filters = store.Filters(status, assignee, group, priority, phone, unassigned)
     async with pool.connection() as conn:
         rows = await store.listing(conn, filters, None if sla else limit, 0 if sla else offset)
         events = await store.events(conn, [r["id"] for r in rows])
@@ -267,7 +268,7 @@ async def change_ticket(
     changes = body.model_dump(exclude_unset=True)
     for key in ("status", "priority", "group"):
         if key in changes and changes[key] is None:
-            raise _invalid(key, "may not be null")
+            raise invalid(key, "may not be null")
     async with pool.connection() as conn:
         ticket = await _locked(conn, number)
         if ticket["status"] == "closed" and changes:
@@ -285,7 +286,7 @@ async def change_ticket(
                     f"(POST /api/tickets/{number}/confirm)"
                 )
         if changes.get("assignee") is not None and not await store.user_exists(conn, changes["assignee"]):
-            raise _invalid("assignee", f"no enabled user {changes['assignee']} who works tickets")
+            raise invalid("assignee", f"no enabled user {changes['assignee']} who works tickets")
         after = await store.change(conn, ticket, changes, principal.user_id, principal.username, _now())
         if after is not ticket:
             await audit.record(
@@ -316,7 +317,7 @@ async def comment_ticket(
 ) -> Ticket:
     """A public agent comment answers the customer (first or next response); an internal one is a note."""
     if body.author == "customer" and body.visibility == "internal":
-        raise _invalid("visibility", "a customer's message is public; internal notes are the agents'")
+        raise invalid("visibility", "a customer's message is public; internal notes are the agents'")
     at = _now()
     async with pool.connection() as conn:
         ticket = await _locked(conn, number)
@@ -420,9 +421,11 @@ async def put_sla_policy(
     principal: Annotated[Principal, Depends(require("config.write"))],
     pool: PoolDep,
 ) -> SlaPolicy:
-    """Create or replace a policy. Open tickets' figures follow at once: they are computed, not stored."""
+    """Create or replace a policy. Open tickets' figures follow at once: they are computed, not stored.
+    `escalations` (default: warning notifies the assignee, breached the supervisors and raises the
+    priority a step) apply from the next pass of the escalation watcher."""
     if body.name != name:
-        raise _invalid("name", f"the body names {body.name!r}, the path {name!r}")
+        raise invalid("name", f"the body names {body.name!r}, the path {name!r}")
     async with pool.connection() as conn:
         before = await store.get_policy(conn, name)
         await store.put_policy(conn, body)
@@ -430,3 +433,54 @@ async def put_sla_policy(
             conn, principal, "sla_policy.put", "sla_policy", name, before, body, client_address(request)
         )
     return body
+
+
+class GroupMembers(Strict):
+    members: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
+        max_length=1000, description="user ids: agents, supervisors or admins (not auditors)"
+    )
+
+
+class TicketGroup(BaseModel):
+    group: str
+    members: list[int]
+
+
+@router.get("/api/ticket-groups", response_model=list[TicketGroup])
+async def list_ticket_groups(
+    principal: Annotated[Principal, Depends(require("config.read"))],
+    pool: PoolDep,
+) -> list[TicketGroup]:
+    """The groups with members: who SLA escalations reach (notify_group; an unassigned ticket's
+    notify_assignee; the group's supervisors for notify_supervisors, else every supervisor)."""
+    async with pool.connection() as conn:
+        groups = await store.ticket_groups(conn)
+    return [TicketGroup(group=g, members=m) for g, m in groups.items()]
+
+
+@router.put("/api/ticket-groups/{group}/members", response_model=TicketGroup)
+async def put_ticket_group_members(
+    group: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")],
+    body: GroupMembers,
+    request: Request,
+    principal: Annotated[Principal, Depends(require("config.write"))],
+    pool: PoolDep,
+) -> TicketGroup:
+    """Replace the group's members ([] empties it)."""
+    async with pool.connection() as conn:
+        for i, user_id in enumerate(body.members):
+            if not await store.user_exists(conn, user_id):
+                raise invalid(f"members[{i}]", f"no enabled user {user_id} who works tickets")
+        before = await store.set_group_members(conn, group, body.members)
+        after = TicketGroup(group=group, members=sorted(set(body.members)))
+        await audit.record(
+            conn,
+            principal,
+            "ticket_group.put",
+            "ticket_group",
+            group,
+            {"members": before},
+            after,
+            client_address(request),
+        )
+    return after

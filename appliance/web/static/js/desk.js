@@ -1,4 +1,4 @@
-// Agent desktop: status, softphone, queue counters, contact pop and wrap-up.
+// Agent desktop: status, softphone, queue counters, contact pop and wrap-up; tickets in tickets.js.
 // Everything visible is re-rendered from the latest snapshot (idempotent);
 // the softphone's own state comes from phone.js events.
 import * as api from './api.js';
@@ -10,6 +10,7 @@ import {
 import { Softphone } from './phone.js';
 import { unlockAudio } from './ringer.js';
 import { startShell } from './shell.js';
+import { setCall, startTickets, stopTickets } from './tickets.js';
 
 const dom = {
   phoneStatus: $('#phone-status'),
@@ -339,6 +340,7 @@ function renderContact() {
   // Ringing or connected, the pop is whole; in wrap-up the server only names the contact.
   if (c && 'caller' in c) lastPop = c;
   else if (c && lastPop && lastPop.contact_id === c.contact_id) c = { ...lastPop, ...c };
+  setCall(c, me && me.state);
   if (!c) {
     dom.pop.hidden = true;
     dom.pop.dataset.contactId = '';
@@ -641,18 +643,20 @@ wireControls();
 document.title = pageTitle();
 renderAll();
 
-startShell({
+const shell = startShell({
   appId: 'desk',
   onSnapshot,
   onTick: renderCallTimer,
-  async onEnter() {
+  async onEnter(mePayload) {
     active = true;
     resetPage();
     loadDispositions();
+    startTickets(mePayload, () => shell.expired());
     await startPhone();
   },
   async onLeave(reason) {
     active = false;
+    stopTickets();
     stopTitleFlash();
     const p = phone;
     phone = null;
