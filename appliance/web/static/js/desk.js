@@ -1,4 +1,6 @@
-// Agent desktop: status, softphone, queue counters, contact pop and wrap-up; tickets in tickets.js.
+// Agent desktop: status, softphone, queue counters, contact pop and wrap-up; tickets in tickets.js,
+// the knowledge base (and the articles suggested for the contact) in knowledge.js, the header's
+// notifications in notifications.js.
 // Everything visible is re-rendered from the latest snapshot (idempotent);
 // the softphone's own state comes from phone.js events.
 import * as api from './api.js';
@@ -11,6 +13,8 @@ import { Softphone } from './phone.js';
 import { unlockAudio } from './ringer.js';
 import { startShell } from './shell.js';
 import { setCall, startTickets, stopTickets } from './tickets.js';
+import { suggestFor, startKnowledge, stopKnowledge } from './knowledge.js';
+import { startNotifications, stopNotifications } from './notifications.js';
 
 const dom = {
   phoneStatus: $('#phone-status'),
@@ -341,6 +345,7 @@ function renderContact() {
   if (c && 'caller' in c) lastPop = c;
   else if (c && lastPop && lastPop.contact_id === c.contact_id) c = { ...lastPop, ...c };
   setCall(c, me && me.state);
+  suggestFor(c || null);
   if (!c) {
     dom.pop.hidden = true;
     dom.pop.dataset.contactId = '';
@@ -652,11 +657,15 @@ const shell = startShell({
     resetPage();
     loadDispositions();
     startTickets(mePayload, () => shell.expired());
+    startKnowledge(mePayload, () => shell.expired());
+    startNotifications(mePayload, () => shell.expired());
     await startPhone();
   },
   async onLeave(reason) {
     active = false;
     stopTickets();
+    stopKnowledge();
+    stopNotifications();
     stopTitleFlash();
     const p = phone;
     phone = null;

@@ -252,16 +252,18 @@ function selectTab(name, { focus = false } = {}) {
 function wireTabs() {
   for (const tab of dom.tabs) tab.addEventListener('click', () => selectTab(tab.dataset.tab));
   $('#desk-tabs').addEventListener('keydown', (ev) => {
-    const index = dom.tabs.indexOf(document.activeElement);
+    // Only the tabs this user sees (a role without a tab's permission has it hidden).
+    const tabs = dom.tabs.filter((tab) => !tab.hidden);
+    const index = tabs.indexOf(document.activeElement);
     if (index < 0) return;
     let next = null;
-    if (ev.key === 'ArrowRight' || ev.key === 'ArrowDown') next = (index + 1) % dom.tabs.length;
-    else if (ev.key === 'ArrowLeft' || ev.key === 'ArrowUp') next = (index - 1 + dom.tabs.length) % dom.tabs.length;
+    if (ev.key === 'ArrowRight' || ev.key === 'ArrowDown') next = (index + 1) % tabs.length;
+    else if (ev.key === 'ArrowLeft' || ev.key === 'ArrowUp') next = (index - 1 + tabs.length) % tabs.length;
     else if (ev.key === 'Home') next = 0;
-    else if (ev.key === 'End') next = dom.tabs.length - 1;
+    else if (ev.key === 'End') next = tabs.length - 1;
     if (next === null) return;
     ev.preventDefault();
-    selectTab(dom.tabs[next].dataset.tab, { focus: true });
+    selectTab(tabs[next].dataset.tab, { focus: true });
   });
 }
 
@@ -770,6 +772,13 @@ export function setCall(contact, agentState) {
     ? { call_id: contact.call_id, contact_id: id, caller: contact.caller || '', language: contact.language || '' }
     : null;
   dom.fromCall.hidden = !call || !canWrite;
+}
+
+/** Show ticket `number` (e.g. "T-000123") in the Tickets tab, as a notification asks. */
+export function showTicket(number) {
+  if (!me || !number) return Promise.resolve();
+  selectTab('tickets');
+  return openTicket(String(number));
 }
 
 // --- lifecycle ---------------------------------------------------------------------------------------------
