@@ -10,6 +10,8 @@ import logging
 import time
 from typing import Any
 
+from psycopg.rows import dict_row, tuple_row
+
 from aicc.appliance.kb import store
 from aicc.appliance.kb.search import Doc, Hit, Index, Visibility, answerable
 from aicc.models.engines.base import Language
@@ -40,12 +42,16 @@ class Knowledge:
             self._checked = time.monotonic()
             try:
                 async with self.pool.connection() as conn:
-                    revision = await store.revision(conn)
-                    if revision != self._revision:
-                        docs = await store.public_docs(conn)
-                        self._index = await asyncio.to_thread(Index.build, docs)
-                        self._revision = revision
-                        log.info("knowledge base: %d public articles (revision %s)", len(docs), revision)
+                    conn.row_factory = dict_row
+                    try:
+                        revision = await store.revision(conn)
+                        docs = await store.public_docs(conn) if revision != self._revision else None
+                    finally:
+                        conn.row_factory = tuple_row  # the gateway's pool shares connections
+                if docs is not None:
+                    self._index = await asyncio.to_thread(Index.build, docs)
+                    self._revision = revision
+                    log.info("knowledge base: %d public articles (revision %s)", len(docs), revision)
             except Exception as exc:  # the bot answers from what it had; asked again after refresh_s
                 log.warning("knowledge base unavailable: %s", exc)
         return self._index

@@ -178,7 +178,7 @@ def test_the_bot_answers_from_the_public_article_and_opens_a_real_ticket(voicebo
         caller, replies = await converse(
             voicebot,
             "4001",
-            ["请问买的东西怎么开发票？", "订单一零零二三五的磨豆机收到就坏了，请帮我登记一个工单。"],
+            ["请问在你们这儿买的东西，发票怎么开？", "订单一零零二三五的磨豆机收到就坏了，请帮我登记一个工单。"],
             "zh",
             repeat_when_asked=True,
             caller_number="13800000002",  # the demo shop's customer who owns order 100235

@@ -327,3 +327,39 @@ async def test_bank_caller_reaches_only_their_own_cards(pool: AsyncConnectionPoo
     assert bank.not_found_line("block_card", {"card_last4": "7788"}, "en") == (
         "Sorry, I couldn't find a card ending in 7 7 8 8 in your name. Please check the last four digits."
     )
+
+
+@pytest.mark.anyio
+async def test_the_gateways_knowledge_base_reads_public_articles_over_its_shared_pool(
+    pool: AsyncConnectionPool[Any],
+) -> None:
+    from psycopg.rows import dict_row
+
+    from aicc.appliance.kb import store as kb_store
+    from aicc.appliance.voice.knowledge import Knowledge
+
+    async with pool.connection() as conn:
+        conn.row_factory = dict_row
+        await kb_store.seed_sets(conn, ["shop"])
+        await conn.commit()
+    kb = Knowledge(pool, refresh_s=0)
+    hit = await kb.lookup("怎么开发票？", "zh")  # jieba reads 开发 + 票; the coverage sees 发票
+    assert hit is not None and hit.doc.title == "开具发票" and hit.doc.visibility == "public"
+    internal = await _internal_docs(pool)
+    assert internal  # the shop's set has an agents-only article; the bot's index never holds it
+    for doc in internal:  # asked by its very title, the bot still answers from public articles only
+        hit = await kb.lookup(doc.title, doc.language)
+        assert hit is None or hit.doc.visibility == "public", hit
+    # The pool's connections are handed back as the connectors expect them (tuple rows).
+    async with pool.connection() as conn:
+        assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+
+
+async def _internal_docs(pool: AsyncConnectionPool[Any]) -> list[Any]:
+    from psycopg.rows import dict_row
+
+    from aicc.appliance.kb import store as kb_store
+
+    async with pool.connection() as conn:
+        conn.row_factory = dict_row
+        return await kb_store.docs(conn, ["internal"])
