@@ -124,6 +124,8 @@ class Acd:
         self._policy = policy
         self._queues = new_queues
         self._profiles = dict(agents)
+        for aid in sorted(self._profiles):  # an agent added since: logged out until they say otherwise
+            self._agents.setdefault(aid, AgentRuntime(agent_id=aid))
         self._rebuild()
         self._normalize(now, by="config")
 

@@ -709,6 +709,19 @@ def test_reconfiguring_logs_out_removed_agents_and_keeps_a_removed_queues_config
     assert site.acd.agent(1).status == "logged_out" and site.acd.agent(1).reason == "removed"
 
 
+def test_an_agent_added_by_a_reload_is_logged_out_then_works_like_the_others() -> None:
+    site = Site([queue()], {1: agent("1001")})
+    site.acd.configure(site.policy, {"sales": queue()}, {1: agent("1001"), 2: agent("1002")}, site.now)
+    site.step()
+    # Once a KeyError here: the new agent had a profile (so the router counted them) and no runtime.
+    assert site.acd.queue_stats(site.now)["sales"].agents["logged_out"] == 2
+    assert site.acd.agent(2).status == "logged_out"
+    site.ready(2)
+    site.enqueue("c1")
+    site.step()
+    assert site.offered_to("c1") == 2
+
+
 def test_a_restored_engine_keeps_queue_order_reservations_and_agent_states() -> None:
     queues = [queue(), queue("vip", priority=5)]
     profiles = {1: agent("1001"), 2: agent("1002"), 3: agent("1003")}
