@@ -231,7 +231,9 @@ class BotDefinition(_Doc):
     notice: bool = Field(True, description="say the recording notice once per call, before the greeting")
     prompts: dict[PromptKey, Texts] = Field(default_factory=dict)
     part_words: dict[ToolName, list[Word]] = Field(
-        default_factory=dict, description="words that name a part of a request (tool -> words)"
+        default_factory=dict,
+        description="words that name a part of a request (tool -> words); for a fallback tool, the words "
+        "that ask for it by name (without them, an article that answers the question is used instead)",
     )
     recover: dict[ToolName, dict[ArgName, ArgumentRule]] = Field(default_factory=dict)
     fallback_tools: list[ToolName] = Field(

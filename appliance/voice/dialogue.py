@@ -255,6 +255,12 @@ def system_prompt(definition: BotDefinition, tools: list[ToolSpec]) -> str:
     return "\n".join(lines)
 
 
+def _answer_rules(language: Language) -> str:
+    """How a spoken answer is written (two short sentences read by TTS), in the caller's language."""
+    lang = "Answer in Mandarin Chinese (简体中文)." if language == "zh" else "Answer in English."
+    return f"Answer in at most two short sentences, no lists, no markdown. {lang}"
+
+
 def compact(plan: dict[str, Any]) -> str:
     """A plan as the model should write it: one line, no spaces (each space and newline is a token)."""
     return json.dumps(plan, ensure_ascii=False, separators=(",", ":"))
@@ -571,6 +577,11 @@ class DialogueManager(FrameProcessor):
         elif intent == "goodbye" and not calls:
             await self.say("goodbye", clock=clock)
             await self.end("caller_goodbye", "resolved")
+        elif (
+            calls and self._unasked_fallbacks(text, calls) and await self._answered_from_article(text, clock)
+        ):
+            # "怎么开发票？" planned as a ticket: a public article answers it, no ticket needed.
+            self._misunderstood = 0
         elif calls:
             self._misunderstood = 0
             await self.act(calls, clock)
@@ -604,6 +615,21 @@ class DialogueManager(FrameProcessor):
         if not named & served:
             return calls
         return [c for c in calls if c.name not in fallbacks]
+
+    def _unasked_fallbacks(self, text: str, calls: list[ToolCall]) -> bool:
+        """Only fallback tools (a ticket) planned, and the caller did not ask for one by name."""
+        definition = self.bot.definition
+        low = text.lower()
+        return all(c.name in definition.fallback_tools for c in calls) and not any(
+            w.lower() in low for c in calls for w in definition.part_words.get(c.name, [])
+        )
+
+    async def _answered_from_article(self, text: str, clock: TurnClock | None) -> bool:
+        hit = await self._article(text)
+        if hit is None or not await self._answer_from(text, clock, hit):
+            return False
+        self._steps.append(_Step("", "", "chat"))
+        return True
 
     async def ask_missing(self, text: str, clock: TurnClock | None) -> None:
         """Ask for what the wanted action lacks, and keep the action until the answer: the order
@@ -1082,28 +1108,32 @@ class DialogueManager(FrameProcessor):
         still find the article does not answer the question (search ranks words, not meaning): then,
         as without an article, it greets or thanks briefly, and for a question says it has no
         information on that rather than invent any."""
-        zh = self.language == "zh"
-        lang_rule = "Answer in Mandarin Chinese (简体中文)." if zh else "Answer in English."
-        rules = f"Answer in at most two short sentences, no lists, no markdown. {lang_rule}"
-        persona = self.bot.definition.persona.chat
-        if hit is not None:
-            title = hit.doc.title
-            system = (
-                f"{persona} Answer the caller's question from this article only, without repeating its "
-                f"title. If the article does not answer the question, reply {NO_ANSWER} and nothing "
-                f"else. {rules}\n\nArticle: {title}\n{hit.doc.body[:ARTICLE_CHARS]}"
-            )
-            lead = f"根据《{title}》，" if zh else f'According to our article "{title}": '
-            if await self._stream_answer(system, text, clock, lead=lead):
-                return
-            step = self.record.tool_calls[-1]
-            step.ok, step.error = False, "the article does not answer the question (the model's verdict)"
+        if hit is not None and await self._answer_from(text, clock, hit):
+            return
         system = (
-            f"{persona} {rules} You have no article on this. Reply briefly to a greeting or thanks; to a "
-            "question about facts, policies, fees, rules or times, say you do not have that information "
-            "and that the caller can ask for a colleague. Never invent facts."
+            f"{self.bot.definition.persona.chat} {_answer_rules(self.language)} You have no article on "
+            "this. Reply briefly to a greeting or thanks; to a question about facts, policies, fees, rules "
+            "or times, say you do not have that information and that the caller can ask for a colleague. "
+            "Never invent facts."
         )
         await self._stream_answer(system, text, clock)
+
+    async def _answer_from(self, text: str, clock: TurnClock | None, hit: Hit) -> bool:
+        """Name the article and answer from it alone; False when the model finds it does not answer
+        the question (nothing was said, the call record's step says why)."""
+        title = hit.doc.title
+        system = (
+            f"{self.bot.definition.persona.chat} Answer the caller's question from this article only, "
+            f"without repeating its title. If the article does not answer the question, reply {NO_ANSWER} "
+            f"and nothing else. {_answer_rules(self.language)}\n\nArticle: {title}\n"
+            f"{hit.doc.body[:ARTICLE_CHARS]}"
+        )
+        lead = f"根据《{title}》，" if self.language == "zh" else f'According to our article "{title}": '
+        if await self._stream_answer(system, text, clock, lead=lead):
+            return True
+        step = self.record.tool_calls[-1]
+        step.ok, step.error = False, "the article does not answer the question (the model's verdict)"
+        return False
 
     async def _stream_answer(
         self, system: str, text: str, clock: TurnClock | None, *, lead: str = ""

@@ -18,6 +18,7 @@ from aicc.appliance.voice.endpoint import EndOfTurnParams, TurnJoiner, continues
 from aicc.appliance.voice.frames import (
     DTMFFrame,
     HangupFrame,
+    LLMTextFrame,
     TranscriptionFrame,
     TransferFrame,
     UserStartedSpeakingFrame,
@@ -843,3 +844,20 @@ async def test_complete_transcripts_and_dtmf_pass_at_once_and_holds_per_turn_are
     kinds = [type(f).__name__ for f in sink.frames if isinstance(f, TranscriptionFrame | DTMFFrame)]
     assert kinds[-2:] == ["TranscriptionFrame", "DTMFFrame"]
     await pipe.stop()
+
+
+@pytest.mark.anyio
+async def test_a_question_planned_as_a_ticket_gets_the_article_unless_a_ticket_is_asked_for() -> None:
+    from aicc.appliance.kb.search import Doc
+    from aicc.appliance.voice.knowledge import Knowledge
+
+    invoice = Doc(5, 2, "zh", "开具发票", "下单时在结算页选择开具发票；签收后90天内可以申请补开。", "public")
+    ticket = {"intent": "tools", "actions": [{"tool": "create_ticket", "arguments": {"summary": "要发票"}}]}
+    conn = Shop()
+    llm = FakeLLM({"发票": ticket}, chat="签收后90天内可以补开。")
+    async with Harness(llm, conn, language="zh", knowledge=Knowledge(None, docs=[invoice])) as h:
+        answered = await h.say("请问怎么开发票？", language="zh")
+        asked = await h.say("发票一直没收到，帮我登记一个工单", language="zh")
+    assert "".join(f.text for f in answered if isinstance(f, LLMTextFrame)).startswith("根据《开具发票》")
+    assert [c[0] for c in conn.calls] == ["create_ticket"]  # only the second time, asked for by name
+    assert not any(isinstance(f, LLMTextFrame) and f.text.startswith("根据") for f in asked)
