@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +21,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from psycopg.types.json import Jsonb
 
 from aicc.appliance.api.app import create_app
@@ -37,7 +34,8 @@ from tests.unit.api_support import (
     fresh_database,
     make_user,
 )
-from tests.unit.test_desk_tickets_page import CHROMIUM, EVIL, STATIC, WAIT_MS, _keys, _live, _screenshot
+from tests.unit.browser_support import browser_fixture, serve  # noqa: F401
+from tests.unit.test_desk_tickets_page import EVIL, STATIC, WAIT_MS, _keys, _live, _screenshot
 
 ZH_BODY = f"快递包裹破损时，客户可以在签收后七天内申请换货。{EVIL}\n第二步：请客户拍照上传破损的外箱。"
 EN_BODY = "A damaged parcel can be exchanged within seven days.\nAsk the customer for a photo of the box."
@@ -90,37 +88,8 @@ def site(api_db: ApiDatabase) -> Iterator[Site]:
     admin = make_user(db, "admin", username="desk-kb-admin")
     app = create_app(api_config(db, acd={"result_timeout_s": 0.3}))
     app.state.aicc.passwords = Passwords(hasher=FAST_HASHER)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with serve(app) as url:
         yield Site(url, db, agent, auditor, _seed(url, admin))
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

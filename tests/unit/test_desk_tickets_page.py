@@ -14,8 +14,6 @@ http://127.0.0.1 as a secure origin, so the session cookie (Secure, as in produc
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +24,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from psycopg.types.json import Jsonb
 
 from aicc.appliance.api.app import create_app
@@ -40,8 +37,8 @@ from tests.unit.api_support import (
     fresh_database,
     make_user,
 )
+from tests.unit.browser_support import browser_fixture, serve  # noqa: F401
 
-CHROMIUM = "/usr/bin/chromium"
 STATIC = Path(__file__).resolve().parents[2] / "appliance" / "web" / "static"
 WAIT_MS = 15_000
 SUBJECT = "快递包裹破损，要求换货"
@@ -66,36 +63,8 @@ def site(api_db: ApiDatabase) -> Iterator[Site]:
     # No ACD runs here: the live picture's question to it gives up quickly.
     app = create_app(api_config(db, acd={"result_timeout_s": 0.3}))
     app.state.aicc.passwords = Passwords(hasher=FAST_HASHER)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield Site(f"http://127.0.0.1:{port}", db, agent)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with serve(app) as url:
+        yield Site(url, db, agent)
 
 
 @pytest.fixture

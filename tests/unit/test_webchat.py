@@ -9,14 +9,12 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import shutil
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,12 +37,12 @@ from tests.unit.api_support import (
     fresh_database,
     make_user,
 )
+from tests.unit.browser_support import browser_fixture  # noqa: F401
 from tests.unit.test_voice_fakes import RETAIL, FakeConnector, FakeLLM, retail_on
 
 KEY = "shop-widget-key-0123456789"
 SHOP = "https://shop.example"  # the customer's site, as the non-browser tests present it
 EVIL = "<img src=x onerror=alert(1)>"
-CHROMIUM = "/usr/bin/chromium"
 WAIT_S = 10.0
 STATUS = {"intent": "tools", "actions": [{"tool": "get_order_status", "arguments": {"order_id": "100234"}}]}
 
@@ -480,20 +478,6 @@ def test_bad_frames_get_an_error_and_the_connection_stays(site: Site) -> None:
 
 
 # --- the widget in a browser ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_the_widget_on_another_origin(site: Site, browser: Any) -> None:
