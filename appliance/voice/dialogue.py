@@ -582,6 +582,15 @@ class DialogueManager(FrameProcessor):
         ):
             # "怎么开发票？" planned as a ticket: a public article answers it, no ticket needed.
             self._misunderstood = 0
+        elif (
+            problems
+            and not calls
+            and self._general_question(text)
+            and await self._answered_from_article(text, clock)
+        ):
+            # "优惠券能不能几张一起用？" planned as an order lookup with no order: the article answers it.
+            self._wanted = []
+            self._misunderstood = 0
         elif calls:
             self._misunderstood = 0
             await self.act(calls, clock)
@@ -622,6 +631,18 @@ class DialogueManager(FrameProcessor):
         low = text.lower()
         return all(c.name in definition.fallback_tools for c in calls) and not any(
             w.lower() in low for c in calls for w in definition.part_words.get(c.name, [])
+        )
+
+    def _general_question(self, text: str) -> bool:
+        """Words that name no order or card of the caller's: no number, no part of a tool ("status",
+        "挂失"), not the identifier's label ("order", "订单"). Asking such a caller for an order number
+        answers nothing; an article may."""
+        definition = self.bot.definition
+        low = text.lower()
+        words = [w for ws in definition.part_words.values() for w in ws]
+        words += [definition.identifier.label.en, definition.identifier.label.zh]
+        return not any(len(r) >= 3 for r in digit_runs(text, self.language)) and not any(
+            w.lower() in low for w in words
         )
 
     async def _answered_from_article(self, text: str, clock: TurnClock | None) -> bool:

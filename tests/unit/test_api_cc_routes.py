@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 import yaml
+from psycopg.types.json import Jsonb
 
 from aicc.appliance.acd.client import AcdClient
 from aicc.appliance.acd.metrics import AcdMetrics
@@ -275,6 +276,38 @@ async def test_calls_mask_numbers_by_role_and_agents_see_only_their_own(api: Api
     assert text.text == "[   1.50] caller: agent please\n"
     detail = (await api.client.get("/api/calls/call-mine", headers=api.auth("auditor"))).json()
     assert detail["transcript"] == "/api/calls/call-mine/transcript" and detail["contact"] is None
+
+
+@pytest.mark.asyncio
+async def test_personal_numbers_in_transcripts_are_masked_for_roles_without_numbers_full(
+    api: Api, db: ApiDatabase
+) -> None:
+    add_call(db, "call-said", "1001")
+    said = "我的新号码是一三九零零一三九零零零，身份证440300199001011238，订单100234"
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO aicc.call_lines (call_id, seq, speaker, text, at_s) "
+            "VALUES ('call-said', 1, 'caller', %s, 3)",
+            (said,),
+        )
+        conn.execute("UPDATE aicc.calls SET summary = '回拨13900139000' WHERE call_id = 'call-said'")
+        conn.execute(
+            "INSERT INTO aicc.call_tool_calls (call_id, seq, tool, arguments, ok, result, seconds, at_s) "
+            "VALUES ('call-said', 0, 'change_address', %s, true, '{}', 0.1, 2)",
+            (Jsonb({"order_id": "100234", "new_address": "南京路8号 13900139000"}),),
+        )
+    agent = await api.client.get("/api/calls/call-said/transcript", headers=api.auth("agent"))
+    assert agent.json()[-1]["text"] == "我的新号码是一三九****九零零零，身份证**************1238，订单100234"
+    text = await api.client.get("/api/calls/call-said/transcript?format=text", headers=api.auth("agent"))
+    assert "13900139000" not in text.text and "一三九零零一三九零零零" not in text.text
+    detail = (await api.client.get("/api/calls/call-said", headers=api.auth("supervisor"))).json()
+    assert detail["summary"] == "回拨139****9000"
+    assert detail["tool_calls"][0]["arguments"] == {
+        "order_id": "100234",
+        "new_address": "南京路8号 139****9000",
+    }
+    admin = await api.client.get("/api/calls/call-said/transcript", headers=api.auth("admin"))
+    assert admin.json()[-1]["text"] == said
 
 
 # --- the live picture pushed to pages, the softphone's credentials, the pages ----------------------

@@ -342,6 +342,34 @@ def _keys(block: str) -> set[str]:
     return set(re.findall(r"^\s+'([a-zA-Z0-9_.-]+)':", block, re.MULTILINE))
 
 
+def test_a_session_ended_elsewhere_brings_back_the_login_form(
+    page: Any, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An administrator ends the agent's session (or it times out) while the desk is open: the live
+    stream's periodic check ends the stream, and the page says why and asks for a new login instead of
+    reconnecting for ever. The app runs in this process, so its check interval can be shortened."""
+    from aicc.appliance.api.routes import live
+
+    monkeypatch.setattr(live, "REVALIDATE_S", 0.5)
+    monkeypatch.setattr(live, "PING_S", 0.5)
+    with psycopg.connect(site.db.dsn, autocommit=True) as conn:
+        revoked = conn.execute(
+            "UPDATE aicc.api_tokens SET revoked_at = now() WHERE user_id = %s AND kind = 'session' "
+            "AND revoked_at IS NULL",
+            (site.agent.id,),
+        ).rowcount
+    assert revoked >= 1
+    page.wait_for_selector("#login-form:not([hidden])", timeout=WAIT_MS)
+    page.wait_for_selector("#login-error:not([hidden])")
+    assert page.text_content("#login-error") == "Your session has expired. Please sign in again."
+    assert page.is_hidden("#desk")
+    # Signing in again brings the desk back.
+    page.fill("#login-username", site.agent.username)
+    page.fill("#login-password", str(site.agent.password))
+    page.click("#login-submit")
+    page.wait_for_selector("#desk:not([hidden])")
+
+
 def test_every_ticket_string_is_in_both_languages() -> None:
     """Mandarin as complete as English: the same keys, and every key the page names exists."""
     source = (STATIC / "js" / "i18n.js").read_text(encoding="utf-8")

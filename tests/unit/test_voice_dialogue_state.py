@@ -861,3 +861,25 @@ async def test_a_question_planned_as_a_ticket_gets_the_article_unless_a_ticket_i
     assert "".join(f.text for f in answered if isinstance(f, LLMTextFrame)).startswith("根据《开具发票》")
     assert [c[0] for c in conn.calls] == ["create_ticket"]  # only the second time, asked for by name
     assert not any(isinstance(f, LLMTextFrame) and f.text.startswith("根据") for f in asked)
+
+
+@pytest.mark.anyio
+async def test_a_question_planned_as_a_lookup_without_a_number_gets_the_article() -> None:
+    """Small planners send "优惠券能一起用吗？" to an order lookup with no order: the caller named no
+    order, so an article that answers it beats "which order?"; words about their order still get asked."""
+    from aicc.appliance.kb.search import Doc
+    from aicc.appliance.voice.knowledge import Knowledge
+
+    coupons = Doc(6, 1, "zh", "优惠券使用规则", "每笔订单限用一张优惠券，不能叠加使用；过期作废。", "public")
+    lookup = {"intent": "tools", "actions": [{"tool": "get_order_status", "arguments": {}}]}
+    conn = Shop()
+    llm = FakeLLM({"优惠券": lookup, "订单": lookup}, chat="每笔订单只能用一张，不能叠加。")
+    async with Harness(llm, conn, language="zh", knowledge=Knowledge(None, docs=[coupons])) as h:
+        answered = await h.say("优惠券能不能几张一起用？", language="zh")
+        asked = await h.say("我的订单优惠券怎么没用上？", language="zh")
+    assert "".join(f.text for f in answered if isinstance(f, LLMTextFrame)).startswith(
+        "根据《优惠券使用规则》"
+    )
+    assert line("ask_id", "zh") not in spoken(answered)
+    assert spoken(asked) == [line("ask_id", "zh")]  # "订单": their own order, whose number is missing
+    assert conn.calls == []

@@ -27,6 +27,7 @@ from aicc.appliance.api.deps import (
     not_found,
     require,
 )
+from aicc.appliance.api.redact import redact_for, redact_json
 from aicc.appliance.reports.queries import cdr
 
 router = APIRouter(tags=["calls"], responses=COMMON_ERRORS)
@@ -109,7 +110,11 @@ async def _own_extension(conn: AsyncConnection[DictRow], principal: Principal) -
 
 def _summary(row: dict[str, Any], principal: Principal) -> CallSummary:
     return CallSummary(
-        **{**row, "caller": mask_number(row["caller"], principal)},
+        **{
+            **row,
+            "caller": mask_number(row["caller"], principal),
+            "summary": redact_for(row["summary"] or "", principal),
+        },
         transcript=f"/api/calls/{row['call_id']}/transcript",
     )
 
@@ -196,7 +201,7 @@ async def get_call(
     return CallDetail(
         **_summary(row, principal).model_dump(),
         contact=contact,
-        tool_calls=[ToolCall(**t) for t in tools],
+        tool_calls=[ToolCall(**{**t, "arguments": redact_json(t["arguments"], principal)}) for t in tools],
         turns=[t["stages"] for t in turns],
     )
 
@@ -221,7 +226,7 @@ async def call_transcript(
                 (call_id,),
             )
         ).fetchall()
-    lines = [Line(**r) for r in rows]
+    lines = [Line(**{**r, "text": redact_for(r["text"], principal)}) for r in rows]
     if format == "text":
         return PlainTextResponse("".join(f"[{ln.at_s:7.2f}] {ln.speaker}: {ln.text}\n" for ln in lines))
     return lines

@@ -33,6 +33,7 @@ from aicc.appliance.api.deps import (
     require,
 )
 from aicc.appliance.api.live import Picture, Pool, queues_served
+from aicc.appliance.api.redact import redact_for, redact_json
 from aicc.appliance.api.routes.acd import contact_view
 
 router = APIRouter(tags=["acd"], responses=COMMON_ERRORS)
@@ -157,23 +158,23 @@ async def _pop(
                 (call_id, TRANSCRIPT_LINES),
             )
         ).fetchall()
-        transcript = [dict(r) for r in lines]
+        transcript = [{**r, "text": redact_for(r["text"], principal)} for r in lines]
         tools = await (
             await conn.execute(
                 "SELECT tool, arguments, ok FROM aicc.call_tool_calls WHERE call_id = %s ORDER BY seq",
                 (call_id,),
             )
         ).fetchall()
-        actions = [
-            f"{t['tool']}({', '.join(f'{k}={v}' for k, v in (t['arguments'] or {}).items())})"
-            + ("" if t["ok"] else " failed")
-            for t in tools
-        ]
+        actions = []
+        for t in tools:
+            arguments = redact_json(t["arguments"] or {}, principal)
+            said = ", ".join(f"{k}={v}" for k, v in arguments.items())
+            actions.append(f"{t['tool']}({said})" + ("" if t["ok"] else " failed"))
     return {
         **contact_view(row, principal, now),
         "call_id": call_id,
         "intent": attributes.get("intent", ""),
-        "summary": attributes.get("summary", ""),
+        "summary": redact_for(attributes.get("summary", ""), principal),
         "transcript": transcript,
         "customer": {"bot_actions": actions} if actions else None,
     }
