@@ -28,6 +28,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -242,6 +243,74 @@ def _is_cjk(token: str) -> bool:
     return bool(token) and token[0] >= "\u3400" and not token[0].isascii()
 
 
+Rule = tuple[tuple[str, ...], tuple[str, ...]]  # (what callers say, the articles' word), as tokens
+
+
+@dataclass(frozen=True)
+class Synonyms:
+    """The trade's other names for the articles' words (appliance/kb/synonyms.yml): a question is
+    searched as if it used the articles' word ("money back" -> refund, 退钱 -> 退款)."""
+
+    rules: dict[Language, tuple[Rule, ...]]  # longest phrase first
+    span_rules: dict[Language, tuple[Rule, ...]]  # the same, cut as tokens(spans=True) cuts
+
+    @classmethod
+    def from_groups(cls, groups: dict[str, list[list[str]]]) -> Synonyms:
+        """Groups per language, the articles' word first. A phrase with no content word (all
+        stopwords) or in two groups is a mistake in the list: ValueError naming it."""
+        rules: dict[Language, tuple[Rule, ...]] = {}
+        span_rules: dict[Language, tuple[Rule, ...]] = {}
+        for language, listed in groups.items():
+            if language not in LANGUAGES:
+                raise ValueError(f"synonyms: language {language!r} is not one of {', '.join(LANGUAGES)}")
+            for spans, out in ((False, rules), (True, span_rules)):
+                found: dict[tuple[str, ...], tuple[str, ...]] = {}
+                for group in listed:
+                    canon = tuple(tokens(group[0], spans=spans))
+                    for phrase in group[1:]:
+                        said = tuple(tokens(phrase, spans=spans))
+                        if not said or not canon:
+                            raise ValueError(
+                                f"synonyms ({language}): {phrase!r} or {group[0]!r} has no content word"
+                            )
+                        if found.get(said, canon) != canon:
+                            raise ValueError(f"synonyms ({language}): {phrase!r} is in two groups")
+                        if said != canon:
+                            found[said] = canon
+                out[language] = tuple(sorted(found.items(), key=lambda r: -len(r[0])))
+        return cls(rules, span_rules)
+
+    def rewrite(self, words: list[str], language: Language | None, *, spans: bool = False) -> list[str]:
+        """`words` with every phrase of the list replaced by the articles' word, longest match first."""
+        table = self.span_rules if spans else self.rules
+        rules = [r for lang in LANGUAGES if language in (None, lang) for r in table.get(lang, ())]
+        out: list[str] = []
+        i = 0
+        while i < len(words):
+            for said, canon in rules:
+                if tuple(words[i : i + len(said)]) == said:
+                    out.extend(canon)
+                    i += len(said)
+                    break
+            else:
+                out.append(words[i])
+                i += 1
+        return out
+
+
+_shipped: Synonyms | None = None
+
+
+def shipped_synonyms() -> Synonyms:
+    """appliance/kb/synonyms.yml, read once."""
+    global _shipped  # noqa: PLW0603 - one list per process
+    if _shipped is None:
+        import yaml
+
+        _shipped = Synonyms.from_groups(yaml.safe_load((Path(__file__).parent / "synonyms.yml").read_text()))
+    return _shipped
+
+
 @dataclass(frozen=True)
 class Doc:
     id: int  # article id (stable across versions)
@@ -293,8 +362,11 @@ class Index:
     """BM25 over articles, one model per language (each language has its own term statistics);
     `search` filters by language and visibility."""
 
-    def __init__(self, docs: list[Doc], entries: list[_Entry], parts: dict[str, _Part]) -> None:
+    def __init__(
+        self, docs: list[Doc], entries: list[_Entry], parts: dict[str, _Part], synonyms: Synonyms
+    ) -> None:
         self._docs = docs
+        self._synonyms = synonyms
         self._entries = entries
         self._parts = parts
         self._visibility = np.array([VISIBILITIES.index(d.visibility) for d in docs], dtype=np.int8)
@@ -303,7 +375,8 @@ class Index:
             self._df[doc.language].update(entry.words)
 
     @classmethod
-    def build(cls, docs: Iterable[Doc]) -> Index:
+    def build(cls, docs: Iterable[Doc], synonyms: Synonyms | None = None) -> Index:
+        """The index of `docs`; questions are read with `synonyms` (None: the shipped list)."""
         listed = [d for d in docs if d.language in LANGUAGES]
         corpora: dict[str, tuple[list[int], list[list[str]]]] = {lang: ([], []) for lang in LANGUAGES}
         entries: list[_Entry] = []
@@ -317,7 +390,7 @@ class Index:
             text = _normalize(f"{doc.title}\n{doc.body}\n{' '.join(doc.tags)}")
             entries.append(_Entry(frozenset(words), text))
         parts = {lang: _Part(rows, corpus) for lang, (rows, corpus) in corpora.items() if rows}
-        return cls(listed, entries, parts)
+        return cls(listed, entries, parts, synonyms or shipped_synonyms())
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -338,10 +411,12 @@ class Index:
         and of the given visibilities (None: all), best first; [] when nothing matches."""
         if limit <= 0 or not isinstance(query, str):
             return []
-        words = tokens(query[:MAX_QUERY_CHARS])
-        if not words:
+        said = tokens(query[:MAX_QUERY_CHARS])
+        if not said:
             return []
-        terms = list(dict.fromkeys([*words, *_chars(words)]))
+        words = self._synonyms.rewrite(said, language)
+        # The caller's own words count too: an article may use them.
+        terms = list(dict.fromkeys([*words, *said, *_chars(words)]))
         codes = (
             None if visibility is None else [VISIBILITIES.index(v) for v in visibility if v in VISIBILITIES]
         )
@@ -360,17 +435,26 @@ class Index:
                 picked = picked[np.argpartition(-scores[picked], limit - 1)[:limit]]
             found += [(float(scores[i]), int(part.rows[i])) for i in picked]
         found.sort(key=lambda f: (-f[0], f[1]))
-        distinct = list(dict.fromkeys(words))
-        spans = list(dict.fromkeys(tokens(query[:MAX_QUERY_CHARS], spans=True))) or distinct
-        return [self._hit(row, score, distinct, spans) for score, row in found[:limit]]
+        cut = tokens(query[:MAX_QUERY_CHARS], spans=True)
+        readings = [
+            (list(dict.fromkeys(w)), list(dict.fromkeys(c)) or list(dict.fromkeys(w)))
+            for w, c in ((said, cut), (words, self._synonyms.rewrite(cut, language, spans=True)))
+        ]
+        return [self._hit(row, score, readings) for score, row in found[:limit]]
 
     def _occurs(self, entry: _Entry, word: str) -> bool:
         return word in entry.text if _is_cjk(word) else word in entry.words
 
-    def _hit(self, row: int, score: float, words: list[str], spans: list[str]) -> Hit:
+    def _hit(self, row: int, score: float, readings: list[tuple[list[str], list[str]]]) -> Hit:
+        """`readings`: (words, spans) of the question as said and as rewritten with synonyms; its
+        coverage is that of the reading the article covers best."""
         doc, entry = self._docs[row], self._entries[row]
-        found = [w for w in words if self._occurs(entry, w)]
-        coverage = sum(_covered(span, found) for span in spans) / len(spans)
+        coverage, found = -1.0, []
+        for words, spans in readings:
+            occurring = [w for w in words if self._occurs(entry, w)]
+            covered = sum(_covered(span, occurring) for span in spans) / len(spans)
+            if covered > coverage:
+                coverage, found = covered, occurring
         df = self._df[doc.language]
         n = len(self._parts[doc.language].rows)
 

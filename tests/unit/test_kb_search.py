@@ -6,15 +6,19 @@ question sets of tests/unit/data/kb_questions.yml over the demo's articles (appl
 Measured (82 demo articles; language given, public articles only, as the bot searches):
 
     set        lang  recall@3       answerable(): right hit / wrong hit   unanswerable -> None
-    tuning     zh    34/42 = 0.81   17/42 / 1/42                          8/8
-    tuning     en    31/40 = 0.78   22/40 / 3/40                          7/8
+    tuning     zh    35/42 = 0.83   17/42 / 1/42                          8/8
+    tuning     en    39/40 = 0.98   28/40 / 2/40                          7/8
     held_out   zh    26/26 = 1.00   18/26 / 1/26                          5/6
-    held_out   en    17/24 = 0.71   13/24 / 6/24                          4/6
+    held_out   en    17/24 = 0.71   13/24 / 5/24                          4/6
 
-The "tuning" set was used to choose the search's parameters and answerable()'s thresholds, so its
-figures flatter; "held_out" was written after they were frozen (then one change: a Chinese query word
-counts as covered by its characters inside the article's words, for 开发票 read as 开发 + 票; it cost
-one held-out zh answer, 19 -> 18). The asserted floors sit a little below these figures.
+The "tuning" set was used to choose the search's parameters, answerable()'s thresholds and the
+synonym list (appliance/kb/synonyms.yml), so its figures flatter; "held_out" was written after they
+were frozen (then two changes: a Chinese query word counts as covered by its characters inside the
+article's words, for 开发票 read as 开发 + 票, which cost one held-out zh answer, 19 -> 18; and the
+synonyms, written from the tuning set's misses and the trade's vocabulary without looking at the
+held-out questions: tuning en recall 31 -> 39, held-out en unchanged at 17 with one wrong answer
+fewer, 6 -> 5 - paraphrases beyond a word list need embeddings). The asserted floors sit a little
+below these figures.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from aicc.appliance.kb.search import (
     Doc,
     Hit,
     Index,
+    Synonyms,
     answerable,
     snippet,
     stem,
@@ -248,9 +253,9 @@ def test_the_question_sets_name_real_articles() -> None:
 # Floors a little below the figures in the module docstring.
 FLOORS = {
     ("tuning", "zh"): {"recall@3": 0.78, "right": 0.36, "wrong": 0.08, "declined": 0.85},
-    ("tuning", "en"): {"recall@3": 0.74, "right": 0.50, "wrong": 0.12, "declined": 0.85},
+    ("tuning", "en"): {"recall@3": 0.92, "right": 0.65, "wrong": 0.08, "declined": 0.85},
     ("held_out", "zh"): {"recall@3": 0.92, "right": 0.65, "wrong": 0.08, "declined": 0.66},
-    ("held_out", "en"): {"recall@3": 0.66, "right": 0.50, "wrong": 0.30, "declined": 0.50},
+    ("held_out", "en"): {"recall@3": 0.66, "right": 0.50, "wrong": 0.25, "declined": 0.50},
 }
 
 
@@ -266,6 +271,34 @@ def test_recall_and_answerable_on_the_question_sets(
     assert got["right"] >= floor["right"], got
     assert got["wrong"] <= floor["wrong"], got  # a ceiling: answers from the wrong article
     assert got["declined"] >= floor["declined"], got
+
+
+def test_callers_words_for_the_articles_words() -> None:
+    refund = doc(1, "When your refund arrives", "Refunds reach your card within 3 to 7 working days.")
+    cancel = doc(2, "Cancelling an order", "You can cancel an order before it ships.")
+    package = doc(3, "Oversized items", "A package over 30 kg comes by freight.")
+    index = Index.build([refund, cancel, package])
+    hit = index.search("when do I get my money back", language="en")[0]
+    assert hit.doc.id == 1 and hit.coverage == 1.0  # "money back" is read as refund
+    assert "<mark>Refunds</mark>" in hit.snippet
+    assert index.search("can I still stop the order", language="en")[0].doc.id == 2
+    # an article that uses the caller's own word is found by it, fully covered
+    hit = index.search("a package by freight", language="en")[0]
+    assert hit.doc.id == 3 and hit.coverage == 1.0
+    zh = Index.build([doc(4, "退款到账时间", "退款将在3到7个工作日内退回原支付账户。", language="zh")])
+    assert zh.search("退钱要多久", language="zh")[0].coverage == 1.0
+
+
+def test_a_broken_synonym_list_names_the_phrase() -> None:
+    with pytest.raises(ValueError, match="'the of' or 'refund' has no content word"):
+        Synonyms.from_groups({"en": [["refund", "the of"]]})
+    with pytest.raises(ValueError, match="'money back' is in two groups"):
+        Synonyms.from_groups({"en": [["refund", "money back"], ["return", "money back"]]})
+    with pytest.raises(ValueError, match="language 'fr'"):
+        Synonyms.from_groups({"fr": [["a", "b"]]})
+    mine = Synonyms.from_groups({"en": [["parcel", "box"]]})
+    assert mine.rewrite(tokens("where is my box"), "en") == ["parcel"]
+    assert mine.rewrite(tokens("where is my box"), "zh") == ["box"]  # English phrases, English questions
 
 
 def test_the_bot_never_sees_internal_articles(demo: tuple[Index, dict[int, str]]) -> None:
