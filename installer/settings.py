@@ -228,6 +228,14 @@ class AppSettings(_Section):
     lockout_s: int = Field(
         900, ge=10, le=86400, description="Seconds a locked user stays locked (an admin may unlock sooner)."
     )
+    transcript_retention_days: int = Field(
+        180,
+        ge=1,
+        le=3650,
+        description="Days call transcripts, the bot's tool calls, callers' numbers on call records and "
+        "web-chat messages are kept (PIPL Art. 19: no longer than needed). An hourly job on the API "
+        "purges what is older and records each run (GET /api/retention). There is no 'keep for ever'.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AppSettings:
@@ -510,6 +518,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "appliance_session_idle_s": s.app.session_idle_s,
         "appliance_login_max_failures": s.app.login_max_failures,
         "appliance_lockout_s": s.app.lockout_s,
+        "appliance_transcript_retention_days": s.app.transcript_retention_days,
         "appliance_db_port": s.database.port,
         "appliance_db_name": s.database.name,
         "hardening_admin_sources": [str(n) for n in s.hardening.admin_sources],

@@ -841,6 +841,43 @@ APP = Group(
                 ),
             ],
         ),
+        Alert(
+            name="AiccRetentionPurgeOverdue",
+            # max: every API host with the purge exposes the site's last success, read from the database.
+            expr="time() - max(aicc_retention_last_success_timestamp_seconds) > 2 * 86400",
+            **{"for": "30m"},
+            severity="warning",
+            summary="Personal data past its retention has not been purged for more than 2 days.",
+            description=(
+                "The last successful retention purge finished {{ $value | humanizeDuration }} ago: call "
+                "transcripts and chat messages older than app.transcript_retention_days stay in the "
+                "database (PIPL Art. 19). GET /api/retention lists the runs and their errors."
+            ),
+            cases=[
+                AlertCase(
+                    # the last success 2 days and 1 hour before the test's clock starts
+                    series={f"aicc_retention_last_success_timestamp_seconds{{{_API_TARGET}}}": "-176400x60"},
+                    at="45m",
+                    fires=True,
+                ),
+                AlertCase(
+                    # a day ago: the purge is late but not overdue
+                    series={f"aicc_retention_last_success_timestamp_seconds{{{_API_TARGET}}}": "-86400x60"},
+                    at="45m",
+                    fires=False,
+                ),
+                AlertCase(
+                    # overdue on one API host's stale view, but another host read a recent success
+                    series={
+                        f"aicc_retention_last_success_timestamp_seconds{{{_API_TARGET}}}": "-176400x60",
+                        'aicc_retention_last_success_timestamp_seconds{job="aicc_api",host="lab2",'
+                        'instance="10.0.0.2:9162"}': "0x60",
+                    },
+                    at="45m",
+                    fires=False,
+                ),
+            ],
+        ),
     ],
 )
 

@@ -34,6 +34,7 @@ from aicc.appliance.api.routes import routers
 from aicc.appliance.api.routes.health import aicc_version
 from aicc.appliance.channels.webchat import WebChatHub
 from aicc.appliance.documents import field_path
+from aicc.appliance.retention.purge import RetentionMetrics, RetentionService, RetentionSettings
 from aicc.appliance.tickets.escalation import EscalationWatcher, TicketMetrics
 
 log = logging.getLogger("aicc.api")
@@ -193,6 +194,13 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
     # Tickets' SLA figures and escalations (appliance/tickets/escalation.py), on the API's registry.
     interval_s = config.ticket_escalation_interval_s
     ticket_metrics = TicketMetrics(state.metrics.registry) if interval_s else None
+    # The retention purge (appliance/retention/purge.py): scheduled here, or started by an admin.
+    retention = RetentionService(
+        lambda: state.pool,
+        RetentionSettings(transcript_days=config.transcript_retention_days),
+        config.retention_interval_s,
+        RetentionMetrics(state.metrics.registry),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -215,9 +223,11 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
         watcher = EscalationWatcher(state.pool, interval_s, ticket_metrics) if interval_s else None
         if watcher is not None:
             await watcher.start()
+        await retention.start()
         try:
             yield
         finally:
+            await retention.close()
             if watcher is not None:
                 await watcher.close()
             await app.state.webchat.close()
@@ -241,6 +251,7 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
     app.state.aicc = state
     # Web chat's rooms, rate limits and text bot (appliance/channels/webchat.py); its routes read it.
     app.state.webchat = WebChatHub(state)
+    app.state.retention = retention
     for router in routers():
         app.include_router(router)
     app.add_middleware(RequestMetrics, metrics=state.metrics, api=app)

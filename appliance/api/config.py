@@ -102,6 +102,20 @@ class AppConfig(_Strict):
         description="how often the API checks open tickets' SLA and escalates warnings and breaches "
         "(one API host at a time); 0: this API process escalates nothing",
     )
+    transcript_retention_days: int = Field(
+        180,
+        ge=1,
+        le=3650,
+        description="days call transcripts, the bot's tool calls, callers' numbers on call records and "
+        "web-chat messages are kept; older ones are purged (PIPL Art. 19). There is no 'keep for ever'",
+    )
+    retention_interval_s: float = Field(
+        3600,
+        ge=0,
+        le=86400,
+        description="how often the API purges what is past transcript_retention_days (one API host at a "
+        "time, once per interval for the site); 0: this API process purges nothing on its own",
+    )
     prometheus_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$",

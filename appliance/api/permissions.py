@@ -38,6 +38,8 @@ PERMISSIONS: dict[str, str] = {
     "conversations.read": "conversations on every channel, their messages, customers' histories",
     "conversations.write": "reply in, take and resolve conversations",
     "kb.write": "create, edit, publish and archive knowledge-base articles; create and rename categories",
+    "retention.read": "the retention of personal data: the period and the purge runs",
+    "retention.run": "start a retention purge now",
 }
 
 _AGENT = frozenset(

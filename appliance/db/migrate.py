@@ -33,6 +33,8 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("kb", "aicc.appliance.kb.migrations"),
     ("conversations", "aicc.appliance.conversations.migrations"),
     ("demo", "aicc.appliance.connectors.migrations"),
+    # Last: it changes tables of calls and conversations (purge marks, indexes).
+    ("retention", "aicc.appliance.retention.migrations"),
 )
 
 

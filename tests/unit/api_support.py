@@ -180,6 +180,9 @@ def api_config(db: ApiDatabase, **settings: Any) -> AppConfig:
             "database_dsn_file": db.folder / "dsn",
             "secret_key_file": db.folder / "secret.key",
             "public_url": "https://aicc.test",
+            # No scheduled purge in tests: back-dated rows of other tests must stay (test_retention.py
+            # turns it on where it tests it).
+            "retention_interval_s": 0,
             **settings,
         }
     )

@@ -75,6 +75,8 @@ APP_KEYS = {
     "prometheus_url",
     "acd",
     "ticket_escalation_interval_s",
+    "transcript_retention_days",
+    "retention_interval_s",
     "webchat_keys",
     "webchat_origins",
     "webchat_bot",
@@ -98,7 +100,13 @@ ACD_KEYS = {
 OWNER_PASSWORD = "own'er\\pass word"
 SETTINGS = SiteSettings.model_validate(
     {
-        "app": {"https_port": 8443, "api_port": 8011, "api_metrics_port": 9172, "session_ttl_s": 3600},
+        "app": {
+            "https_port": 8443,
+            "api_port": 8011,
+            "api_metrics_port": 9172,
+            "session_ttl_s": 3600,
+            "transcript_retention_days": 90,
+        },
         "database": {"port": 5433},
         "monitoring": {"prometheus_port": 9099},
     }
@@ -258,6 +266,8 @@ def test_app_settings_have_exactly_the_services_keys_and_follow_the_site(rendere
     assert doc["database_dsn_file"] == "/etc/aicc/app-db.conninfo"
     assert doc["secret_key_file"] == "/etc/aicc/api-secret.key"
     assert doc["acd"]["registrations_table"] == "kamailio.location"
+    # Personal data retention: the site's days, purged hourly.
+    assert (doc["transcript_retention_days"], doc["retention_interval_s"]) == (90, 3600.0)
     # The softphones' servers: every SIP proxy's secure WebSocket, IPv6 in brackets.
     assert doc["sip_ws_urls"] == ["wss://10.0.0.81:8443", "wss://[fd00::82]:8443"]
     six = yaml.safe_load((rendered / "app2" / "app.yml").read_text())
