@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -57,6 +58,7 @@ LOOKUP_TIMEOUT_S = 4.0
 # An agent free now gets the offer in the enqueue's own transaction; its NOTIFY may trail the result
 # by a few milliseconds. Wait this long for it before announcing a place in the queue.
 OFFER_GRACE_S = 0.3
+QUEUE_NAME = r"[a-z0-9][a-z0-9_-]{0,40}"  # the ACD's queue names (appliance/acd/policy.py)
 
 QUEUE_LINES: dict[str, dict[str, str]] = {
     "position": {"en": "You are number {position} in the queue.", "zh": "您当前排在第{position}位。"},
@@ -134,6 +136,15 @@ class Waiting:
     state: Literal["waiting", "ringing", "connected", "done"] = "waiting"
     reservation_id: str = ""
     connected_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A contact the ACD took: its waiting state, the request that placed it, the ACD's answer."""
+
+    waiting: Waiting
+    request: QueueRequest
+    placed: dict[str, Any]
 
 
 class GatewayFlowIO:
@@ -256,9 +267,27 @@ class GatewayFlowIO:
 
     async def queue(self, request: QueueRequest) -> QueueResult:
         self._check()
-        call, gw = self.call, self.call.gw
-        if gw.acd is None:
+        call = self.call
+        if call.gw.acd is None:
             return QueueResult("failed", "this gateway has no ACD")
+        placed = await self._place(request)
+        if isinstance(placed, QueueResult):
+            return placed
+        try:
+            while True:
+                result = await self._wait(placed)
+                if isinstance(result, QueueResult):
+                    return result
+                placed = result  # an agent transferred the caller to another queue: wait there
+        finally:
+            call.gw.contacts.pop(placed.waiting.contact_id, None)
+            call.holding = False
+
+    async def _place(self, request: QueueRequest) -> Placed | QueueResult:
+        """A new contact for the caller in `request.queue`; a QueueResult("failed") when the ACD
+        refuses it (an unknown queue, no ACD) or the request is bad."""
+        call, gw = self.call, self.call.gw
+        assert gw.acd is not None
         waiting = Waiting(contact_id=str(uuid.uuid4()), queue=request.queue)
         try:
             enqueue = self._enqueue_command(waiting, request)
@@ -270,20 +299,20 @@ class GatewayFlowIO:
         previous, call.waiting = call.waiting, waiting
         gw.contacts[waiting.contact_id] = call
         try:
-            try:
-                placed = await self._guard(gw.acd.submit(enqueue))
-            except (AcdRejected, AcdUnavailable) as exc:
-                log.warning("no place in queue %s: %s", request.queue, exc)
-                waiting.state, call.waiting = "done", previous  # never queued: nothing to abandon
-                code = f"{exc.code}: " if isinstance(exc, AcdRejected) else ""
-                return QueueResult("failed", f"{code}{exc}")
-            assert placed is not None
-            call.record.queue, call.record.contact_id = request.queue, waiting.contact_id
-            call.records_changed()
-            return await self._wait(waiting, request, placed)
-        finally:
+            placed = await self._guard(gw.acd.submit(enqueue))
+        except (AcdRejected, AcdUnavailable) as exc:
+            log.warning("no place in queue %s: %s", request.queue, exc)
+            waiting.state, call.waiting = "done", previous  # never queued: nothing to abandon
             gw.contacts.pop(waiting.contact_id, None)
-            call.holding = False
+            code = f"{exc.code}: " if isinstance(exc, AcdRejected) else ""
+            return QueueResult("failed", f"{code}{exc}")
+        except BaseException:
+            gw.contacts.pop(waiting.contact_id, None)
+            raise
+        assert placed is not None
+        call.record.queue, call.record.contact_id = request.queue, waiting.contact_id
+        call.records_changed()
+        return Placed(waiting, request, placed)
 
     def _enqueue_command(self, waiting: Waiting, request: QueueRequest) -> cmds.Enqueue:
         call, gw = self.call, self.call.gw
@@ -306,8 +335,11 @@ class GatewayFlowIO:
             caller=call.number,
         )
 
-    async def _wait(self, waiting: Waiting, request: QueueRequest, placed: dict[str, Any]) -> QueueResult:
+    async def _wait(self, where: Placed) -> QueueResult | Placed:
+        """Wait in the queue until served, timed out, a callback is taken or an agent transfers the
+        caller elsewhere (the new place)."""
         call, gw = self.call, self.call.gw
+        waiting, request, placed = where.waiting, where.request, where.placed
         assert gw.acd is not None
         lang = request.language
         every = float(placed.get("announce_every_s", 30) or 0)
@@ -335,7 +367,7 @@ class GatewayFlowIO:
             while True:
                 if early is not None:
                     msg, early = early, None
-                    outcome = await self._on_message(waiting, msg)
+                    outcome = await self._on_message(where, msg)
                     if outcome is not None:
                         return outcome
                     continue
@@ -349,7 +381,7 @@ class GatewayFlowIO:
                     if f not in done:
                         f.cancel()
                 if message in done:
-                    outcome = await self._on_message(waiting, message.result())
+                    outcome = await self._on_message(where, message.result())
                     if outcome is not None:
                         return outcome
                     continue
@@ -371,13 +403,13 @@ class GatewayFlowIO:
         finally:
             self.proc.listening = False
 
-    async def _on_message(self, waiting: Waiting, msg: GatewayMessage) -> QueueResult | None:
+    async def _on_message(self, where: Placed, msg: GatewayMessage) -> QueueResult | Placed | None:
         """The ACD's word on the waiting contact: the end of the wait, or None to keep waiting."""
         if msg.type == "removed":
-            waiting.state = "done"
+            where.waiting.state = "done"
             return QueueResult("timeout" if msg.reason == "timeout" else "no_agents", msg.reason)
         if msg.type == "offer":
-            return await self._offered(waiting, msg)
+            return await self._offered(where, msg)
         return None
 
     async def _announce(self, status: dict[str, Any], lang: str) -> None:
@@ -396,9 +428,11 @@ class GatewayFlowIO:
                 parts.append(QUEUE_LINES["wait_minutes"][lang].format(minutes=minutes))
         await self.say((" " if lang == "en" else "").join(parts), lang)
 
-    async def _offered(self, waiting: Waiting, msg: GatewayMessage) -> QueueResult | None:
-        """Ring the agent the ACD chose; answered: bridge until one side hangs up."""
+    async def _offered(self, where: Placed, msg: GatewayMessage) -> QueueResult | Placed | None:
+        """Ring the agent the ACD chose; answered: bridge until one side hangs up or the agent
+        transfers the caller to another queue (the new place)."""
         call, gw = self.call, self.call.gw
+        waiting = where.waiting
         assert gw.acd is not None
         waiting.state, waiting.reservation_id = "ringing", msg.reservation_id
         outcome = await self._guard(call.ring_agent(msg))
@@ -422,20 +456,65 @@ class GatewayFlowIO:
         waiting.state, waiting.connected_at = "connected", time.monotonic()
         call.holding = False
         ended_by = await self._guard(call.bridged())
+        while ended_by == "refer":
+            moved = await self._transfer(where, msg)
+            if moved is not None:
+                return moved
+            ended_by = await self._guard(call.bridged())  # not transferred: still with the agent
         waiting.state = "done"
-        await gw.acd.submit(
-            cmds.ContactEnd(
-                contact_id=waiting.contact_id,
-                talk_s=round(max(0.0, time.monotonic() - waiting.connected_at - call.hold_s), 3),
-                hold_s=round(call.hold_s, 3),
-                ended_by=ended_by,
-            ),
-            wait=False,
-            durable=True,
-        )
+        await gw.acd.submit(self._contact_end(waiting, ended_by), wait=False, durable=True)
         if ended_by == "caller":
             raise CallerHungUp
         return QueueResult("served", f"agent {msg.extension}")
+
+    def _contact_end(self, waiting: Waiting, ended_by: Literal["caller", "agent"]) -> cmds.ContactEnd:
+        hold_s = self.call.hold_s
+        return cmds.ContactEnd(
+            contact_id=waiting.contact_id,
+            talk_s=round(max(0.0, time.monotonic() - waiting.connected_at - hold_s), 3),
+            hold_s=round(hold_s, 3),
+            ended_by=ended_by,
+        )
+
+    async def _transfer(self, where: Placed, msg: GatewayMessage) -> Placed | None:
+        """The agent's blind transfer: the caller gets a new contact in the target queue (the same
+        language, priority and tier; the bot's summary, and who transferred), then the first contact
+        ends as the agent's (they wrap it up) and their leg is hung up. None: the ACD refused the
+        target (the agent's phone hears why, 404 for no such queue) and the caller stays with them."""
+        call, gw = self.call, self.call.gw
+        referral = call.referral
+        assert gw.acd is not None and referral is not None
+        waiting = where.waiting
+        await call.notify_referral(100, "Trying")
+        summary = f"{where.request.summary} (transferred by {msg.extension})".strip()
+        request = replace(where.request, queue=referral.target, skills={}, intent="transfer", summary=summary)
+        if not re.fullmatch(QUEUE_NAME, referral.target):
+            await call.notify_referral(404, "No Such Queue")
+            return None
+        try:
+            placed = await self._place(request)
+        except BaseException:
+            # The caller hung up meanwhile: the gateway ends the contact it knows (call.waiting), which
+            # may be the new one; the agent's must end too.
+            if waiting.state != "done":
+                waiting.state = "done"
+                gw._spawn(call._submit(gw.acd, self._contact_end(waiting, "caller")))
+            raise
+        if isinstance(placed, QueueResult):
+            log.info("call %s: transfer to %s refused: %s", call.call_id, referral.target, placed.detail)
+            unknown = "unknown_queue" in placed.detail
+            await call.notify_referral(404 if unknown else 503, "No Such Queue" if unknown else "Not Queued")
+            return None
+        gw.contacts.pop(waiting.contact_id, None)
+        waiting.state = "done"
+        # In the background: not lost if the caller hangs up while the agent's phone is told.
+        gw._spawn(call._submit(gw.acd, self._contact_end(waiting, "agent")))
+        call.record.add_line("bot", f"<transferred by agent {msg.extension} to queue {referral.target}>")
+        call.records_changed()
+        await call.notify_referral(200, "OK")
+        call.transferred()
+        log.info("call %s: agent %s transferred it to queue %s", call.call_id, msg.extension, request.queue)
+        return placed
 
     async def _take_callback(self, waiting: Waiting, lang: str) -> bool:
         gw = self.call.gw

@@ -53,7 +53,7 @@ from aicc.appliance.voice.vad import VADParams
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, REFER"
 TRANSCRIPT_HEADER = "X-AICC-Transcript"
 CALL_RECORD_HEADER = "X-AICC-Call-Record"
 SUMMARY_HEADER = "X-AICC-Summary"
@@ -73,6 +73,15 @@ class RecordSink(Protocol):
 
 class EventSink(Protocol):
     def append(self, event: Event) -> None: ...
+
+
+@dataclass
+class Referral:
+    """An agent's REFER of the bridged caller (a blind transfer), until its final NOTIFY."""
+
+    target: str  # the Refer-To user: a queue name
+    cseq: int  # the REFER's CSeq: the id of the implicit subscription (RFC 3515)
+    dialog: dlg.Dialog  # the agent's leg it came on
 
 
 def offer_outcome(status: int) -> OfferOutcome:
@@ -144,12 +153,13 @@ class Call:
         self._music_at = 0
         # The agent's leg once bridged; hold time the agent put the caller through.
         self.agent_leg: tuple[dlg.Dialog, RtpSession] | None = None
-        self._bridge_done: asyncio.Future[Literal["agent", "caller"]] | None = None
+        self._bridge_done: asyncio.Future[Literal["agent", "caller", "refer"]] | None = None
         self._to_agent: deque[bytes] = deque(maxlen=10)
         self._to_caller: deque[bytes] = deque(maxlen=10)
         self._agent_port = 0
         self.hold_s = 0.0
         self._held_since: float | None = None
+        self.referral: Referral | None = None
 
     @property
     def session(self) -> BotSession:
@@ -511,9 +521,16 @@ class Call:
         self.gw.metrics.agent_legs.labels(outcome="answered").inc()
         return "answered"
 
-    async def bridged(self) -> Literal["agent", "caller"]:
-        """Wait until the bridged conversation ends; who hung up."""
+    async def bridged(self) -> Literal["agent", "caller", "refer"]:
+        """Wait until the bridged conversation ends (who hung up) or the agent transfers the caller
+        ("refer": `referral` says where). After a transfer that failed, call again to keep waiting."""
         assert self._bridge_done is not None
+        if self._bridge_done.done() and self._bridge_done.result() == "refer" and self.referral is None:
+            if self.ended:
+                return "caller"
+            if self.agent_leg is None:
+                return "agent"  # hung up while the transfer was tried
+            self._bridge_done = asyncio.get_running_loop().create_future()
         return await asyncio.shield(self._bridge_done)
 
     def agent_hung_up(self) -> None:
@@ -521,6 +538,74 @@ class Call:
         self._close_agent_leg()
         if self._bridge_done is not None and not self._bridge_done.done():
             self._bridge_done.set_result("agent")
+
+    def on_agent_refer(self, req: SipMessage, addr: Addr) -> None:
+        """The agent's blind transfer (REFER, RFC 3515) of the bridged caller to a queue: accepted
+        (202) here; the flow tries it and reports by NOTIFY (100, then 200 or why not). A target
+        with Replaces (attended transfer) is not supported: 501."""
+        t = self.gw.transport
+        assert self.agent_leg is not None
+        dialog = self.agent_leg[0]
+
+        def answer(status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
+            res = sip.response(req, status, reason, to_tag=dialog.local_tag, headers=headers)
+            t.respond(req, res, addr)
+
+        refer_to = req.get("Refer-To") or ""
+        try:
+            uri = sip.parse_name_addr(refer_to).uri
+            target = sip.parse_uri(uri).user
+        except sip.SipParseError:
+            answer(400, "Bad Refer-To")
+            return
+        if "?" in uri:
+            answer(501, "Attended Transfer Not Supported")
+            return
+        if not target:
+            answer(400, "Refer-To Names No Queue")
+            return
+        if self.referral is not None:
+            answer(491, "Request Pending")
+            return
+        if self._bridge_done is None or self._bridge_done.done():
+            answer(481, "Call/Transaction Does Not Exist")
+            return
+        answer(202, "Accepted", [("Contact", f"<{dialog.contact}>")])
+        self.referral = Referral(target=target, cseq=req.cseq[0], dialog=dialog)
+        self._bridge_done.set_result("refer")
+
+    async def notify_referral(self, status: int, reason: str) -> None:
+        """Tell the agent's phone how the transfer goes (a sipfrag NOTIFY); a final status (>= 200)
+        ends the referral. A phone that does not answer the NOTIFY changes nothing here."""
+        ref = self.referral
+        if ref is None:
+            return
+        t = self.gw.transport
+        final = status >= 200
+        req = ref.dialog.request(
+            "NOTIFY",
+            via_host=t.local,
+            headers=[
+                ("Event", f"refer;id={ref.cseq}"),
+                ("Subscription-State", "terminated;reason=noresource" if final else "active;expires=60"),
+            ],
+            body=f"SIP/2.0 {status} {reason}\r\n".encode(),
+            content_type="message/sipfrag;version=2.0",
+        )
+        if final:
+            self.referral = None
+        try:
+            await t.request(req, ref.dialog.next_hop(), timeout=4)
+        except Exception as exc:  # a timeout, or the phone gone
+            log.info("NOTIFY of the transfer to %s not answered: %s", ref.target, exc)
+
+    def transferred(self) -> None:
+        """The caller is in the new queue: the agent's leg ends (BYE in the background; a browser
+        phone hangs up on the NOTIFY's 200 too, and its BYE then finds no dialog)."""
+        if self.agent_leg is not None:
+            self.gw._spawn(self._bye(self.agent_leg[0]))
+            self._close_agent_leg()
+        self.hold_s = 0.0  # the next agent's contact counts its own hold time
 
     def _close_agent_leg(self) -> None:
         if self.agent_leg is None:
@@ -892,6 +977,13 @@ class Gateway:
                     sip.response(req, 200, "OK", headers=[("Allow", ALLOW), ("Accept", "application/sdp")]),
                     addr,
                 )
+        elif m == "REFER":
+            if agent_call is not None and agent_call.agent_leg is not None:
+                agent_call.on_agent_refer(req, addr)
+            else:
+                # Callers do not transfer themselves; unknown dialogs are unknown.
+                refused = (403, "Forbidden") if call is not None else (481, "Call/Transaction Does Not Exist")
+                t.respond(req, sip.response(req, *refused), addr)
         elif m == "UPDATE":
             if call is not None and call.answered:
                 call.on_update(req, addr)

@@ -1,5 +1,6 @@
 """A test agent's SIP phone: registers an extension on Kamailio (digest auth), rings, answers with real
-RTP (plays what it is given, records what it hears), takes hold and resume, and hangs up.
+RTP (plays what it is given, records what it hears), takes hold and resume, transfers (REFER) and
+hangs up.
 
 Enough to stand in for the phone on an agent's desk in lab tests of the ACD's call path.
 """
@@ -59,6 +60,9 @@ class AgentPhone:
         self._port = 0
         self.current: Ring | None = None
         self.call_ended = asyncio.Event()
+        # The transfer's progress (the sipfrag of each NOTIFY: "SIP/2.0 200 OK"); like a browser
+        # phone, this one hangs up when a transfer succeeds.
+        self.transfer_reports: list[str] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -150,6 +154,12 @@ class AgentPhone:
         elif req.method == "BYE":
             t.respond(req, sip.response(req, 200, "OK"), addr)
             self._ended()
+        elif req.method == "NOTIFY":
+            t.respond(req, sip.response(req, 200, "OK"), addr)
+            report = req.body.decode(errors="replace").strip()
+            self.transfer_reports.append(report)
+            if report.startswith("SIP/2.0 2") and self.current is not None:
+                asyncio.get_running_loop().create_task(self.hangup())
         elif req.method != "ACK":
             t.respond(req, sip.response(req, 200, "OK"), addr)
 
@@ -207,6 +217,19 @@ class AgentPhone:
         res = await self.transport.request(req, self.current.dialog.next_hop(), timeout=5)
         if res.status == 200:
             dlg.send_ack(self.transport, self.current.dialog)
+        return res.status
+
+    async def refer(self, target: str) -> int:
+        """Blind transfer of the current call to `target` (a SIP URI): the REFER's status; how it
+        went arrives in `transfer_reports`."""
+        assert self.current is not None and self.current.dialog is not None
+        dialog = self.current.dialog
+        req = dialog.request(
+            "REFER",
+            via_host=self.transport.local,
+            headers=[("Refer-To", f"<{target}>"), ("Referred-By", f"<sip:{self.extension}@{self.domain}>")],
+        )
+        res = await self.transport.request(req, dialog.next_hop(), timeout=5)
         return res.status
 
     async def hangup(self) -> int:

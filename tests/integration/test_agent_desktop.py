@@ -2,10 +2,12 @@
 against the lab: the agent logs in, the page's softphone registers with Kamailio over secure WebSocket
 with short-lived credentials, the agent goes ready; a caller says 转人工 to the Mandarin bot, waits in the
 queue, the page rings with the bot's transcript, the test clicks answer, audio flows both ways through
-rtpengine (DTLS-SRTP to the browser, plain RTP to the caller), the agent hangs up and wraps up; the
-CDR has the wait, talk time and disposition; the wallboard, in a second browser context, saw the
-waiting count go up and down. Screenshots of both pages at each step go to the artifacts folder
-(AICC_ARTIFACTS, default the site's artifacts/desktop).
+rtpengine (DTLS-SRTP to the browser, plain RTP to the caller); the agent picks the bank-card queue in
+the transfer field and transfers the caller there (REFER through Kamailio to the gateway), where the
+bank-card agent's SIP phone takes over, and wraps up; the CDR has the wait, talk time and the second
+agent; the wallboard, in a second browser context, saw the waiting count go up and down. Screenshots
+of both pages at each step go to the artifacts folder (AICC_ARTIFACTS, default the site's
+artifacts/desktop).
 
 The browser's microphone is Chromium's fake capture device playing a WAV of the agent's line.
 """
@@ -24,6 +26,7 @@ import pytest
 
 from aicc.appliance.voice.caller import Caller
 from aicc.installer.smoke import SmokeParams, _open_asr, _open_tts, local_ip_towards, wait_quiet
+from tests.integration.agentphone import AgentPhone
 from tests.integration.appliance_fixture import Appliance
 from tests.integration.test_contact_center import ASK_FOR_AGENT, CALLER, _heard, _say, _until
 from tests.integration.test_voicebot import proxy_of
@@ -112,9 +115,11 @@ def test_an_agent_in_the_browser_takes_a_queued_call_with_audio_both_ways(applia
     )
     assert r.status_code == 200, r.text
     _, sup_password = _user(appliance, "wall-sup", "supervisor")
-    # Only the browser's agent takes this call.
+    # Only the browser's agent takes this call; the bank-card agent (demo-agent2) takes the transfer.
     for other in ("demo-agent", "demo-agent2"):
         appliance.set_status(other, "logged_out")
+    creds = appliance.api("POST", f"/api/agents/{appliance.agent_id('demo-agent2')}/sip-credentials")
+    assert creds.status_code == 200, creds.text
     proxy = proxy_of(site)
     local = local_ip_towards(*proxy)
     out: dict[str, Any] = {"waiting_seen": []}
@@ -194,10 +199,30 @@ def test_an_agent_in_the_browser_takes_a_queued_call_with_audio_both_ways(applia
                     await shot(desk, "desk-talking")
                     await shot(wall, "wall-talking")
                     out["call_id"] = caller.dialog.call_id if caller.dialog else ""
-                    await desk.click("#hangup")
-                    # The agent's leg ends; the caller goes back to the flow (its survey) and hangs up.
-                    await desk.wait_for_selector("#call-state:not([data-state=talking])", timeout=10_000)
-                    await caller.hangup()
+                    # Blind transfer to the bank-card queue, picked from the field's list.
+                    password = creds.json()["password"]
+                    cards = AgentPhone("1002", password, proxy, local, rtp_range=(45000, 45999))
+                    await cards.start()
+                    try:
+                        assert await _until(
+                            lambda: appliance.set_status("demo-agent2", "ready").status_code == 200, 15
+                        )
+                        out["transfer_choices"] = await desk.eval_on_selector_all(
+                            "#transfer-queues option", "os => os.map(o => o.value)"
+                        )
+                        await desk.fill("#transfer-target", "cards-zh")
+                        await desk.click("#transfer-blind")
+                        await desk.wait_for_selector("#call-state:not([data-state=talking])", timeout=15_000)
+                        out["transfer_banner"] = await _text(desk, "#banner")
+                        await shot(desk, "desk-transferred")
+                        assert await _until(lambda: cards.current is not None, 30), cards.rings
+                        ring = cards.rings[-1]
+                        out["cards_queue_header"] = ring.invite.get("X-AICC-Queue")
+                        await asyncio.sleep(2.0)
+                        out["cards_heard_s"] = cards.heard_voice_s()
+                        await caller.hangup()
+                    finally:
+                        await cards.close()
                 finally:
                     await caller.close()
                 await desk.wait_for_selector("#wrapup:not([hidden])", timeout=10_000)
@@ -218,6 +243,9 @@ def test_an_agent_in_the_browser_takes_a_queued_call_with_audio_both_ways(applia
     assert stats["dtlsState"] == "connected", stats
     assert out["waiting_seen"] == ["1"] and out["waiting_after"] == "0", out
     assert "人工" in out["pop_transcript"] and "****" in out["pop_caller"], out
+    assert "cards-zh" in out["transfer_choices"] and "support-zh" in out["transfer_choices"], out
+    assert out["cards_queue_header"] == "cards-zh" and out["cards_heard_s"] > 0.5, out
+    assert "transferred" in out["transfer_banner"].lower(), out
     call_id = out["call_id"]
     detail: dict[str, Any] = {}
 
@@ -225,13 +253,27 @@ def test_an_agent_in_the_browser_takes_a_queued_call_with_audio_both_ways(applia
         nonlocal detail
         detail = appliance.api("GET", f"/api/calls/{call_id}").json()
         contact = detail.get("contact") or {}
-        return bool(contact.get("disposition") and contact.get("talk_s") is not None)
+        return bool(detail.get("ended_at") and contact.get("talk_s") is not None)
 
     assert asyncio.run(_until(cdr_complete, 20)), detail
+    # The call's record follows the caller: the bank-card queue and agent took it over.
     contact = detail["contact"]
-    assert detail["agent"] == EXTENSION and contact["outcome"] == "answered", detail
-    assert contact["disposition"] == "resolved" and contact["talk_s"] > 5, contact
-    assert contact["wait_s"] is not None and contact["wait_s"] < 30, contact
+    assert detail["agent"] == "1002" and detail["queue"] == "cards-zh", detail
+    assert contact["outcome"] == "answered" and contact["talk_s"] > 1, contact
+    lines = appliance.api("GET", f"/api/calls/{call_id}/transcript").json()
+    assert any(ln["text"] == f"<transferred by agent {EXTENSION} to queue cards-zh>" for ln in lines), lines
+    # The call's first contact was the browser agent's, wrapped up with its disposition.
+    first: dict[str, Any] = {}
+
+    def wrapped_up() -> bool:
+        nonlocal first
+        first = appliance.api("GET", f"/api/reports/cdr/{call_id}").json()
+        return bool(first.get("disposition"))
+
+    assert asyncio.run(_until(wrapped_up, 20)), first
+    assert first["agent_id"] == agent_id and first["disposition"] == "resolved", first
+    assert first["talk_s"] > 5 and first["queue"] == "support-zh", first
+    assert first["wait_s"] is not None and first["wait_s"] < 30, first
 
 
 def test_the_desktop_says_why_it_cannot_work(appliance: Appliance) -> None:

@@ -1,7 +1,8 @@
 """The gateway over real UDP on loopback: SIP answers (200/400/422/481/487/488/503), SDP offer/answer
 with G.711 and G.722, RTP echo, DTMF, re-INVITE, session timer and RTP timeouts, and a caller's way
 through the IVR flow to an agent: queued with the ACD (a fake that offers at once), the agent's phone
-rung and bridged with the transcript header, hold, the survey after the agent hangs up. Engines and
+rung and bridged with the transcript header, hold, a blind transfer (REFER) to another queue, the
+survey after the agent hangs up. Engines and
 the ACD are fakes; SIP and RTP are real."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from aicc.appliance.acd import commands as cmds
-from aicc.appliance.acd.client import AcdUnavailable, GatewayMessage
+from aicc.appliance.acd.client import AcdRejected, AcdUnavailable, GatewayMessage
 from aicc.appliance.calls.record import CallRecord
 from aicc.appliance.events.kinds import Event
 from aicc.appliance.voice import sdp, sip
@@ -97,9 +98,12 @@ class FakeAcd:
     agent's phone); records commands.
     unavailable: as if no ACD answered."""
 
-    def __init__(self, extension: str = "1001", *, unavailable: bool = False) -> None:
+    def __init__(
+        self, extension: str = "1001", *, unavailable: bool = False, queues: dict[str, str] | None = None
+    ) -> None:
         self.extension = extension
         self.unavailable = unavailable
+        self.queues = queues  # queue -> the extension its contacts are offered to; None: any queue
         self.commands: list[cmds.Command] = []
         self.on_gateway: Any = None
         self.pool = None
@@ -109,10 +113,13 @@ class FakeAcd:
     ) -> dict[str, Any] | None:
         if self.unavailable and not durable:
             raise AcdUnavailable("no active ACD answered")
+        if isinstance(cmd, cmds.Enqueue) and self.queues is not None and cmd.queue not in self.queues:
+            raise AcdRejected("unknown_queue", f"queue {cmd.queue!r} is not configured")
         self.commands.append(cmd)
         if isinstance(cmd, cmds.Enqueue):
+            extension = self.extension if self.queues is None else self.queues[cmd.queue]
             offer = GatewayMessage(
-                "offer", cmd.contact_id, "00000000-0000-4000-8000-000000000001", 7, self.extension, 5
+                "offer", cmd.contact_id, "00000000-0000-4000-8000-000000000001", 7, extension, 5
             )
             # The real ACD's offer NOTIFY comes in the Enqueue's own transaction, before its result.
             self.on_gateway(offer)
@@ -648,6 +655,64 @@ async def test_the_agents_hold_is_timed_and_the_caller_hears_music_meanwhile() -
         assert resumed.contact_id == end.contact_id and resumed.data["hold_s"] == pytest.approx(
             end.hold_s, abs=0.1
         )
+    finally:
+        await caller.close()
+        await gw.stop()
+        await phone.close()
+
+
+async def test_the_agent_transfers_the_caller_to_another_queue_whose_agent_takes_over() -> None:
+    """REFER from the agent's phone (as JsSIP sends it): a queue that does not exist is refused by
+    NOTIFY and the caller stays with the agent; a real one gets the caller a new contact there, the
+    first contact ends as the agent's, their leg is hung up and the next agent is rung."""
+    phone = UnregisteredPhone("1001", "x", ("127.0.0.1", 9), "127.0.0.1", answer_after_s=0.2)
+    await phone.start()
+    acd = FakeAcd(queues={"support-en": "1001", "billing-en": "1002"})
+    records: list[CallRecord] = []
+    cfg = config(mode="bot", proxy=f"127.0.0.1:{phone.transport.local[1]}", sip_domain="127.0.0.1")
+    gw = await start_gateway(cfg, engines(), records, acd, [])
+    caller = Caller()
+    await caller.start()
+    try:
+        await caller.call(f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+        await asyncio.sleep(0.5)
+        caller.dtmf("0")
+        assert await wait_for(lambda: phone.current is not None), "the agent's phone never answered"
+        first = phone.current
+        assert first is not None and first.invite.uri.startswith("sip:1001@")
+        # Caller-side REFERs are refused: only an agent transfers.
+        assert caller.dialog is not None
+        req = caller.dialog.request(
+            "REFER", via_host=caller.transport.local, headers=[("Refer-To", "<sip:billing-en@127.0.0.1>")]
+        )
+        assert (await caller.transport.request(req, caller.dialog.next_hop())).status == 403
+
+        assert await phone.refer("sip:nosuch@127.0.0.1") == 202
+        assert await wait_for(lambda: len(phone.transfer_reports) >= 2)
+        assert phone.transfer_reports == ["SIP/2.0 100 Trying", "SIP/2.0 404 No Such Queue"]
+        assert phone.current is first and "contact_end" not in acd.kinds()  # still talking
+        assert await phone.refer("sip:billing-en@127.0.0.1?Replaces=abc") == 501  # attended: not yet
+
+        assert await phone.refer("sip:billing-en@127.0.0.1") == 202
+        assert await wait_for(lambda: len(phone.rings) == 2 and phone.current is not None), phone.rings
+        assert phone.transfer_reports[2:] == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+        assert first.ended_at is not None and phone.rings[1].invite.uri.startswith("sip:1002@")
+        enqueues = [c for c in acd.commands if isinstance(c, cmds.Enqueue)]
+        assert [e.queue for e in enqueues] == ["support-en", "billing-en"]
+        assert enqueues[1].language == "en" and enqueues[1].attributes["intent"] == "transfer"
+        assert "transferred by 1001" in enqueues[1].attributes["summary"]
+        ends = [c for c in acd.commands if isinstance(c, cmds.ContactEnd)]
+        assert [(e.contact_id, e.ended_by) for e in ends] == [(enqueues[0].contact_id, "agent")]
+        await asyncio.sleep(0.3)
+        await caller.hangup()
+        assert await wait_for(lambda: len([c for c in acd.commands if isinstance(c, cmds.ContactEnd)]) == 2)
+        last = [c for c in acd.commands if isinstance(c, cmds.ContactEnd)][-1]
+        assert last.contact_id == enqueues[1].contact_id and last.ended_by == "caller"
+        assert await wait_for(lambda: bool(records))
+        rec = records[-1]
+        assert rec.queue == "billing-en" and rec.agent == "1002" and rec.outcome == "transferred"
+        assert rec.contact_id == enqueues[1].contact_id
+        assert any(ln.text == "<transferred by agent 1001 to queue billing-en>" for ln in rec.lines)
     finally:
         await caller.close()
         await gw.stop()

@@ -430,14 +430,15 @@ export class Softphone extends EventTarget {
     return true;
   }
 
-  /** Build a SIP URI from an extension/number typed by the agent, or null. */
+  /** Build a SIP URI from an extension/number or a queue name typed by the agent, or null. A number's
+   *  separators go (138-0013-8000); a queue name keeps its hyphens (billing-en). */
   targetUri(input) {
     const raw = String(input || '').trim();
     if (!raw) return null;
     if (/^sips?:/i.test(raw)) return raw;
     if (raw.includes('@')) return `sip:${raw}`;
-    const user = raw.replace(/[\s().-]/g, '');
-    if (!/^[0-9A-Za-z*#+_]+$/.test(user) || !this._domain) return null;
+    const user = /^[a-z0-9][a-z0-9_-]*$/.test(raw) && /[a-z]/.test(raw) ? raw : raw.replace(/[\s().-]/g, '');
+    if (!/^[0-9A-Za-z*#+_-]+$/.test(user) || !this._domain) return null;
     return `sip:${user.replace(/#/g, '%23')}@${this._domain}`;
   }
 
@@ -456,7 +457,11 @@ export class Softphone extends EventTarget {
             try { s.terminate(); } catch { /* ignore */ }
           }
         },
-        failed: (e) => this._emit('transfer', { phase: 'failed', cause: e && e.cause }),
+        // A NOTIFY saying why (404 No Such Queue) carries a status line, not a cause.
+        failed: (e) => this._emit('transfer', {
+          phase: 'failed',
+          cause: e && (e.cause || (e.status_line && `${e.status_line.status_code} ${e.status_line.reason_phrase}`)),
+        }),
       },
     });
     return subscriber !== false;
