@@ -27,7 +27,7 @@ BODY_MAX = 4000
 
 CONVERSATION: LiteralString = (
     "c.id, c.customer_id, c.channel, c.status, c.handler, c.priority, c.assignee, c.queue, c.language, "
-    "c.tags, c.bot, c.summary, c.created_at, c.updated_at, c.last_message_at, c.resolved_at"
+    "c.tags, c.bot, c.summary, c.created_at, c.updated_at, c.last_message_at, c.resolved_at, c.queued_at"
 )
 MESSAGE: LiteralString = (
     "id, conversation_id, seq, direction, author, author_id, body, client_id, created_at, delivered_at"
@@ -41,6 +41,10 @@ class Filters:
     assignee: int | None = None
     channel: str | None = None
     customer_id: UUID | None = None
+    unassigned: bool = False  # only those nobody holds (assignee null)
+
+
+Order = Literal["activity", "waiting"]
 
 
 def _now() -> dt.datetime:
@@ -115,9 +119,9 @@ async def create_conversation(
     queue: str = "",
 ) -> dict[str, Any]:
     cur = await conn.execute(
-        "INSERT INTO aicc.conversations (customer_id, channel, language, handler, bot, queue) "
-        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (customer_id, channel, language, handler, bot, queue),
+        "INSERT INTO aicc.conversations (customer_id, channel, language, handler, bot, queue, queued_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s = 'queue' THEN now() END) RETURNING id",
+        (customer_id, channel, language, handler, bot, queue, handler),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -149,9 +153,15 @@ async def open_conversation_of(
 
 
 async def list_conversations(
-    conn: AsyncConnection[DictRow], filters: Filters, *, limit: int = 50, offset: int = 0
+    conn: AsyncConnection[DictRow],
+    filters: Filters,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    order: Order = "activity",
 ) -> list[dict[str, Any]]:
-    """Newest activity first, with the customer's name and the last message's start."""
+    """With the customer's name and the last message (its start, seq and author). Order `activity`:
+    newest activity first; `waiting`: longest waiting for an agent first (queued_at, then created)."""
     where: list[LiteralString] = []
     params: list[Any] = []
     for column, value in (
@@ -164,13 +174,21 @@ async def list_conversations(
         if value is not None:
             where.append(f"{column} = %s")  # column names: the literals above
             params.append(value)
+    if filters.unassigned:
+        where.append("c.assignee IS NULL")
     clause: LiteralString = ("WHERE " + " AND ".join(where)) if where else ""
+    ordering: LiteralString = (
+        "coalesce(c.queued_at, c.created_at), c.id"
+        if order == "waiting"
+        else "coalesce(c.last_message_at, c.created_at) DESC, c.id"
+    )
     cur = await conn.execute(
-        f"SELECT {CONVERSATION}, cu.name AS customer_name, "  # noqa: S608
-        "(SELECT left(m.body, 200) FROM aicc.conversation_messages m WHERE m.conversation_id = c.id "
-        " ORDER BY m.seq DESC LIMIT 1) AS last_message "
-        f"FROM aicc.conversations c JOIN aicc.customers cu ON cu.id = c.customer_id {clause} "
-        "ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id LIMIT %s OFFSET %s",
+        f"SELECT {CONVERSATION}, cu.name AS customer_name, lm.last_message, lm.last_seq, lm.last_author "  # noqa: S608
+        "FROM aicc.conversations c JOIN aicc.customers cu ON cu.id = c.customer_id "
+        "LEFT JOIN LATERAL (SELECT left(m.body, 200) AS last_message, m.seq AS last_seq, "
+        " m.author AS last_author FROM aicc.conversation_messages m WHERE m.conversation_id = c.id "
+        f" ORDER BY m.seq DESC LIMIT 1) lm ON true {clause} "
+        f"ORDER BY {ordering} LIMIT %s OFFSET %s",
         (*params, limit, offset),
     )
     return await cur.fetchall()
@@ -180,7 +198,8 @@ async def update_conversation(
     conn: AsyncConnection[DictRow], conversation_id: UUID, **changes: Any
 ) -> dict[str, Any] | None:
     """Set columns (status, handler, assignee, queue, language, summary, priority, tags); a status of
-    resolved stamps resolved_at. Returns the conversation as it is now, None when there is none."""
+    resolved stamps resolved_at; handler queue, from another handler, stamps queued_at (the wait for
+    an agent starts). Returns the conversation as it is now, None when there is none."""
     allowed = ("status", "handler", "assignee", "queue", "language", "summary", "priority", "tags")
     sets: list[LiteralString] = []
     params: list[Any] = []
@@ -191,6 +210,9 @@ async def update_conversation(
     unknown = set(changes) - set(allowed)
     if unknown:
         raise ValueError(f"unknown conversation fields {sorted(unknown)}")
+    if changes.get("handler") == "queue":
+        # SET reads the row as it was: a conversation already waiting keeps its place.
+        sets.append("queued_at = CASE WHEN handler = 'queue' THEN coalesce(queued_at, now()) ELSE now() END")
     if changes.get("status") == "resolved":
         sets.append("resolved_at = now()")
     elif "status" in changes:
@@ -280,6 +302,16 @@ async def messages(
         (conversation_id, after_seq, limit),
     )
     return await cur.fetchall()
+
+
+async def last_message(conn: AsyncConnection[DictRow], conversation_id: UUID) -> dict[str, Any] | None:
+    """The latest message's seq and author, None when the conversation has none."""
+    cur = await conn.execute(
+        "SELECT seq, author FROM aicc.conversation_messages WHERE conversation_id = %s "
+        "ORDER BY seq DESC LIMIT 1",
+        (conversation_id,),
+    )
+    return await cur.fetchone()
 
 
 # --- a customer's history --------------------------------------------------------------------------

@@ -241,3 +241,183 @@ async def test_unknown_ids_are_404_and_bad_requests_422(api: Api) -> None:
         c = await store.get_conversation(conn, cid)
         assert len(await store.messages(conn, cid)) == 1
     assert c is not None and c["handler"] == "queue" and c["assignee"] is None
+
+
+# --- what the agent desktop's Chats tab asks -----------------------------------------------------
+
+
+async def _waiting(api: Api, body: str, *, at: dt.datetime) -> uuid.UUID:
+    """A web chat the bot handed to the agents at `at` (back-dated), the visitor's `body` its last line."""
+    customer = await _customer(api, name="")
+    async with api.pool.connection() as conn:
+        c = await store.create_conversation(conn, customer, "webchat", language="en", bot="retail")
+        assert c["queued_at"] is None  # the bot has it
+        await store.add_message(conn, c["id"], direction="out", author="bot", body="Hello!")
+        after = await store.update_conversation(conn, c["id"], handler="queue", summary="wants a refund")
+        assert after is not None and after["queued_at"] is not None
+        await store.add_message(conn, c["id"], direction="in", author="customer", body=body, client_id="v1")
+        await conn.execute("UPDATE aicc.conversations SET queued_at = %s WHERE id = %s", (at, c["id"]))
+        return uuid.UUID(str(c["id"]))
+
+
+@pytest.mark.asyncio
+async def test_the_waiting_list_is_oldest_first_and_mine_lists_what_i_hold(api: Api) -> None:
+    now = dt.datetime.now(dt.UTC)
+    young = await _waiting(api, "still there?", at=now - dt.timedelta(seconds=30))
+    old = await _waiting(api, "hello? anyone?", at=now - dt.timedelta(minutes=5))
+    agent = make_user(api.db, "agent")
+    query = "/api/conversations?handler=queue&unassigned=true&status=open&order=waiting&limit=500"
+
+    r = await api.client.get(query, headers=api.auth(agent))
+    assert r.status_code == 200, r.text
+    ids = [x["id"] for x in r.json()]
+    assert ids.index(str(old)) < ids.index(str(young))
+    item = next(x for x in r.json() if x["id"] == str(old))
+    assert (item["last_seq"], item["last_author"], item["last_message"]) == (2, "customer", "hello? anyone?")
+    assert item["summary"] == "wants a refund" and item["queued_at"] is not None
+
+    # The desk takes the old one; it leaves the waiting list and is the agent's.
+    r = await api.client.post(
+        f"/api/conversations/{old}/assign", json={"unassigned_only": True}, headers=api.auth(agent)
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["handler"], r.json()["assignee"], r.json()["last_seq"]) == ("agent", agent.id, 2)
+    ids = [x["id"] for x in (await api.client.get(query, headers=api.auth(agent))).json()]
+    assert str(old) not in ids and str(young) in ids
+    r = await api.client.get(f"/api/conversations?assignee={agent.id}&status=open", headers=api.auth(agent))
+    assert [x["id"] for x in r.json()] == [str(old)]
+    assert r.json()[0]["queued_at"] is not None  # how long it waited stays known
+
+    # A second agent taking it too is told it is gone; taking it again changes nothing for its holder.
+    other = make_user(api.db, "agent")
+    r = await api.client.post(
+        f"/api/conversations/{old}/assign", json={"unassigned_only": True}, headers=api.auth(other)
+    )
+    assert r.status_code == 409 and str(agent.id) in r.json()["error"]["message"], r.text
+    r = await api.client.post(
+        f"/api/conversations/{old}/assign", json={"unassigned_only": True}, headers=api.auth(agent)
+    )
+    assert r.status_code == 200 and r.json()["assignee"] == agent.id
+
+
+@pytest.mark.asyncio
+async def test_a_conversation_back_in_the_queue_keeps_its_place(api: Api) -> None:
+    customer = await _customer(api)
+    async with api.pool.connection() as conn:
+        c = await store.create_conversation(conn, customer, "webchat", handler="queue")
+        assert c["queued_at"] is not None  # no bot: waiting from the start
+        again = await store.update_conversation(conn, c["id"], handler="queue", summary="again")
+        assert again is not None and again["queued_at"] == c["queued_at"]
+        taken = await store.update_conversation(conn, c["id"], handler="agent")
+        assert taken is not None and taken["queued_at"] == c["queued_at"]
+        earlier = c["queued_at"] - dt.timedelta(minutes=10)
+        await conn.execute("UPDATE aicc.conversations SET queued_at = %s WHERE id = %s", (earlier, c["id"]))
+        back = await store.update_conversation(conn, c["id"], handler="queue")
+    assert back is not None and back["queued_at"] > earlier  # a new wait
+
+
+@pytest.mark.asyncio
+async def test_polling_gets_304_until_something_changes_and_only_new_messages(api: Api) -> None:
+    cid = await _waiting(api, "my parcel is late", at=dt.datetime.now(dt.UTC))
+    agent = make_user(api.db, "agent")
+    headers = api.auth(agent)
+    path = f"/api/conversations?assignee={agent.id}&status=open"
+    r = await api.client.get(path, headers=headers)
+    list_tag = r.headers["etag"]
+    assert r.status_code == 200 and r.json() == [] and list_tag.startswith('"')
+    r = await api.client.get(path, headers={**headers, "If-None-Match": list_tag})
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == list_tag
+
+    r = await api.client.get(f"/api/conversations/{cid}", headers=headers)
+    assert [m["seq"] for m in r.json()["messages"]] == [1, 2] and r.json()["last_seq"] == 2
+    detail_tag = r.headers["etag"]
+    r = await api.client.get(f"/api/conversations/{cid}?after_seq=2", headers=headers)
+    assert r.status_code == 200 and r.json()["messages"] == [] and r.json()["last_seq"] == 2
+    seen_tag = r.headers["etag"]
+    r = await api.client.get(
+        f"/api/conversations/{cid}?after_seq=2", headers={**headers, "If-None-Match": seen_tag}
+    )
+    assert r.status_code == 304
+
+    # The agent takes it and replies: the list and the conversation change, and only the new line comes.
+    r = await api.client.post(f"/api/conversations/{cid}/messages", json={"body": "On it."}, headers=headers)
+    assert r.status_code == 201, r.text
+    r = await api.client.get(path, headers={**headers, "If-None-Match": list_tag})
+    assert r.status_code == 200 and [x["id"] for x in r.json()] == [str(cid)]
+    assert (r.json()[0]["last_author"], r.json()[0]["last_seq"]) == ("agent", 3)
+    r = await api.client.get(
+        f"/api/conversations/{cid}?after_seq=2", headers={**headers, "If-None-Match": seen_tag}
+    )
+    assert r.status_code == 200 and [(m["seq"], m["body"]) for m in r.json()["messages"]] == [(3, "On it.")]
+    r = await api.client.get(f"/api/conversations/{cid}", headers={**headers, "If-None-Match": detail_tag})
+    assert r.status_code == 200 and len(r.json()["messages"]) == 3
+
+
+@pytest.mark.asyncio
+async def test_a_reply_sent_again_with_its_client_id_is_stored_once(api: Api) -> None:
+    cid = await _waiting(api, "hello", at=dt.datetime.now(dt.UTC))
+    agent = make_user(api.db, "agent")
+    reply = {"body": "Hello, I am Li.", "client_id": "desk-7f3a"}
+    first = await api.client.post(f"/api/conversations/{cid}/messages", json=reply, headers=api.auth(agent))
+    assert first.status_code == 201, first.text
+    assert first.json()["client_id"] == "desk-7f3a"
+    again = await api.client.post(f"/api/conversations/{cid}/messages", json=reply, headers=api.auth(agent))
+    assert again.status_code == 200 and again.json() == first.json()
+    # Someone else's id (another agent's, or the visitor's "v1") is not this agent's message.
+    other = make_user(api.db, "agent")
+    for client_id in ("desk-7f3a", "v1"):
+        r = await api.client.post(
+            f"/api/conversations/{cid}/messages",
+            json={"body": "mine?", "client_id": client_id},
+            headers=api.auth(other if client_id == "desk-7f3a" else agent),
+        )
+        assert r.status_code == 422, r.text
+        assert [p["field"] for p in r.json()["error"]["problems"]] == ["client_id"]
+    async with api.pool.connection() as conn:
+        rows = await store.messages(conn, cid)
+    assert [m["body"] for m in rows] == ["Hello!", "hello", "Hello, I am Li."]
+
+
+@pytest.mark.asyncio
+async def test_the_chat_parameters_are_checked(api: Api) -> None:
+    cid = await _waiting(api, "hello", at=dt.datetime.now(dt.UTC))
+    agent = api.auth("agent")
+    bad: list[tuple[str, str, Any, str]] = [
+        ("GET", "/api/conversations?order=newest", None, "query.order"),
+        ("GET", "/api/conversations?unassigned=maybe", None, "query.unassigned"),
+        ("GET", f"/api/conversations/{cid}?after_seq=-1", None, "query.after_seq"),
+        ("GET", f"/api/conversations/{cid}?after_seq=x", None, "query.after_seq"),
+        ("POST", f"/api/conversations/{cid}/messages", {"body": "hi", "client_id": "a b"}, "client_id"),
+        ("POST", f"/api/conversations/{cid}/messages", {"body": "hi", "client_id": "x" * 65}, "client_id"),
+        ("POST", f"/api/conversations/{cid}/assign", {"unassigned_only": "perhaps"}, "unassigned_only"),
+    ]
+    for method, path, body, field in bad:
+        r = await api.client.request(method, path, json=body, headers=agent)
+        assert r.status_code == 422, (path, body, r.text)
+        assert field in [p["field"] for p in r.json()["error"]["problems"]], (path, body, r.text)
+    auditor = api.auth("auditor")
+    r = await api.client.post(
+        f"/api/conversations/{cid}/assign", json={"unassigned_only": True}, headers=auditor
+    )
+    assert r.status_code == 403
+    async with api.pool.connection() as conn:
+        c = await store.get_conversation(conn, cid)
+        assert len(await store.messages(conn, cid)) == 2
+    assert c is not None and c["handler"] == "queue" and c["assignee"] is None
+
+
+@pytest.mark.asyncio
+async def test_personal_numbers_in_messages_are_masked_for_agents(api: Api) -> None:
+    customer = await _customer(api)
+    said = "请回电13800138000，身份证440300199001011238，订单100234"
+    chat = await _conversation(api, customer, "webchat", T0, said)
+    async with api.pool.connection() as conn:
+        await conn.execute("UPDATE aicc.conversations SET summary = %s WHERE id = %s", (said, chat["id"]))
+    masked = "请回电138****8000，身份证**************1238，订单100234"
+    agent = (await api.client.get(f"/api/conversations/{chat['id']}", headers=api.auth("agent"))).json()
+    assert [m["body"] for m in agent["messages"]] == [masked] and agent["summary"] == masked
+    listed = (await api.client.get("/api/conversations?unassigned=true", headers=api.auth("agent"))).json()
+    mine = next(c for c in listed if c["id"] == str(chat["id"]))
+    assert mine["last_message"] == masked and mine["summary"] == masked
+    admin = (await api.client.get(f"/api/conversations/{chat['id']}", headers=api.auth("admin"))).json()
+    assert [m["body"] for m in admin["messages"]] == [said]

@@ -342,16 +342,22 @@ def _keys(block: str) -> set[str]:
     return set(re.findall(r"^\s+'([a-zA-Z0-9_.-]+)':", block, re.MULTILINE))
 
 
-def test_a_session_ended_elsewhere_brings_back_the_login_form(
-    page: Any, site: Site, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An administrator ends the agent's session (or it times out) while the desk is open: the live
-    stream's periodic check ends the stream, and the page says why and asks for a new login instead of
-    reconnecting for ever. The app runs in this process, so its check interval can be shortened."""
+@pytest.fixture
+def quick_revalidation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live stream checks its session every 0.5 s (the app runs in this process): set before the
+    page opens its stream, whose first wait takes the interval of that moment."""
     from aicc.appliance.api.routes import live
 
     monkeypatch.setattr(live, "REVALIDATE_S", 0.5)
     monkeypatch.setattr(live, "PING_S", 0.5)
+
+
+def test_a_session_ended_elsewhere_brings_back_the_login_form(
+    quick_revalidation: None, page: Any, site: Site
+) -> None:
+    """An administrator ends the agent's session (or it times out) while the desk is open: the live
+    stream's periodic check ends the stream, and the page says why and asks for a new login instead of
+    reconnecting for ever."""
     with psycopg.connect(site.db.dsn, autocommit=True) as conn:
         revoked = conn.execute(
             "UPDATE aicc.api_tokens SET revoked_at = now() WHERE user_id = %s AND kind = 'session' "

@@ -1,16 +1,23 @@
 """Conversations on every channel, as agents work them (conversations.read / conversations.write:
 agents and supervisors; auditors read). The visitor's side of web chat is routes/webchat.py.
 
-- GET /api/conversations?status=&handler=&assignee=&channel=: newest activity first.
-- GET /api/conversations/{id}: the conversation, its customer and every message; whether the visitor
-  is connected (to this API process) and typing.
+- GET /api/conversations?status=&handler=&assignee=&unassigned=&channel=&order=: newest activity
+  first, or (order=waiting) longest waiting for an agent first; each with its last message's start,
+  seq and author.
+- GET /api/conversations/{id}[?after_seq=N]: the conversation, its customer and every message (or
+  those after seq N); whether the visitor is connected (to this API process) and typing.
 - POST /api/conversations/{id}/messages: an agent's reply, pushed to the visitor at once. The agent
   takes the conversation with it (handler agent; assignee: the agent, when nobody holds it) and the
-  bot answers no more.
-- POST /api/conversations/{id}/assign: take it (or give it to `assignee`); POST .../resolve: end it.
+  bot answers no more. A `client_id` makes a retry harmless: the message is stored once.
+- POST /api/conversations/{id}/assign: take it (or give it to `assignee`; `unassigned_only` refuses
+  with 409 when someone else holds it); POST .../resolve: end it.
 - POST /api/conversations/{id}/typing: the visitor sees "agent typing".
 - GET /api/customers/{id}/history: every conversation of the customer on any channel and every call
   from their phone numbers (aicc.calls, matched in E.164), oldest first.
+
+The two reads answer with an ETag and 304 Not Modified to an If-None-Match that matches, so the agent
+desktop, which polls them every few seconds while its Chats tab is shown, moves no bytes when nothing
+changed (there is no push of conversations to agents yet).
 
 Agents see phone numbers masked unless their role has numbers.full. Taking, assigning and resolving
 are audited; messages are the conversation itself and are not copied into the audit log.
@@ -19,13 +26,14 @@ are audited; messages are the conversation itself and are not copied into the au
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from aicc.appliance.api import audit
 from aicc.appliance.api.deps import (
@@ -40,22 +48,35 @@ from aicc.appliance.api.deps import (
     not_found,
     require,
 )
+from aicc.appliance.api.redact import redact_for
 from aicc.appliance.api.routes import Strict
-from aicc.appliance.channels.webchat import WebChatHub, message_frame, status_frame
+from aicc.appliance.channels.webchat import CLIENT_ID, WebChatHub, message_frame, status_frame
 from aicc.appliance.conversations import store
-from aicc.appliance.conversations.store import Channel, Handler, Status
+from aicc.appliance.conversations.store import Author, Channel, Handler, Order, Status
 
 router = APIRouter(tags=["conversations"], responses=COMMON_ERRORS)
 UserId = Annotated[int, Field(ge=1, le=2**62)]
+CACHED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "ETag": {
+                "description": "the answer's tag: send it back as If-None-Match to get 304 while it holds",
+                "schema": {"type": "string"},
+            }
+        }
+    },
+    304: {"description": "Not modified: the If-None-Match given is the answer's ETag"},
+}
 
 
 class Message(BaseModel):
     id: int
     seq: int
     direction: Literal["in", "out"]
-    author: Literal["customer", "bot", "agent", "system"]
+    author: Author
     author_id: int | None
     body: str
+    client_id: str | None = Field(None, description="the sender's id for the message (idempotency key)")
     created_at: dt.datetime
     delivered_at: dt.datetime | None
 
@@ -78,7 +99,12 @@ class Conversation(BaseModel):
     updated_at: dt.datetime
     last_message_at: dt.datetime | None
     resolved_at: dt.datetime | None
-    last_message: str | None = None
+    queued_at: dt.datetime | None = Field(
+        None, description="when it last went to the agents (handler queue): the wait for an agent starts"
+    )
+    last_message: str | None = Field(None, description="the last message's first 200 characters")
+    last_seq: int | None = Field(None, description="the last message's seq")
+    last_author: Author | None = Field(None, description="who wrote the last message")
 
 
 class Identity(BaseModel):
@@ -96,7 +122,7 @@ class Customer(BaseModel):
 
 class ConversationDetail(Conversation):
     customer: Customer
-    messages: list[Message]
+    messages: list[Message] = Field(description="oldest first: every message, or those after after_seq")
     visitor_connected: bool = Field(description="a visitor socket is open on the API process that answered")
     visitor_typing: bool
 
@@ -118,10 +144,31 @@ class HistoryItem(BaseModel):
 
 class Reply(Strict):
     body: Annotated[str, Field(min_length=1, max_length=store.BODY_MAX)]
+    client_id: Annotated[str, Field(pattern=CLIENT_ID.pattern)] | None = Field(
+        None,
+        description="the sender's id for this message (1-64 letters, digits, - or _): sent again, as a "
+        "retry after a lost answer, it is stored once and the stored message answers (200)",
+    )
 
 
 class Assignment(Strict):
     assignee: UserId | None = Field(None, description="a user id; none: the caller takes it")
+    unassigned_only: bool = Field(
+        False, description="refuse (409) when another user holds it already: two agents taking one chat"
+    )
+
+
+_CONVERSATIONS = TypeAdapter(list[Conversation])
+
+
+def _etagged(request: Request, body: bytes) -> Response:
+    """A JSON answer with its ETag, or 304 without a body when the client's If-None-Match has it."""
+    tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    given = request.headers.get("if-none-match", "")
+    if any(t.strip().removeprefix("W/") in (tag, "*") for t in given.split(",") if t.strip()):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def _hub(request: Request) -> WebChatHub:
@@ -140,17 +187,24 @@ def _identities(rows: list[dict[str, Any]], principal: Principal) -> list[Identi
 
 
 async def _detail(
-    conn: AsyncConnection[DictRow], conversation: dict[str, Any], principal: Principal, hub: WebChatHub
+    conn: AsyncConnection[DictRow],
+    conversation: dict[str, Any],
+    principal: Principal,
+    hub: WebChatHub,
+    after_seq: int = 0,
 ) -> ConversationDetail:
     customer = await store.get_customer(conn, conversation["customer_id"])
     assert customer is not None  # a foreign key keeps it
-    rows = await store.messages(conn, conversation["id"])
+    rows = await store.messages(conn, conversation["id"], after_seq=after_seq)
     cid = conversation["id"]
+    last = await store.last_message(conn, cid)
     return ConversationDetail(
-        **conversation,
+        **{**conversation, "summary": redact_for(conversation["summary"], principal)},
         customer_name=customer["name"],
+        last_seq=last["seq"] if last else None,
+        last_author=last["author"] if last else None,
         customer=Customer(**{**customer, "identities": _identities(customer["identities"], principal)}),
-        messages=[Message(**m) for m in rows],
+        messages=[Message(**{**m, "body": redact_for(m["body"], principal)}) for m in rows],
         visitor_connected=hub.connected(cid),
         visitor_typing=hub.visitor_typing(cid),
     )
@@ -163,53 +217,82 @@ async def _locked(conn: AsyncConnection[DictRow], conversation_id: UUID) -> dict
     return conversation
 
 
+def _conversation(row: dict[str, Any], principal: Principal) -> Conversation:
+    """A conversation with the personal numbers in its summary and last message masked by role."""
+    last = row.get("last_message")
+    return Conversation(
+        **{
+            **row,
+            "summary": redact_for(row["summary"], principal),
+            "last_message": None if last is None else redact_for(last, principal),
+        }
+    )
+
+
 def _view(c: dict[str, Any]) -> dict[str, Any]:
     return {"status": c["status"], "handler": c["handler"], "assignee": c["assignee"]}
 
 
-@router.get("/api/conversations", response_model=list[Conversation])
+@router.get("/api/conversations", response_model=list[Conversation], responses=CACHED)
 async def list_conversations(
+    request: Request,
     principal: Annotated[Principal, Depends(require("conversations.read"))],
     pool: PoolDep,
     status: Status | None = None,
     handler: Handler | None = None,
     assignee: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    unassigned: Annotated[bool, Query(description="only those nobody holds")] = False,
     channel: Channel | None = None,
+    order: Annotated[
+        Order, Query(description="activity: newest activity first; waiting: longest waiting first")
+    ] = "activity",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> list[Conversation]:
-    filters = store.Filters(status=status, handler=handler, assignee=assignee, channel=channel)
+) -> Response:
+    filters = store.Filters(
+        status=status, handler=handler, assignee=assignee, channel=channel, unassigned=unassigned
+    )
     async with pool.connection() as conn:
-        rows = await store.list_conversations(conn, filters, limit=limit, offset=offset)
-    return [Conversation(**r) for r in rows]
+        rows = await store.list_conversations(conn, filters, limit=limit, offset=offset, order=order)
+    return _etagged(request, _CONVERSATIONS.dump_json([_conversation(r, principal) for r in rows]))
 
 
 @router.get(
-    "/api/conversations/{conversation_id}", response_model=ConversationDetail, responses=error_responses(404)
+    "/api/conversations/{conversation_id}",
+    response_model=ConversationDetail,
+    responses={**error_responses(404), **CACHED},
 )
 async def get_conversation(
     conversation_id: UUID,
     request: Request,
     principal: Annotated[Principal, Depends(require("conversations.read"))],
     pool: PoolDep,
-) -> ConversationDetail:
+    after_seq: Annotated[
+        int, Query(ge=0, le=2**31 - 1, description="only the messages after this seq (those not seen yet)")
+    ] = 0,
+) -> Response:
     async with pool.connection() as conn:
         conversation = await store.get_conversation(conn, conversation_id)
         if conversation is None:
             raise not_found("conversation", str(conversation_id))
-        return await _detail(conn, conversation, principal, _hub(request))
+        detail = await _detail(conn, conversation, principal, _hub(request), after_seq)
+    return _etagged(request, detail.model_dump_json().encode())
 
 
 @router.post(
     "/api/conversations/{conversation_id}/messages",
     response_model=Message,
     status_code=201,
-    responses=error_responses(404, 409),
+    responses={
+        **error_responses(404, 409),
+        200: {"model": Message, "description": "sent before with this client_id: the message stored then"},
+    },
 )
 async def reply(
     conversation_id: UUID,
     body: Reply,
     request: Request,
+    response: Response,
     principal: Annotated[Principal, Depends(require("conversations.write"))],
     pool: PoolDep,
 ) -> Message:
@@ -219,6 +302,13 @@ async def reply(
         raise invalid("body", "empty")
     async with pool.connection() as conn, conn.transaction():
         before = await _locked(conn, conversation_id)
+        if body.client_id is not None:
+            earlier = await store.message_by_client_id(conn, conversation_id, body.client_id)
+            if earlier is not None:  # a retry: the message went in the first time
+                if earlier["author"] != "agent" or earlier["author_id"] != principal.user_id:
+                    raise invalid("client_id", "another message of this conversation has this client_id")
+                response.status_code = 200
+                return Message(**earlier)
         if before["status"] == "resolved":
             raise conflict("the conversation is resolved; the customer starts a new one to write again")
         after = before
@@ -244,6 +334,7 @@ async def reply(
             author="agent",
             author_id=principal.user_id,
             body=text,
+            client_id=body.client_id,
             delivered=hub.connected(conversation_id),
         )
     await hub.stop_bot(conversation_id)
@@ -272,6 +363,8 @@ async def assign(
         before = await _locked(conn, conversation_id)
         if before["status"] == "resolved":
             raise conflict("the conversation is resolved")
+        if body.unassigned_only and before["assignee"] not in (None, assignee):
+            raise conflict(f"user {before['assignee']} has taken this conversation already")
         cur = await conn.execute(
             "SELECT 1 FROM aicc.users WHERE id = %s AND NOT disabled AND role <> 'auditor'", (assignee,)
         )
@@ -364,7 +457,7 @@ async def customer_history(
                     call_id=item["call_id"],
                     outcome=item["outcome"],
                     ended_at=item["ended_at"],
-                    summary=item["summary"],
+                    summary=redact_for(item["summary"] or "", principal),
                     caller=mask_number(item["caller"], principal),
                 )
             )
@@ -378,7 +471,7 @@ async def customer_history(
                     status=item["status"],
                     handler=item["handler"],
                     messages=item["messages"],
-                    summary=item["summary"],
+                    summary=redact_for(item["summary"] or "", principal),
                 )
             )
     return out

@@ -1,6 +1,6 @@
 // Agent desktop: status, softphone, queue counters, contact pop and wrap-up; tickets in tickets.js,
-// the knowledge base (and the articles suggested for the contact) in knowledge.js, the header's
-// notifications in notifications.js.
+// web chats in chats.js, the knowledge base (and the articles suggested for the contact) in
+// knowledge.js, the header's notifications in notifications.js.
 // Everything visible is re-rendered from the latest snapshot (idempotent);
 // the softphone's own state comes from phone.js events.
 import * as api from './api.js';
@@ -15,6 +15,7 @@ import { startShell } from './shell.js';
 import { setCall, startTickets, stopTickets } from './tickets.js';
 import { suggestFor, startKnowledge, stopKnowledge } from './knowledge.js';
 import { startNotifications, stopNotifications } from './notifications.js';
+import { startChats, stopChats } from './chats.js';
 
 const dom = {
   phoneStatus: $('#phone-status'),
@@ -442,6 +443,34 @@ function renderCustomer(customer) {
   fillKv(dl, customer, 0);
 }
 
+// --- transfer targets -------------------------------------------------------------------
+
+let transferQueues = [];
+
+/** The voice queues an agent may transfer a caller to, offered in the transfer field's list. */
+async function loadTransferQueues() {
+  try {
+    const list = await api.get('/api/queues');
+    transferQueues = (Array.isArray(list) ? list : []).filter((q) => q && q.name && (q.channel || 'voice') === 'voice');
+  } catch (err) {
+    transferQueues = [];  // the field still takes a typed queue name
+    if (active && err.status !== 401) console.warn('queues for transfer not loaded', err);
+  }
+  renderTransferQueues();
+}
+
+function renderTransferQueues() {
+  const list = $('#transfer-queues');
+  if (!list) return;
+  list.replaceChildren(...transferQueues.map((q) => {
+    const option = document.createElement('option');
+    option.value = q.name;
+    const names = q.display_name || {};
+    option.label = names[getLang()] || names.en || names.zh || q.name;
+    return option;
+  }));
+}
+
 // --- wrap-up -------------------------------------------------------------------------
 
 async function loadDispositions() {
@@ -639,6 +668,7 @@ function wireControls() {
 
   onLangChange(() => {
     renderDispositions();
+    renderTransferQueues();
     renderAll();
     if (!flashTimer) document.title = pageTitle();
   });
@@ -656,8 +686,10 @@ const shell = startShell({
     active = true;
     resetPage();
     loadDispositions();
+    loadTransferQueues();
     startTickets(mePayload, () => shell.expired());
     startKnowledge(mePayload, () => shell.expired());
+    startChats(mePayload, () => shell.expired());
     startNotifications(mePayload, () => shell.expired());
     await startPhone();
   },
@@ -665,6 +697,7 @@ const shell = startShell({
     active = false;
     stopTickets();
     stopKnowledge();
+    stopChats();
     stopNotifications();
     stopTitleFlash();
     const p = phone;
