@@ -182,7 +182,9 @@ class TextBot:
         self._muted = not greet
         self.pipeline.start()
         self.pipeline.queue(
-            StartFrame(call_id=self.conversation_id, language=self.language, caller=self.caller)
+            StartFrame(
+                call_id="", language=self.language, caller=self.caller, conversation_id=self.conversation_id
+            )
         )
         try:
             await self.pipeline.idle(timeout=10.0)

@@ -34,9 +34,11 @@ class Connector(Protocol):
         caller: str,
         call_id: str = "",
         language: Language = "en",
+        conversation_id: str = "",
     ) -> dict[str, Any]:
-        """Run one tool for the caller (their number), on a call (its Call-ID, "" outside one), in the
-        language the bot speaks with them. Raises ConnectorError; the caller applies its own timeout."""
+        """Run one tool for the caller (their number), on a call (its Call-ID, "" outside one) or in a
+        text conversation (its id), in the language the bot speaks with them. Raises ConnectorError;
+        the caller applies its own timeout."""
         ...
 
     def describe(
@@ -77,8 +79,9 @@ class PostgresConnector:
         caller: str,
         call_id: str = "",
         language: Language = "en",
+        conversation_id: str = "",
     ) -> dict[str, Any]:
-        ctx = ToolContext(caller, call_id, language)
+        ctx = ToolContext(caller, call_id, language, conversation_id)
         handler = getattr(self, f"_tool_{tool}", None)
         if handler is None:
             raise ConnectorError(f"no tool {tool!r}", kind="invalid")

@@ -21,11 +21,12 @@ BOT_SLA_POLICY = "default"
 @dataclass(frozen=True)
 class ToolContext:
     """Who a tool acts for: the caller's number (the From user), the call (its SIP Call-ID, the key of
-    the call record) and the language the bot speaks with them."""
+    the call record) or the text conversation (web chat), and the language the bot speaks with them."""
 
     caller: str
     call_id: str = ""
     language: Language = "en"
+    conversation_id: str = ""
 
 
 async def open_ticket(
@@ -38,7 +39,8 @@ async def open_ticket(
     backend: str,
 ) -> dict[str, Any]:
     """A new ticket in the caller's words; refs (order_id, card_last4 ...) go into its description."""
-    lines = [summary.strip(), "", f"Opened by the voice bot ({backend}) during a call."]
+    during = "a web chat" if ctx.conversation_id else "a call"
+    lines = [summary.strip(), "", f"Opened by the bot ({backend}) during {during}."]
     lines += [f"{k}: {v}" for k, v in refs.items() if v]
     phone = e164(ctx.caller)
     fields = {
@@ -48,11 +50,13 @@ async def open_ticket(
         "priority": BOT_PRIORITY,
         "group": "",
         "assignee": None,
-        "customer": {"phone": phone} if phone else {"sip": ctx.caller[:200]},
+        # A chat's customer is the conversation's (it links to it); a call's, the number that called.
+        "customer": {"phone": phone} if phone else ({"sip": ctx.caller[:200]} if ctx.caller else {}),
         "language": ctx.language,
         "source": "bot",
         "call_id": ctx.call_id or None,
         "contact_id": None,
+        "conversation_id": ctx.conversation_id or None,
         "sla_policy": BOT_SLA_POLICY,
     }
     async with conn.transaction():

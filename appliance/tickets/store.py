@@ -17,7 +17,8 @@ from aicc.appliance.tickets.sla import Event, SlaPolicy
 
 COLUMNS: LiteralString = (
     'id, number, subject, description, type, priority, status, "group", assignee, customer, language, '
-    "source, call_id, contact_id::text AS contact_id, sla_policy, created_by, created_at, updated_at"
+    "source, call_id, contact_id::text AS contact_id, conversation_id::text AS conversation_id, sla_policy, "
+    "created_by, created_at, updated_at"
 )
 # Fields PATCH may change, and the event each change writes.
 CHANGE_EVENTS: dict[str, str] = {
@@ -36,6 +37,7 @@ class Filters:
     priority: str | None = None
     customer_phone: str | None = None
     unassigned: bool = False
+    conversation_id: str | None = None
 
 
 async def get_policy(conn: AsyncConnection[DictRow], name: str) -> SlaPolicy | None:
@@ -119,17 +121,34 @@ async def create(
     row = await (
         await conn.execute(
             'INSERT INTO aicc.tickets (subject, description, type, priority, status, "group", '  # noqa: S608
-            "assignee, customer, language, source, call_id, contact_id, sla_policy, created_by, created_at, "
-            "updated_at) VALUES (%(subject)s, %(description)s, %(type)s, %(priority)s, 'new', %(group)s, "
-            "%(assignee)s, %(customer)s, %(language)s, %(source)s, %(call_id)s, %(contact_id)s, "
-            "%(sla_policy)s, %(created_by)s, %(at)s, %(at)s) RETURNING " + COLUMNS,  # constant columns
-            {**fields, "customer": Jsonb(fields["customer"]), "created_by": actor, "at": at},
+            "assignee, customer, language, source, call_id, contact_id, conversation_id, sla_policy, "
+            "created_by, created_at, updated_at) VALUES (%(subject)s, %(description)s, %(type)s, "
+            "%(priority)s, 'new', %(group)s, %(assignee)s, %(customer)s, %(language)s, %(source)s, "
+            "%(call_id)s, %(contact_id)s, %(conversation_id)s, %(sla_policy)s, %(created_by)s, %(at)s, "
+            "%(at)s) RETURNING " + COLUMNS,  # constant columns
+            {
+                "conversation_id": None,
+                **fields,
+                "customer": Jsonb(fields["customer"]),
+                "created_by": actor,
+                "at": at,
+            },
         )
     ).fetchone()
     assert row is not None
     created = {
-        k: fields[k]
-        for k in ("priority", "type", "group", "assignee", "source", "call_id", "contact_id", "sla_policy")
+        k: fields.get(k)
+        for k in (
+            "priority",
+            "type",
+            "group",
+            "assignee",
+            "source",
+            "call_id",
+            "contact_id",
+            "conversation_id",
+            "sla_policy",
+        )
     }
     await append_event(
         conn,
@@ -242,6 +261,9 @@ async def listing(
             params[key] = value
     if filters.unassigned:
         where.append(sql.SQL("assignee IS NULL"))
+    if filters.conversation_id is not None:
+        where.append(sql.SQL("conversation_id = %(conversation_id)s"))
+        params["conversation_id"] = filters.conversation_id
     if filters.customer_phone is not None:
         # As typed (13800138000) or as the bot and calls keep it (+8613800138000): the same customer.
         where.append(sql.SQL("customer ->> 'phone' = ANY(%(phones)s)"))

@@ -357,6 +357,7 @@ class DialogueManager(FrameProcessor):
         self.language: Language = "en"
         self.caller = ""
         self.call_id = ""
+        self.conversation_id = ""
         self._bot: BotSetup | None = None
         self._noticed = False  # the recording notice: once per call, whichever bots follow
         self._quiet = asyncio.Event()  # set while no bot audio plays (from the playback's broadcasts)
@@ -411,6 +412,7 @@ class DialogueManager(FrameProcessor):
             self.language = frame.language
             self.caller = frame.caller
             self.call_id = frame.call_id
+            self.conversation_id = frame.conversation_id
             await self.push(frame, direction)
             if self.autostart is not None:
                 await self.start_bot(self.autostart, frame.language)
@@ -1079,6 +1081,7 @@ class DialogueManager(FrameProcessor):
                     call.arguments,
                     caller=self.caller,
                     call_id=self.call_id,
+                    conversation_id=self.conversation_id,
                     language=self.language,
                 ),
                 self.p.tool_timeout_s,

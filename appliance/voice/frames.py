@@ -68,10 +68,11 @@ class Frame:
 
 @dataclass
 class StartFrame(Frame):
-    call_id: str
+    call_id: str  # the call's SIP Call-ID; "" for a text conversation
     language: Language
     caller: str = ""
     service: str = ""
+    conversation_id: str = ""  # a text conversation (web chat): what its tickets link to
 
 
 @dataclass

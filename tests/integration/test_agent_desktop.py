@@ -119,7 +119,7 @@ def test_an_agent_in_the_browser_takes_a_queued_call_with_audio_both_ways(applia
     for other in ("demo-agent", "demo-agent2"):
         appliance.set_status(other, "logged_out")
     creds = appliance.api("POST", f"/api/agents/{appliance.agent_id('demo-agent2')}/sip-credentials")
-    assert creds.status_code == 200, creds.text
+    assert creds.status_code == 201, creds.text
     proxy = proxy_of(site)
     local = local_ip_towards(*proxy)
     out: dict[str, Any] = {"waiting_seen": []}

@@ -6,6 +6,7 @@ that name the field, the audit trail, and SLA policies."""
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import psycopg
@@ -335,3 +336,40 @@ async def test_the_unassigned_filter_lists_only_tickets_nobody_holds(api: Api) -
     numbers = {t["number"] for t in r.json()}
     assert free in numbers and taken not in numbers
     assert all(t["assignee"] is None for t in r.json())
+
+
+@pytest.mark.asyncio
+async def test_a_ticket_from_a_chat_links_it_and_takes_its_customer(api: Api) -> None:
+    from aicc.appliance.conversations import store as conversations
+
+    async with api.pool.connection() as conn:
+        customer = await conversations.create_customer(conn, name="李雷", language="zh")
+        await conversations.add_identity(conn, customer, "phone", "139 0013 9001")
+        await conversations.add_identity(conn, customer, "email", "lilei@example.cn")
+        chat = await conversations.create_conversation(
+            conn, customer, "webchat", language="zh", handler="agent"
+        )
+    chat_id = str(chat["id"])
+    ticket = await _create(
+        api, source="chat", call_id=None, conversation_id=chat_id, customer={}, language=""
+    )
+    assert ticket["conversation_id"] == str(chat["id"]) and ticket["language"] == "zh"
+    assert ticket["customer"]["name"] == "李雷" and ticket["customer"]["email"] == "lilei@example.cn"
+    assert ticket["customer"]["phone"] == "+861******9001"  # the agent's view; the ticket keeps it whole
+    admin = (await api.client.get(f"/api/tickets/{ticket['number']}", headers=api.auth("admin"))).json()
+    assert admin["customer"]["phone"] == "+8613900139001"
+    # What the agent typed wins over the conversation's.
+    named = await _create(
+        api, source="chat", call_id=None, conversation_id=chat_id, customer={"name": "Li Lei"}
+    )
+    assert named["customer"]["name"] == "Li Lei"
+    listed = await api.client.get(
+        "/api/tickets", params={"conversation_id": str(chat["id"])}, headers=api.auth("agent")
+    )
+    assert sorted(t["number"] for t in listed.json()) == sorted([ticket["number"], named["number"]])
+    for body, field in (
+        ({"subject": "x", "source": "chat"}, "conversation_id"),
+        ({"subject": "x", "conversation_id": str(uuid.uuid4())}, "conversation_id"),
+    ):
+        r = await api.client.post("/api/tickets", json=body, headers=api.auth("agent"))
+        assert r.status_code == 422 and field in [p["field"] for p in r.json()["error"]["problems"]], r.text

@@ -311,6 +311,19 @@ def test_an_agent_takes_answers_and_resolves_a_web_chat(page: Any, site: Site) -
         v.typing()
         tab.wait_for_function("() => document.querySelector('#cv-typing').textContent.includes('typing')")
 
+        # A ticket from the chat: it opens in the Tickets tab, linked to the chat, with its words.
+        tab.click("#cv-ticket")
+        tab.wait_for_selector("#pane-tickets:not([hidden]) #ticket-view:not([hidden])")
+        number = str(tab.text_content("#tv-number")).strip()
+        ticket = site.api("GET", f"/api/tickets/{number}").json()
+        language = site.api("GET", f"/api/conversations/{v.id}").json()["language"]  # the latest message's
+        assert ticket["conversation_id"] == str(v.id) and ticket["source"] == "chat"
+        assert ticket["language"] == language
+        assert ticket["subject"] == " ".join(detail["summary"].split())[:120]
+        assert f"Customer: {LONG}" in ticket["description"] and f"Agent: {reply}" in ticket["description"]
+        tab.click("#tab-chats")
+        tab.wait_for_selector(f"#chat-view[data-id='{v.id}'][data-state='mine']")
+
         # Resolved: off "mine"; the visitor is told; nothing more to send.
         tab.click("#cv-resolve")
         tab.wait_for_selector("#chat-view[data-state='resolved']")

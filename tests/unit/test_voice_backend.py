@@ -107,6 +107,34 @@ async def test_demo_backend_tools(pool: AsyncConnectionPool[Any]) -> None:
     assert demo.describe("create_ticket", {}, ticket, "en") == (
         f"I've opened ticket number {ticket['ticket_id']}; a colleague will follow up."
     )
+    # In a web chat the ticket links the conversation (its customer is the conversation's).
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO aicc.customers (name, language) VALUES ('访客', 'zh') RETURNING id"
+        )
+        customer = (await cur.fetchone())[0]  # type: ignore[index]
+        cur = await conn.execute(
+            "INSERT INTO aicc.conversations (customer_id, channel, language, handler) "
+            "VALUES (%s, 'webchat', 'zh', 'bot') RETURNING id::text",
+            (customer,),
+        )
+        chat = (await cur.fetchone())[0]  # type: ignore[index]
+    from_chat = await demo.call(
+        "create_ticket",
+        {"summary": "发票没收到", "category": "other"},
+        caller="",
+        conversation_id=chat,
+        language="zh",
+    )
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT conversation_id::text, call_id, customer, description FROM aicc.tickets "
+            "WHERE number = %s",
+            (from_chat["ticket_id"],),
+        )
+        linked = await cur.fetchone()
+    assert linked is not None and linked[:3] == (chat, None, {})
+    assert "during a web chat" in linked[3]
     with pytest.raises(ConnectorError) as err:  # a ticket about an order that does not exist: none
         await demo.call(
             "create_ticket", {"summary": "x y z", "category": "other", "order_id": "999999"}, caller="x"

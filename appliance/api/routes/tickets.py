@@ -34,6 +34,7 @@ from aicc.appliance.api.deps import (
 )
 from aicc.appliance.api.routes import Strict
 from aicc.appliance.connectors.phone import e164
+from aicc.appliance.conversations import store as conversations
 from aicc.appliance.tickets import store
 from aicc.appliance.tickets.sla import Priority, SlaPolicy, SlaStatus, Status, compute
 
@@ -80,6 +81,10 @@ class TicketCreate(Strict):
     source: Source = "agent"
     call_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     contact_id: UUID | None = None
+    conversation_id: UUID | None = Field(
+        None,
+        description="the chat (or other conversation) it comes from: the customer's identities come with it",
+    )
     sla_policy: PolicyName = "default"
 
 
@@ -116,6 +121,7 @@ class Ticket(BaseModel):
     source: Source
     call_id: str | None
     contact_id: str | None
+    conversation_id: str | None = None
     sla_policy: str
     created_by: str
     created_at: dt.datetime
@@ -168,6 +174,26 @@ def _audit_view(ticket: dict[str, Any]) -> dict[str, Any]:
     return {k: ticket[k] for k in ("number", "status", "priority", "group", "assignee", "sla_policy")}
 
 
+async def _from_conversation(
+    conn: AsyncConnection[DictRow], conversation_id: UUID, fields: dict[str, Any]
+) -> None:
+    """The customer of the conversation fills what the agent left out: name, phone and email as the
+    customer's identities hold them (agents see them masked), and the conversation's language."""
+    conversation = await conversations.get_conversation(conn, conversation_id)
+    if conversation is None:
+        raise invalid("conversation_id", f"no conversation {conversation_id}")
+    customer = await conversations.get_customer(conn, conversation["customer_id"])
+    assert customer is not None  # a foreign key keeps it
+    found = {"name": customer["name"]} if customer["name"] else {}
+    for identity in customer["identities"]:
+        if identity["kind"] == "phone":
+            found.setdefault("phone", e164(identity["value"]) or identity["value"])
+        elif identity["kind"] == "email":
+            found.setdefault("email", identity["value"])
+    fields["customer"] = {**found, **{k: v for k, v in fields["customer"].items() if v}}
+    fields["language"] = fields["language"] or conversation["language"]
+
+
 @router.post("/api/tickets", response_model=Ticket, status_code=201)
 async def create_ticket(
     body: TicketCreate,
@@ -178,6 +204,8 @@ async def create_ticket(
     # Checked here, not in the model, so that the 422 names the field.
     if body.source == "call" and body.call_id is None:
         raise invalid("call_id", "a ticket from a call names its call_id")
+    if body.source == "chat" and body.conversation_id is None:
+        raise invalid("conversation_id", "a ticket from a chat names its conversation_id")
     async with pool.connection() as conn:
         if await store.get_policy(conn, body.sla_policy) is None:
             raise invalid("sla_policy", f"no SLA policy {body.sla_policy!r}")
@@ -190,6 +218,8 @@ async def create_ticket(
             phone = e164(await store.caller_of(conn, body.call_id, fields["contact_id"]))
             if phone:
                 fields["customer"]["phone"] = phone
+        if body.conversation_id is not None:
+            await _from_conversation(conn, body.conversation_id, fields)
         row = await store.create(conn, fields, principal.user_id, principal.username, _now())
         await audit.record(
             conn,
@@ -214,6 +244,7 @@ async def list_tickets(
     priority: Priority | None = None,
     phone: Annotated[str | None, Query(pattern=r"^\+?[0-9]{2,20}$", description="the customer's")] = None,
     unassigned: Annotated[bool, Query(description="only tickets nobody is assigned")] = False,
+    conversation_id: Annotated[UUID | None, Query(description="those opened from this conversation")] = None,
     sla: Annotated[
         Literal["breached", "warning"] | None, Query(description="the worst target's state")
     ] = None,
@@ -221,7 +252,15 @@ async def list_tickets(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[Ticket]:
     """Newest first. With `sla`, the matching tickets' SLA is computed before paging (it is not stored)."""
-    filters = store.Filters(status, assignee, group, priority, phone, unassigned)
+    filters = store.Filters(
+        status,
+        assignee,
+        group,
+        priority,
+        phone,
+        unassigned,
+        None if conversation_id is None else str(conversation_id),
+    )
     async with pool.connection() as conn:
         rows = await store.listing(conn, filters, None if sla else limit, 0 if sla else offset)
         events = await store.events(conn, [r["id"] for r in rows])

@@ -18,6 +18,7 @@ import * as api from './api.js';
 import { t, getLang, onLangChange } from './i18n.js';
 import { $, el, errorText, labelFor, setTicking } from './ui.js';
 import { openArticle, snippetNodes } from './knowledge.js';
+import { showTicket } from './tickets.js';
 
 const FAST_MS = 3000;
 const SLOW_MS = 15000;
@@ -53,6 +54,7 @@ const dom = {
   presence: $('#cv-presence'),
   take: $('#cv-take'),
   resolve: $('#cv-resolve'),
+  ticket: $('#cv-ticket'),
   notice: $('#cv-notice'),
   error: $('#cv-error'),
   messages: $('#cv-messages'),
@@ -73,6 +75,7 @@ const dom = {
 let enabled = false;       // signed in with conversations.read
 let canWrite = false;      // conversations.write: take, resolve, reply
 let canKb = false;         // kb.read: suggestions
+let canTicket = false;     // tickets.write: a ticket from the chat
 let me = null;             // /api/auth/me's user
 let onExpired = () => {};
 let session = 0;           // bumped at each start and stop: answers of an earlier session are dropped
@@ -212,15 +215,15 @@ async function fetchTagged(path, known) {
   return { changed: true, data, tag: res.headers.get('ETag') };
 }
 
-function setNotice(key, kind = 'ok') {
-  notice = key ? { key, kind } : null;
+function setNotice(key, kind = 'ok', params = undefined) {
+  notice = key ? { key, kind, params } : null;
   clearTimeout(noticeTimer);
   renderNotice();
   if (key) noticeTimer = setTimeout(() => setNotice(null), NOTICE_MS);
 }
 
 function renderNotice() {
-  dom.notice.textContent = notice ? t(notice.key) : '';
+  dom.notice.textContent = notice ? t(notice.key, notice.params) : '';
   dom.notice.dataset.kind = notice ? notice.kind : '';
   dom.notice.hidden = !notice;
 }
@@ -562,6 +565,7 @@ function renderChat() {
     dom.typing.textContent = '';
     dom.take.hidden = true;
     dom.resolve.hidden = true;
+    dom.ticket.hidden = true;
     dom.facts.replaceChildren();
     dom.summaryBox.hidden = true;
     renderReply();
@@ -580,6 +584,7 @@ function renderChat() {
   dom.typing.textContent = chat.visitor_typing && state !== 'resolved' ? t('chats.typing') : '';
   dom.take.hidden = !canWrite || !(state === 'waiting' || state === 'bot');
   dom.resolve.hidden = !canWrite || !(state === 'mine' || state === 'waiting');
+  dom.ticket.hidden = !canTicket;
   renderFacts();
   renderReply();
   renderMessages();
@@ -641,6 +646,38 @@ function take() {
 
 function resolve() {
   return act(dom.resolve, (id) => api.post(`${chatPath(id)}/resolve`), 'chats.resolvedNotice');
+}
+
+/** A ticket from the open chat: subject from the bot's summary or the customer's last words, the
+ *  conversation in the description; the API links the chat and takes the customer (name, phone,
+ *  email) from it. The new ticket opens in the Tickets tab for the agent to complete. */
+async function ticketFromChat() {
+  const id = openId;
+  if (!id || !chat) return;
+  const said = messages.filter((m) => m.author === 'customer');
+  const last = said.length ? said[said.length - 1].body : '';
+  const subject = (chat.summary || last || t('chats.ticketSubject')).replace(/\s+/g, ' ').trim().slice(0, 120);
+  const lines = messages.slice(-30).map((m) => `${labelFor('chats.author', m.author)}: ${m.body}`);
+  dom.ticket.disabled = true;
+  actionError = null;
+  renderActionError();
+  try {
+    const ticket = await api.post('/api/tickets', {
+      subject,
+      description: lines.join('\n').slice(0, 20000),
+      source: 'chat',
+      conversation_id: id,
+      language: chat.language || '',
+    });
+    setNotice('chats.ticketCreated', 'ok', { number: ticket.number });
+    await showTicket(ticket.number);
+  } catch (err) {
+    if (isExpired(err)) return;
+    actionError = err;
+    renderActionError();
+  } finally {
+    dom.ticket.disabled = false;
+  }
 }
 
 function submitReply(ev) {
@@ -816,6 +853,7 @@ export function startChats(mePayload, expired) {
   enabled = can('conversations.read') && myId() !== null;
   canWrite = can('conversations.write');
   canKb = can('kb.read');
+  canTicket = can('tickets.write');
   dom.tab.hidden = !enabled;
   syncPane();
   if (!enabled) return;
@@ -857,6 +895,7 @@ function wire() {
   dom.lists.addEventListener('keydown', listKeys);
   dom.take.addEventListener('click', take);
   dom.resolve.addEventListener('click', resolve);
+  dom.ticket.addEventListener('click', ticketFromChat);
   dom.reply.addEventListener('submit', submitReply);
   dom.body.addEventListener('input', typing);
   dom.body.addEventListener('keydown', (ev) => {
