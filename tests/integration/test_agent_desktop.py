@@ -218,7 +218,9 @@ def test_an_agent_in_the_browser_takes_a_queued_call_with_audio_both_ways(applia
                         assert await _until(lambda: cards.current is not None, 30), cards.rings
                         ring = cards.rings[-1]
                         out["cards_queue_header"] = ring.invite.get("X-AICC-Queue")
-                        await asyncio.sleep(2.0)
+                        # The caller speaks: the bank-card agent hears them now.
+                        await _say(caller, tts, "你好，我想问一下我的银行卡。", "zh")
+                        await asyncio.sleep(1.0)
                         out["cards_heard_s"] = cards.heard_voice_s()
                         await caller.hangup()
                     finally:
