@@ -36,7 +36,8 @@ PERMISSIONS: dict[str, str] = {
     "kb.read": "search the knowledge base; read its published articles (internal and public) and categories",
     "kb.drafts.read": "read the knowledge base's drafts, archived articles and every article's versions",
     "conversations.read": "conversations on every channel, their messages, customers' histories",
-    "conversations.write": "reply in, take and resolve conversations",
+    "conversations.write": "reply in, take and resolve conversations nobody else holds",
+    "conversations.assign": "assign conversations to anyone; reply in and resolve those others hold",
     "kb.write": "create, edit, publish and archive knowledge-base articles; create and rename categories",
     "retention.read": "the retention of personal data: the period and the purge runs",
     "retention.run": "start a retention purge now",
@@ -59,6 +60,8 @@ _SUPERVISOR = _AGENT | {
     # Knowledge managers are usually supervisors: they write and publish articles.
     "kb.drafts.read",
     "kb.write",
+    # Supervisors hand chats over and step into them; an agent works only its own and unheld ones.
+    "conversations.assign",
 }
 # The auditor reads everything an admin reads (the audit log included) and changes nothing but its own
 # tokens and password.

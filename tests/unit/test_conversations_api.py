@@ -421,3 +421,38 @@ async def test_personal_numbers_in_messages_are_masked_for_agents(api: Api) -> N
     assert mine["last_message"] == masked and mine["summary"] == masked
     admin = (await api.client.get(f"/api/conversations/{chat['id']}", headers=api.auth("admin"))).json()
     assert [m["body"] for m in admin["messages"]] == [said]
+
+
+@pytest.mark.asyncio
+async def test_an_agent_works_only_chats_nobody_else_holds(api: Api) -> None:
+    customer = await _customer(api)
+    c = await _conversation(api, customer, "webchat", T0, "在吗")
+    cid = c["id"]
+    holder, other = api.users["agent"], make_user(api.db, "agent")
+    r = await api.client.post(f"/api/conversations/{cid}/assign", json={}, headers=api.auth(holder))
+    assert r.status_code == 200 and r.json()["assignee"] == holder.id
+    # Another agent may neither take it over, nor reply in it, nor resolve it, nor hand chats out.
+    for path, body in (("assign", {}), ("messages", {"body": "我来"}), ("resolve", None)):
+        r = await api.client.post(f"/api/conversations/{cid}/{path}", json=body, headers=api.auth(other))
+        assert r.status_code == 409 and f"user {holder.id} holds" in r.json()["error"]["message"], (
+            path,
+            r.text,
+        )
+    fresh = (await _conversation(api, customer, "webchat", T0, "还在吗"))["id"]
+    r = await api.client.post(
+        f"/api/conversations/{fresh}/assign", json={"assignee": holder.id}, headers=api.auth(other)
+    )
+    assert r.status_code == 403, r.text
+    # A supervisor steps in: hands it to the other agent, who may then answer.
+    r = await api.client.post(
+        f"/api/conversations/{cid}/assign", json={"assignee": other.id}, headers=api.auth("supervisor")
+    )
+    assert r.status_code == 200 and r.json()["assignee"] == other.id
+    r = await api.client.post(
+        f"/api/conversations/{cid}/messages", json={"body": "您好"}, headers=api.auth(other)
+    )
+    assert r.status_code == 201, r.text
+    r = await api.client.post(
+        f"/api/conversations/{cid}/messages", json={"body": "x"}, headers=api.auth(holder)
+    )
+    assert r.status_code == 409

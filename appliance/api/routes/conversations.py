@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from aicc.appliance.api import audit
 from aicc.appliance.api.deps import (
     COMMON_ERRORS,
+    ApiError,
     PoolDep,
     Principal,
     client_address,
@@ -229,6 +230,13 @@ def _conversation(row: dict[str, Any], principal: Principal) -> Conversation:
     )
 
 
+def _held_by_other(conversation: dict[str, Any], principal: Principal) -> None:
+    """409 when another user holds the conversation and the principal may not step in (agents)."""
+    holder = conversation["assignee"]
+    if holder not in (None, principal.user_id) and not principal.can("conversations.assign"):
+        raise conflict(f"user {holder} holds this conversation; a supervisor can reassign it")
+
+
 def _view(c: dict[str, Any]) -> dict[str, Any]:
     return {"status": c["status"], "handler": c["handler"], "assignee": c["assignee"]}
 
@@ -311,6 +319,7 @@ async def reply(
                 return Message(**earlier)
         if before["status"] == "resolved":
             raise conflict("the conversation is resolved; the customer starts a new one to write again")
+        _held_by_other(before, principal)
         after = before
         if before["handler"] != "agent" or before["assignee"] is None:
             changes: dict[str, Any] = {"handler": "agent"}
@@ -348,7 +357,7 @@ async def reply(
 @router.post(
     "/api/conversations/{conversation_id}/assign",
     response_model=ConversationDetail,
-    responses=error_responses(404, 409),
+    responses=error_responses(403, 404, 409),
 )
 async def assign(
     conversation_id: UUID,
@@ -370,6 +379,9 @@ async def assign(
         )
         if await cur.fetchone() is None:
             raise invalid("assignee", f"no enabled user {assignee} who works conversations")
+        if assignee != principal.user_id and not principal.can("conversations.assign"):
+            raise ApiError(403, "forbidden", "agents take conversations for themselves only")
+        _held_by_other(before, principal)
         after = await store.update_conversation(conn, conversation_id, handler="agent", assignee=assignee)
         assert after is not None
         await audit.record(
@@ -391,7 +403,7 @@ async def assign(
 @router.post(
     "/api/conversations/{conversation_id}/resolve",
     response_model=ConversationDetail,
-    responses=error_responses(404),
+    responses=error_responses(404, 409),
 )
 async def resolve(
     conversation_id: UUID,
@@ -404,6 +416,7 @@ async def resolve(
         before = await _locked(conn, conversation_id)
         after = before
         if before["status"] != "resolved":
+            _held_by_other(before, principal)
             after = await store.update_conversation(conn, conversation_id, status="resolved") or before
             await audit.record(
                 conn,
