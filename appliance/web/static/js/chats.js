@@ -16,7 +16,7 @@
 // Customers' and agents' text is only ever written with textContent.
 import * as api from './api.js';
 import { t, getLang, onLangChange } from './i18n.js';
-import { $, el, errorText, labelFor, setTicking } from './ui.js';
+import { $, el, errorText, fmtTime, labelFor, setTicking } from './ui.js';
 import { openArticle, snippetNodes } from './knowledge.js';
 import { showTicket } from './tickets.js';
 
@@ -121,25 +121,10 @@ function isExpired(err) {
   return false;
 }
 
-/** An ISO time as local time: "14:30" today, else with the date. */
-function fmtTime(iso) {
-  if (!iso) return '—';
-  const at = new Date(iso);
-  if (Number.isNaN(at.getTime())) return String(iso);
-  const opts = { hour: '2-digit', minute: '2-digit', hour12: false };
-  if (at.toDateString() !== new Date().toDateString()) {
-    opts.month = 'short';
-    opts.day = 'numeric';
-  }
-  try {
-    return new Intl.DateTimeFormat(getLang() === 'zh' ? 'zh-CN' : 'en-GB', opts).format(at);
-  } catch {
-    return at.toLocaleString();
-  }
-}
+const fmtTimeOrDash = (iso) => fmtTime(iso, '—');
 
 function timeNode(iso) {
-  const node = el('time', 'chat-time', fmtTime(iso));
+  const node = el('time', 'chat-time', fmtTimeOrDash(iso));
   if (iso) node.dateTime = iso;
   return node;
 }
@@ -403,7 +388,7 @@ function updateItem(li, x, kind) {
     delete when.dataset.tickSince;
     when.className = 'chat-item-when';
     when.title = '';
-    when.textContent = fmtTime(x.last_message_at || x.updated_at);
+    when.textContent = fmtTimeOrDash(x.last_message_at || x.updated_at);
   }
   const preview = x.last_message ? `${labelFor('chats.author', x.last_author)}: ${x.last_message}` : '';
   last.textContent = preview || x.summary || '';
@@ -418,7 +403,7 @@ function updateItem(li, x, kind) {
 function renderLists() {
   dom.listError.hidden = !listError;
   dom.listError.textContent = listError ? t('chats.loadFailed', { error: errorText(listError) }) : '';
-  dom.updated.textContent = lists.at ? t('chats.updated', { time: fmtTime(lists.at) }) : '';
+  dom.updated.textContent = lists.at ? t('chats.updated', { time: fmtTimeOrDash(lists.at) }) : '';
   syncList(dom.waiting, lists.waiting, createItem, (li, x) => updateItem(li, x, 'waiting'));
   syncList(dom.mine, lists.mine, createItem, (li, x) => updateItem(li, x, 'mine'));
   dom.waitingEmpty.hidden = lists.waiting.length > 0;
@@ -537,12 +522,12 @@ function renderFacts() {
   }
   rows.push(fact('chats.channel', labelFor('chats.channelName', x.channel)));
   rows.push(fact('chats.language', x.language ? labelFor('chats.lang', x.language) : ''));
-  rows.push(fact('chats.started', fmtTime(x.created_at)));
+  rows.push(fact('chats.started', fmtTimeOrDash(x.created_at)));
   if (x.queued_at) {
     const state = stateOf(x);
     const wait = el('span', state === 'waiting' ? 'chat-wait' : 'chat-time');
     if (state === 'waiting') setTicking(wait, epoch(x.queued_at));
-    else wait.textContent = fmtTime(x.queued_at);
+    else wait.textContent = fmtTimeOrDash(x.queued_at);
     rows.push(fact(state === 'waiting' ? 'chats.waited' : 'chats.queuedAt', wait));
   }
   dom.facts.replaceChildren(...rows);

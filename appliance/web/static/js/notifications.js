@@ -4,7 +4,7 @@
 // notifications are SLA warnings and breaches of tickets (appliance/api/routes/notifications.py).
 import * as api from './api.js';
 import { t, getLang, onLangChange } from './i18n.js';
-import { $, el, banner, errorText } from './ui.js';
+import { $, el, banner, errorText, fmtTime } from './ui.js';
 import { showTicket } from './tickets.js';
 
 const POLL_MS = 30000;
@@ -46,21 +46,6 @@ function textOf(n) {
   return (getLang() === 'zh' ? text.zh || text.en : text.en || text.zh) || n.ticket || '';
 }
 
-function fmtTime(iso) {
-  if (!iso) return '';
-  const at = new Date(iso);
-  if (Number.isNaN(at.getTime())) return String(iso);
-  const opts = { hour: '2-digit', minute: '2-digit', hour12: false };
-  if (at.toDateString() !== new Date().toDateString()) {
-    opts.month = 'short';
-    opts.day = 'numeric';
-  }
-  try {
-    return new Intl.DateTimeFormat(getLang() === 'zh' ? 'zh-CN' : 'en-GB', opts).format(at);
-  } catch {
-    return at.toLocaleString();
-  }
-}
 
 const isOpen = () => !dom.panel.hidden;
 

@@ -1,6 +1,6 @@
 // Small DOM, time and banner helpers shared by the desk and the wallboard.
 // Server strings are only ever written with textContent.
-import { t, has, onLangChange } from './i18n.js';
+import { t, has, getLang, onLangChange } from './i18n.js';
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
@@ -35,6 +35,23 @@ export const serverNow = () => (Date.now() + clockOffsetMs) / 1000;
 const pad2 = (n) => String(n).padStart(2, '0');
 
 /** 75 -> "01:15", 3725 -> "1:02:05". */
+/** An ISO time as local time: "14:30" today, else with the date; `empty` when there is none. */
+export function fmtTime(iso, empty = '') {
+  if (!iso) return empty;
+  const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return String(iso);
+  const opts = { hour: '2-digit', minute: '2-digit', hour12: false };
+  if (at.toDateString() !== new Date().toDateString()) {
+    opts.month = 'short';
+    opts.day = 'numeric';
+  }
+  try {
+    return new Intl.DateTimeFormat(getLang() === 'zh' ? 'zh-CN' : 'en-GB', opts).format(at);
+  } catch {
+    return at.toLocaleString();
+  }
+}
+
 export function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(Number(seconds))) return '—';
   const total = Math.max(0, Math.floor(Number(seconds)));
