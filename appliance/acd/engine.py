@@ -10,7 +10,10 @@ Decisions worth knowing (the rest is in appliance/README.md, section ACD):
 - staffed = an agent qualifying for the contact whose status is not logged_out (ready or away): the
   people on shift, who will take contacts; EWT is None when there is none.
 - Ready and away both need a registered phone (until the first `registrations()`, every extension
-  counts as registered): an agent whose phone is gone is logged out, so it cannot be away either.
+  counts as registered). An agent whose phone is gone gets no offer at once and is logged out when it
+  stays gone for `phone_grace_s` (so it cannot be away either); a phone back within that time (a
+  proxy restart, a page reload, a network blip) leaves the agent's status as it was. The time it went
+  missing is persisted with the agent, so a restarted engine keeps counting.
 - An agent busy on one channel may be offered a contact of another where its capacity allows; one
   phone rings at a time (one reservation per agent), and pending wrap-up blocks every offer.
 - A reservation with no report by its deadline counts as no answer (agent away, reason no_answer);
@@ -85,9 +88,15 @@ class AcdError(Exception):
 
 class Acd:
     def __init__(
-        self, policy: RoutingPolicy, queues: Mapping[str, QueueConfig], agents: Mapping[int, AgentProfile]
+        self,
+        policy: RoutingPolicy,
+        queues: Mapping[str, QueueConfig],
+        agents: Mapping[int, AgentProfile],
+        *,
+        phone_grace_s: float = 0.0,
     ) -> None:
         self._policy = policy
+        self._phone_grace_s = phone_grace_s
         self._queues = _checked_queues(queues)
         self._profiles = dict(agents)
         self._agents: dict[int, AgentRuntime] = {aid: AgentRuntime(agent_id=aid) for aid in sorted(agents)}
@@ -178,8 +187,8 @@ class Acd:
                 self._push(w.ends_at, _WRAP, aid, "")
 
     def _normalize(self, now: float, by: str) -> None:
-        """Log out agents who can no longer take contacts: profile removed, no extension, phone not
-        registered; and give contacts their queue's current priority."""
+        """Log out agents who can no longer take contacts: profile removed, no extension (a phone
+        gone is `registrations()`' to judge); and give contacts their queue's current priority."""
         for aid in sorted(self._agents):
             rt = self._agents[aid]
             prof = self._profiles.get(aid)
@@ -189,8 +198,6 @@ class Acd:
                 self._log_out(rt, "removed", by, now)
             elif prof.extension is None:
                 self._log_out(rt, "no_extension", by, now)
-            elif not self._is_registered(prof):
-                self._log_out(rt, "unregistered", by, now)
         for c in self._by_seq():
             if c.queue_config is None:
                 priority = clamp_priority(self._queues[c.queue].priority + c.base_priority)
@@ -420,14 +427,23 @@ class Acd:
         return {"state": rt.state}
 
     def registrations(self, extensions: set[str], now: float) -> None:
-        """The SIP extensions registered now: ready or away agents whose phone is not among them are
-        logged out (their connected contacts go on)."""
+        """The SIP extensions registered now. A ready or away agent whose phone is not among them gets
+        no offer; one missing for phone_grace_s is logged out (its connected contacts go on)."""
         self._registered = set(extensions)
         for aid in sorted(self._agents):
             rt = self._agents[aid]
             prof = self._profiles.get(aid)
+            lost_at: float | None = None
             if rt.status != "logged_out" and (prof is None or not self._is_registered(prof)):
-                self._log_out(rt, "unregistered", "acd", now)
+                lost_at = now if rt.phone_lost_at is None else rt.phone_lost_at
+                if now - lost_at >= self._phone_grace_s:
+                    rt.phone_lost_at = None
+                    self._log_out(rt, "unregistered", "acd", now)
+                    continue
+            if lost_at != rt.phone_lost_at:
+                rt.phone_lost_at = lost_at
+                self._changes.agents.add(aid)
+            self._sync_agent(rt)  # a phone gone closes the agent to offers, one back opens it again
 
     def gateways_lost(self, gateways: set[str], now: float) -> None:
         for c in self._by_seq():

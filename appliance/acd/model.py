@@ -72,6 +72,7 @@ class AgentRuntime:
     shift_day: int = -1
     shift_start: float = 0.0
     handled_s: float = 0.0
+    phone_lost_at: float | None = None  # when the ACD first missed the ready or away agent's phone
 
     @property
     def state(self) -> AgentState:

@@ -134,7 +134,7 @@ class AcdService:
         started = time.monotonic()
         config = await store.load_config(work)
         agents, contacts = await store.load_state(work)
-        engine = Acd(config.policy, config.queues, config.agents)
+        engine = Acd(config.policy, config.queues, config.agents, phone_grace_s=self.settings.phone_grace_s)
         now = time.time()
         engine.restore(agents, contacts, now, handle_times=await store.recent_handle_times(work))
         # Before any command: an agent whose phone left while no ACD ran is not offered a contact.

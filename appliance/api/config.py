@@ -37,6 +37,13 @@ class AcdSettings(_Strict):
         "is not registered there get no offers",
     )
     registrations_poll_s: float = Field(2.0, gt=0, le=60, description="how often registrations are read")
+    phone_grace_s: float = Field(
+        15.0,
+        ge=0,
+        le=600,
+        description="an agent whose phone stays unregistered this long is logged out (no offers "
+        "meanwhile); a proxy restart or a page reload shorter than this leaves the agent's status alone",
+    )
     tick_s: float = Field(0.5, gt=0, le=10, description="timer resolution: ring timeouts, overflow steps")
     gateway_timeout_s: float = Field(
         30, ge=5, le=3600, description="contacts of a gateway silent this long are abandoned"

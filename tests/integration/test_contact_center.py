@@ -323,7 +323,7 @@ def test_with_no_agent_staffed_the_caller_takes_a_callback(appliance: Appliance)
     def nobody() -> bool:
         return bool(appliance.api("GET", "/api/live/queues").json()["queues"]["support-en"]["staffed"] == 0)
 
-    if not asyncio.run(_until(nobody, 20)):
+    if not asyncio.run(_until(nobody, 40)):  # phone grace 15 s
         query = "SELECT username, expires, localtimestamp FROM kamailio.location"
         registered = appliance.ssh("db", f"runuser -u postgres -- psql -d aicc -Atc '{query}'").stdout
         pytest.fail(

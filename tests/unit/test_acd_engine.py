@@ -31,9 +31,10 @@ class Site:
         queues: list[QueueConfig],
         agents: dict[int, AgentProfile],
         policy: RoutingPolicy | None = None,
+        phone_grace_s: float = 0.0,
     ) -> None:
         self.policy = policy or RoutingPolicy()
-        self.acd = Acd(self.policy, {q.name: q for q in queues}, agents)
+        self.acd = Acd(self.policy, {q.name: q for q in queues}, agents, phone_grace_s=phone_grace_s)
         self.now = T0
 
     def at(self, seconds: float) -> float:
@@ -585,6 +586,30 @@ def test_an_agent_whose_phone_unregisters_is_logged_out_but_keeps_its_call() -> 
         "state": "busy",
         "reason": "",
     }
+
+
+def test_a_phone_back_within_the_grace_keeps_the_agent_ready_and_gets_no_offer_meanwhile() -> None:
+    site = Site([queue()], {1: agent("1001"), 2: agent("1002")}, phone_grace_s=15)
+    site.acd.registrations({"1001", "1002"}, site.now)
+    site.ready(1)
+    site.acd.registrations({"1002"}, site.at(1))  # Kamailio restarted: the page registers again
+    site.enqueue("c1")
+    assert site.step().offers == [] and site.acd.agent(1).status == "ready"
+    site.acd.registrations({"1002"}, site.at(15.5))
+    assert site.step().offers == [] and site.acd.agent(1).status == "ready"
+    site.acd.registrations({"1001", "1002"}, site.at(16))
+    assert [o.agent_id for o in site.step().offers] == [1]
+    assert site.acd.agent(1).phone_lost_at is None
+    site.answer("c1")
+    # Gone for longer than the grace (counted from when it was first missed): logged out.
+    site.acd.registrations({"1002"}, site.at(20))
+    site.acd.registrations({"1002"}, site.at(34.9))
+    assert site.acd.agent(1).status == "ready"
+    site.acd.registrations({"1002"}, site.at(35))
+    changes = site.step()
+    assert event(changes, "agent.state").data["reason"] == "unregistered"
+    assert site.acd.agent(1).status == "logged_out"
+    assert site.acd.contact("c1").state == "connected"  # the call goes on
 
 
 def test_an_agent_without_extension_cannot_be_ready() -> None:

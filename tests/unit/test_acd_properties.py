@@ -2,8 +2,9 @@
 
 A small site (three queues, one with overflow steps and one on chat; four agents with generated skills,
 languages and capacities; a generated routing policy; reloads that remove a queue and change agents) is
-driven the way the ACD service drives it: one command, then tick + route + drain. Checked after every
-step:
+driven the way the ACD service drives it: one command, then registrations + tick + route + drain (an
+agent whose phone is gone is logged out after PHONE_GRACE_S, shorter than some waits and longer than
+others). Checked after every step:
 - an offer goes only to a ready, registered agent with the contact's language, every required skill at
   its minimum, capacity left on the channel, and no other ringing phone or pending wrap-up;
 - within a queue, no waiting contact with a higher score at that moment was passed over for the offered
@@ -30,6 +31,7 @@ from aicc.appliance.acd.router import pool_key, qualifies, requirement, score
 
 T0 = 1_767_000_000.0
 OUTCOMES = ["answered", "answered", "answered", "no_answer", "busy", "rejected", "unreachable"]
+PHONE_GRACE_S = 10.0
 QUEUES = {
     "a": QueueConfig(
         name="a",
@@ -156,7 +158,7 @@ class Run:
 
 def new_run(policy: RoutingPolicy, profs: dict[int, AgentProfile]) -> Run:
     """A run whose agents start the day ready."""
-    run = Run(Acd(policy, QUEUES, profs), policy, profs)
+    run = Run(Acd(policy, QUEUES, profs, phone_grace_s=PHONE_GRACE_S), policy, profs)
     for aid in sorted(profs):
         run.acd.set_status(agent_id=aid, status="ready", reason="", by="agent", now=run.now)
     run.acd.drain()
@@ -246,6 +248,8 @@ def apply(run: Run, cmd: tuple[Any, ...]) -> Any:
 
 def step(run: Run, cmd: tuple[Any, ...]) -> tuple[Any, Changes]:
     result = apply(run, cmd)
+    if run.registered is not None:  # the service reads registrations every few seconds
+        run.acd.registrations(run.registered, run.now)
     run.acd.tick(run.now)
     run.acd.route(run.now)
     changes = run.acd.drain()
@@ -389,7 +393,7 @@ def test_a_restored_engine_decides_as_the_one_that_never_stopped(
     for n, cmd in enumerate(cmds):
         if n in restarts:
             agents, contacts = snapshot(restarted)
-            fresh = Acd(policy, restarted.queues, restarted.profiles)
+            fresh = Acd(policy, restarted.queues, restarted.profiles, phone_grace_s=PHONE_GRACE_S)
             fresh.restore(
                 [AgentRuntime.from_json(a) for a in agents],
                 [Contact.from_json(c) for c in contacts],

@@ -32,7 +32,9 @@ from aicc.appliance.db.scratch import scratch_cluster
 
 pytestmark = pytest.mark.anyio
 
-SETTINGS = AcdSettings(registrations_poll_s=0.3, tick_s=0.1, gateway_timeout_s=5.0, result_timeout_s=5.0)
+SETTINGS = AcdSettings(
+    registrations_poll_s=0.3, phone_grace_s=1.0, tick_s=0.1, gateway_timeout_s=5.0, result_timeout_s=5.0
+)
 
 
 @pytest.fixture

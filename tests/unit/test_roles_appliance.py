@@ -90,6 +90,7 @@ APP_KEYS = {
 ACD_KEYS = {
     "registrations_table",
     "registrations_poll_s",
+    "phone_grace_s",
     "tick_s",
     "gateway_timeout_s",
     "result_timeout_s",
