@@ -345,16 +345,24 @@ async def history(conn: AsyncConnection[DictRow], customer_id: UUID) -> list[dic
     cur = await conn.execute(
         "SELECT value FROM aicc.customer_identities WHERE customer_id = %s AND kind = 'phone'", (customer_id,)
     )
-    phones = {e164(str(r["value"])) for r in await cur.fetchall()} - {""}
-    forms = sorted({f for p in phones for f in number_forms(p)})
-    if forms:
-        cur = await conn.execute(
-            "SELECT call_id, caller, service, language, started_at, answered_at, ended_at, outcome, "
-            "end_reason, bot, queue, agent, summary FROM aicc.calls WHERE caller = ANY(%s)",
-            (forms,),
-        )
-        for row in await cur.fetchall():
-            if e164(str(row["caller"])) in phones:  # the same number, whatever form the trunk gave it
-                items.append({"kind": "call", "channel": "voice", "at": row["started_at"], **row})
+    items += await phone_calls(conn, {e164(str(r["value"])) for r in await cur.fetchall()})
     items.sort(key=lambda item: item["at"])
     return items
+
+
+async def phone_calls(conn: AsyncConnection[DictRow], phones: set[str]) -> list[dict[str, Any]]:
+    """Every call from these E.164 numbers, whatever form the trunk gave them, oldest first."""
+    phones = phones - {""}
+    forms = sorted({f for p in phones for f in number_forms(p)})
+    if not forms:
+        return []
+    cur = await conn.execute(
+        "SELECT call_id, caller, service, language, started_at, answered_at, ended_at, outcome, "
+        "end_reason, bot, queue, agent, summary FROM aicc.calls WHERE caller = ANY(%s) ORDER BY started_at",
+        (forms,),
+    )
+    return [
+        {"kind": "call", "channel": "voice", "at": row["started_at"], **row}
+        for row in await cur.fetchall()
+        if e164(str(row["caller"])) in phones  # the same number, whatever form the trunk gave it
+    ]

@@ -325,6 +325,20 @@ async def test_live_pictures_follow_the_acd_and_pop_the_contact_to_its_agent(
     from aicc.appliance.api.routes.live import snapshot
 
     add_call(db, "call-live", "1001")
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        # The same caller rang last week (the trunk gave the number in another form) and has a ticket
+        # open and one resolved: the pop shows the call and the open ticket.
+        conn.execute(
+            "INSERT INTO aicc.calls (call_id, caller, service, language, started_at, ended_at, outcome, "
+            "summary) VALUES ('call-last-week', '+8613800138000', '4000', 'en', now() - interval '7 days', "
+            "now() - interval '7 days', 'resolved', 'refund asked, call back on 13912345678')"
+        )
+    for subject in ("Refund for order 100234", "Old complaint"):
+        body = {"subject": subject, "customer": {"phone": "+8613800138000"}}
+        r = await api.client.post("/api/tickets", json=body, headers=api.auth("supervisor"))
+        assert r.status_code == 201, r.text
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE aicc.tickets SET status = 'resolved' WHERE subject = 'Old complaint'")
     hub = LiveHub("UTC")
     listener = AcdClient(api.pool, db.dsn, source="test-live", on_live=hub.changed)  # type: ignore[arg-type]
     await listener.start()
@@ -364,6 +378,13 @@ async def test_live_pictures_follow_the_acd_and_pop_the_contact_to_its_agent(
         assert pop["contact_id"] == contact_id and pop["summary"] == "wants to change the address"
         assert pop["caller"] == "138****8000" and pop["transcript"][0]["text"] == "agent please"
         assert mine["queues"]["support-en"]["waiting"] == 1
+        record = pop["customer"]
+        last_week = [c for c in record["previous"] if c["summary"].startswith("refund asked")]
+        assert last_week and last_week[0]["summary"] == "refund asked, call back on 139****5678", record
+        assert last_week[0]["channel"] == "voice" and last_week[0]["outcome"] == "resolved"
+        assert record["contacts"] == len(record["previous"]) or record["contacts"] > 5
+        subjects = [t["subject"] for t in record["open_tickets"]]
+        assert "Refund for order 100234" in subjects and "Old complaint" not in subjects
         board = await snapshot(picture, supervisor, api.pool)
         assert board["me"] is None
         assert [a["contact_id"] for a in board["agents"] if a["agent_id"] == agent.user_id] == [contact_id]

@@ -35,6 +35,7 @@ from aicc.appliance.api.deps import (
 from aicc.appliance.api.live import Picture, Pool, queues_served
 from aicc.appliance.api.redact import redact_for, redact_json
 from aicc.appliance.api.routes.acd import contact_view
+from aicc.appliance.conversations.record import caller_record
 
 router = APIRouter(tags=["acd"], responses=COMMON_ERRORS)
 
@@ -170,11 +171,16 @@ async def _pop(
             arguments = redact_json(t["arguments"] or {}, principal)
             said = ", ".join(f"{k}={v}" for k, v in arguments.items())
             actions.append(f"{t['tool']}({said})" + ("" if t["ok"] else " failed"))
+    customer = await caller_record(conn, str(c.get("caller") or ""), call_id) or {}
+    for item in customer.get("previous", []):
+        item["summary"] = redact_for(item["summary"], principal)
+    if actions:
+        customer["bot_actions"] = actions
     return {
         **contact_view(row, principal, now),
         "call_id": call_id,
         "intent": attributes.get("intent", ""),
         "summary": redact_for(attributes.get("summary", ""), principal),
         "transcript": transcript,
-        "customer": {"bot_actions": actions} if actions else None,
+        "customer": customer or None,
     }
