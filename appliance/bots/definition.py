@@ -55,9 +55,11 @@ PROMPTS: dict[PromptKey, dict[Language, str]] = {
         "en": "Hello, this is the virtual assistant. How can I help you today?",
         "zh": "您好，我是智能客服助手，请问有什么可以帮您？",
     },
+    # Said first, not interruptible: the caller is told they talk to an AI (China's rules on labelling
+    # AI-generated content) and that the call is recorded (PIPL Art. 17), before anything else.
     "notice": {
-        "en": "This call is recorded for quality purposes.",
-        "zh": "本次通话将被录音，以便提升服务质量。",
+        "en": "You are talking to an AI assistant. This call is recorded.",
+        "zh": "您正在与人工智能助手通话，本次通话将被录音。",
     },
     "sorry_asr": {
         "en": "Sorry, I didn't catch that. Could you say it again?",
@@ -228,7 +230,11 @@ class BotDefinition(_Doc):
         default_factory=list, description="instructions after the generic ones, before the tool list"
     )
     identifier: Identifier
-    notice: bool = Field(True, description="say the recording notice once per call, before the greeting")
+    notice: bool = Field(
+        True,
+        description="say the notice (an AI speaks, the call is recorded) once per call, before the greeting; "
+        "off fails the compliance report's AICC-PRIV-01",
+    )
     prompts: dict[PromptKey, Texts] = Field(default_factory=dict)
     part_words: dict[ToolName, list[Word]] = Field(
         default_factory=dict,

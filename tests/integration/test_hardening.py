@@ -96,6 +96,17 @@ def test_fresh_hosts_fail_and_apply_fixes_them(
     assert not [k for k, v in after.items() if v == "error"], "a check could not run"
 
 
+def test_the_data_protection_controls_pass(hardened: dict[str, Any]) -> None:
+    """The bot's AI and recording notice on the voicebot host, the retention purge's last run on the
+    database host: both hold on a fresh install, nothing to apply."""
+    after = status_of(hardened["after"])
+    found = {k: v for k, v in after.items() if k[0] in ("AICC-PRIV-01", "AICC-DATA-02")}
+    assert {k[0] for k in found} == {"AICC-PRIV-01", "AICC-DATA-02"}, found
+    assert set(found.values()) == {"pass"}, found
+    notice = next(r for r in hardened["after"]["results"] if r["control"] == "AICC-PRIV-01")
+    assert "人工智能" in notice["output"] and "problems: none" in notice["output"], notice["output"]
+
+
 def test_second_apply_changes_nothing(hardened: dict[str, Any]) -> None:
     assert hardened["first"]["ok"] and any(h["changed"] for h in hardened["first"]["hosts"].values())
     changed = {h: s["changed"] for h, s in hardened["second"]["hosts"].items() if s["changed"]}
