@@ -70,6 +70,20 @@ STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "hold", "turn")
 VARIANTS: dict[str, dict[str, Any]] = {"before": {"hold_line": False, "early_asr_s": 0.0}, "now": {}}
 
 
+class Ended:
+    """The gateway's record sink: the record of each call that ended, by call id."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CallRecord] = {}
+
+    def changed(self, rec: CallRecord) -> None:
+        if rec.ended_at is not None:
+            self.calls[rec.call_id] = rec
+
+    async def save_now(self, rec: CallRecord) -> None:
+        self.changed(rec)
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -169,8 +183,9 @@ async def speak_turns(gw: Gateway, lang: str, utterances: list[str], tts: Any) -
     return measured
 
 
-async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
-    apply(dsn, all_migrations())
+def bench_config(llm_url: str, threads: int, **changes: Any) -> GatewayConfig:
+    """The gateway on loopback with the embedded engines and the llama-server at llm_url."""
+    settings: dict[str, Any] = {"llm_timeout_s": 120, "no_input_s": 60, **changes}
     cfg = GatewayConfig(
         sip_ip="127.0.0.1",
         sip_port=free_port(),
@@ -178,29 +193,35 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
         mode="bot",
         rtp_port_min=48000,
         rtp_port_max=48999,
-        llm_timeout_s=120,
-        no_input_s=60,
+        **settings,
     )
     cfg.engines.llm_urls = [llm_url]
-    cfg.engines.asr_threads = args.threads
+    cfg.engines.asr_threads = threads
     cfg.engines.llm_model = "bench"
+    return cfg
+
+
+async def bench_engines(cfg: GatewayConfig, dsn: str, pool: AsyncConnectionPool[Any]) -> BotEngines:
+    """The engines and the retail bot (services 4000 and 4001 reach it) on the demo backend, warm."""
+    apply(dsn, all_migrations())
     llm, asr, tts, vad = await open_engines(cfg)
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
-    await pool.open(wait=True)
-    records: list[CallRecord] = []  # of the run in progress
-
-    async def save(rec: CallRecord) -> None:
-        if rec.ended_at is not None:
-            records.append(rec)
-
-    retail = open_bots({"retail": shipped_definitions()["retail"]}, pool)  # the bot the calls reach
+    retail = open_bots({"retail": shipped_definitions()["retail"]}, pool)
     engines = BotEngines(llm=llm, asr=asr, tts=tts, vad=vad, bots=retail)
     print("warming up: prompts and the LLM prompt cache ...", flush=True)
     await engines.warm_prompts()
-    gw = Gateway(cfg, engines, saver=save)
+    return engines
+
+
+async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
+    cfg = bench_config(llm_url, args.threads)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
+    await pool.open(wait=True)
+    engines = await bench_engines(cfg, dsn, pool)
+    ended = Ended()
+    gw = Gateway(cfg, engines, records=ended)
     await gw.start()
     # The caller speaks Mandarin with a native voice where installed, not with the bot's own.
-    voices = {"en": tts, "zh": baker.BakerTTS() if baker.available() else tts}
+    voices = {"en": engines.tts, "zh": baker.BakerTTS() if baker.available() else engines.tts}
     per_call = len(UTTERANCES["en"])
     runs: dict[tuple[str, str], tuple[list[CallRecord], list[float]]] = {}
     defaults = GatewayConfig().model_dump(include={"hold_line", "early_asr_s"})
@@ -208,7 +229,7 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
         for mode in args.variants.split(","):
             for key, value in {**defaults, **VARIANTS[mode]}.items():
                 setattr(gw.cfg, key, value)  # read by each new call
-            records = []  # save() appends here
+            ended.calls.clear()
             heard: list[float] = []
             done = 0
             while done < args.turns:
@@ -217,7 +238,7 @@ async def run(args: argparse.Namespace, llm_url: str, dsn: str) -> None:
                 done += len(batch)
                 print(f"{lang} {mode}: {done}/{args.turns} turns", flush=True)
             await asyncio.sleep(1)  # the last call's record
-            runs[(lang, mode)] = (records, heard)
+            runs[(lang, mode)] = (list(ended.calls.values()), heard)
     await gw.stop()
     await pool.close()
     for (lang, mode), (recs, heard) in runs.items():
