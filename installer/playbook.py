@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -127,6 +127,26 @@ def render_monitoring_rules(runner_dir: Path, inventory: Inventory) -> Path:
         return write_rules(runner_dir / "monitoring-rules", f"https://{host}/ops/runbook").folder
     except DefinitionError as exc:
         raise InputError(exc.message, where=f"{exc.path} field {exc.field}") from exc
+
+
+def render_monitoring_dashboards(runner_dir: Path, locale: str) -> Path:
+    """Render the Grafana dashboards from aicc.monitoring's panels (the ones /ops/ draws) for the
+    monitoring role, titled in the site locale's language."""
+    from aicc.monitoring.slo import DefinitionError
+
+    try:
+        from aicc.monitoring.grafana import language_of, write_dashboards
+    except ImportError as exc:
+        raise InputError(
+            f"the Grafana dashboards cannot be rendered: {exc}",
+            fix="run scripts/bootstrap (or `pip install 'aicc[installer]'`) on this machine",
+        ) from exc
+    folder = runner_dir / "monitoring-dashboards"
+    try:
+        write_dashboards(folder, language_of(locale))
+    except DefinitionError as exc:
+        raise InputError(exc.message, where=f"{exc.path} field {exc.field}") from exc
+    return folder
 
 
 def roles_dir() -> Path:
@@ -362,6 +382,8 @@ def _run(
         "aicc_site_dir": str(site.root),
         "aicc_wheelhouse": str(wheelhouse_dir(site)),
         "aicc_monitoring_rules_dir": str(render_monitoring_rules(runner_dir, inventory)),
+        "aicc_monitoring_dashboards_dir": str(render_monitoring_dashboards(runner_dir, settings.locale)),
+        "aicc_version": metadata.version("aicc"),  # published per host with each successful install
         **firewall_rules(settings),
         **bundle_vars(site, inventory, stack),
     }

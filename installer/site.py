@@ -33,7 +33,11 @@ SECRET_NAMES: dict[str, str] = {
     "kamailio_db_password": "Kamailio's database login (subscribers, DIDs)",
     "kamailio_demo_agent_password": "SIP password of the demo agent extension 1001",
     "api_secret_key": "signing key of the appliance API's sessions and tokens",
+    "monitoring_grafana_password": "password of Grafana's administrator on the monitoring hosts",
 }
+# Secrets added after sites were first made: a site's secrets.yml without one gets it generated and
+# appended when it is next read, rather than every secret being re-created with `aicc init --force`.
+ADDED_LATER: frozenset[str] = frozenset({"monitoring_grafana_password"})
 
 
 def generate_secrets() -> dict[str, str]:
@@ -108,6 +112,9 @@ def load_secrets(path: Path) -> dict[str, str]:
             fix=f"chmod 600 {path}",
         )
     missing = [n for n in SECRET_NAMES if not data.get(n)]
+    if missing and set(missing) <= ADDED_LATER and not set(missing) & set(data):
+        data.update(_append_secrets(path, text, missing))
+        missing = []
     if missing:
         raise InputError(
             f"secrets missing: {', '.join(missing)}",
@@ -115,6 +122,15 @@ def load_secrets(path: Path) -> dict[str, str]:
             fix="add them, or re-create the site's secrets with `aicc init --force`",
         )
     return {str(k): str(v) for k, v in data.items()}
+
+
+def _append_secrets(path: Path, text: str, names: list[str]) -> dict[str, str]:
+    """Generate `names` and append them to the (0600, already checked) secrets file, keeping the rest."""
+    new = {name: secrets.token_urlsafe(24) for name in names}
+    lines = "".join(f"# {SECRET_NAMES[name]}\n{name}: {value}\n" for name, value in new.items())
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(("" if not text or text.endswith("\n") else "\n") + lines)
+    return new
 
 
 def write_secret_file(path: Path, content: str) -> None:

@@ -46,6 +46,9 @@ class Listener:
     process: str  # the process that owns it once installed
     what: str
     public: bool = False  # phones, trunks and browsers reach it; otherwise only the site's hosts
+    # Its service is installed only where the site provides it (Grafana: a .deb in the bundle): the
+    # port is opened and must be free, but nothing need listen on it.
+    optional: bool = False
 
 
 def listeners(group: str, settings: SiteSettings) -> list[Listener]:
@@ -82,6 +85,8 @@ def listeners(group: str, settings: SiteSettings) -> list[Listener]:
         "monitoring": [
             Listener(s.monitoring.prometheus_port, "tcp", "prometheus", "Prometheus"),
             Listener(s.monitoring.alertmanager_port, "tcp", "prometheus-aler", "Alertmanager"),
+            # Only where the site's package source carries a grafana .deb (the monitoring role).
+            Listener(s.monitoring.grafana_port, "tcp", "grafana", "Grafana (HTTPS)", optional=True),
             # Socket-activated: systemd holds the socket too; ss names systemd-journal-remote first.
             Listener(s.monitoring.journal_port, "tcp", "systemd-journal", "systemd-journal-remote"),
         ],

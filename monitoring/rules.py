@@ -881,6 +881,18 @@ APP = Group(
     ],
 )
 
+_NODE_LABELS = {"job": "node", "host": "lab1", "instance": "10.0.0.1:9100"}
+_UP_NODE = f"up{{{NODE}}}"
+_STARTED = "aicc_install_started_timestamp_seconds"
+_SUCCEEDED = "aicc_install_success_timestamp_seconds"
+_STARTED_AT = f"{_STARTED}{{{NODE}}}"
+_SUCCEEDED_AT = f"{_SUCCEEDED}{{{NODE}}}"
+# Scraped from the monitoring host's node_exporter (host="mon1"), about lab1's journal.
+_JOURNAL_OF_LAB1 = (
+    'aicc_journal_remote_last_write_timestamp_seconds{job="node",host="mon1",'
+    'instance="10.0.0.9:9100",uploader="lab1"}'
+)
+
 CERTS = Group(
     name="aicc-site",
     rules=[
@@ -950,6 +962,92 @@ CERTS = Group(
                 ),
                 AlertCase(
                     series={f"aicc_bundle_built_timestamp_seconds{{{NODE}}}": "0x20"},
+                    at="10m",
+                    fires=False,
+                ),
+            ],
+        ),
+        Alert(
+            name="AiccInstallIncomplete",
+            # The site playbook notes its start on each host and, at its end, its success: a start
+            # newer than the last success (or no success at all) for 2 hours is a run that died there.
+            expr=(
+                f"time() - {_STARTED} > 2 * 3600"
+                f" and ({_STARTED} > {_SUCCEEDED} or {_STARTED} unless {_SUCCEEDED})"
+            ),
+            severity="warning",
+            summary="The last `aicc install` on {{ $labels.host }} did not finish.",
+            description=(
+                "An install started on {{ $labels.host }} {{ $value | humanizeDuration }} ago and has "
+                "not ended successfully there: the host may be half converged (a new configuration "
+                "without its restart, a service stopped for an upgrade). The installer's log names "
+                "the failed task; `aicc install --resume` continues from it."
+            ),
+            cases=[
+                AlertCase(
+                    # started 3 hours before the test's clock, last success 4 hours before
+                    series={_STARTED_AT: "-10800x20", _SUCCEEDED_AT: "-14400x20"},
+                    at="10m",
+                    fires=True,
+                    labels=_NODE_LABELS,
+                ),
+                AlertCase(
+                    # a failed first install tried again and failed again: a start, never a success
+                    series={_STARTED_AT: "-10800x20"},
+                    at="10m",
+                    fires=True,
+                    labels=_NODE_LABELS,
+                ),
+                AlertCase(
+                    # started 3 hours ago and finished
+                    series={_STARTED_AT: "-10800x20", _SUCCEEDED_AT: "-9000x20"},
+                    at="10m",
+                    fires=False,
+                ),
+                AlertCase(
+                    # a run in progress for 30 minutes
+                    series={_STARTED_AT: "-1800x20", _SUCCEEDED_AT: "-86400x20"},
+                    at="10m",
+                    fires=False,
+                ),
+            ],
+        ),
+        Alert(
+            name="AiccJournalUploadStale",
+            # The monitoring host publishes, per inventory host, when its journal files under
+            # /var/log/journal/remote were last written (label `uploader`: a `host` label written by
+            # node_exporter would become exported_host); every host logs a heartbeat every 5
+            # minutes, so 10 silent minutes are two heartbeats lost.
+            expr=(
+                "time() - max by (host) (label_replace("
+                'aicc_journal_remote_last_write_timestamp_seconds, "host", "$1", "uploader", "(.+)"))'
+                ' > 600 and on (host) up{job="node"} == 1'
+            ),
+            **{"for": "5m"},
+            severity="warning",
+            summary="{{ $labels.host }}'s journal has not reached the monitoring host for 15 minutes.",
+            description=(
+                "The newest entry from {{ $labels.host }} was written {{ $value | humanizeDuration }} "
+                "ago (decades: nothing ever arrived) although the host is up: systemd-journal-upload "
+                "there is stopped or cannot reach systemd-journal-remote. Its logs pile up locally (kept for "
+                "common_journald_max_retention) and `aicc logs` does not show them."
+            ),
+            cases=[
+                AlertCase(
+                    series={_JOURNAL_OF_LAB1: "-1800x30", _UP_NODE: "1x30"},
+                    at="10m",
+                    fires=True,
+                    labels={"host": "lab1"},
+                ),
+                AlertCase(
+                    # the file is written every minute
+                    series={_JOURNAL_OF_LAB1: "0+60x30", _UP_NODE: "1x30"},
+                    at="10m",
+                    fires=False,
+                ),
+                AlertCase(
+                    # the host is down: AiccHostDown says so
+                    series={_JOURNAL_OF_LAB1: "-1800x30", _UP_NODE: "0x30"},
                     at="10m",
                     fires=False,
                 ),

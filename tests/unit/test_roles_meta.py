@@ -133,6 +133,7 @@ def test_roles_keep_the_sizing_table_true() -> None:
     assert {(x.proto, x.port) for x in listeners("monitoring", s)} == {
         ("tcp", s.monitoring.prometheus_port),
         ("tcp", s.monitoring.alertmanager_port),
+        ("tcp", s.monitoring.grafana_port),
         ("tcp", s.monitoring.journal_port),
     }
     assert [(x.proto, x.port) for x in common_listeners(s)] == [("tcp", s.monitoring.node_exporter_port)]
