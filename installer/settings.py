@@ -152,6 +152,10 @@ class MonitoringSettings(_Section):
     )
     prometheus_port: Port = Field(9090, description="Prometheus HTTP port.")
     alertmanager_port: Port = Field(9093, description="Alertmanager HTTP port.")
+    grafana_port: Port = Field(
+        3000,
+        description="Grafana's HTTPS port on the monitoring host (when the bundle carries a grafana .deb).",
+    )
     node_exporter_port: Port = Field(9100, description="node_exporter port on every host.")
     journal_port: Port = Field(
         19532,
@@ -233,8 +237,20 @@ class AppSettings(_Section):
         ge=1,
         le=3650,
         description="Days call transcripts, the bot's tool calls, callers' numbers on call records and "
-        "web-chat messages are kept (PIPL Art. 19: no longer than needed). An hourly job on the API "
-        "purges what is older and records each run (GET /api/retention). There is no 'keep for ever'.",
+        "web-chat messages are kept (PIPL Art. 19: no longer than needed); customers with no activity "
+        "for as long lose their name and identities. An hourly job on the API purges what is older and "
+        "records each run (GET /api/retention). There is no 'keep for ever'.",
+    )
+    ticket_retention_days: int = Field(
+        1095,
+        ge=30,
+        le=3650,
+        description="Days a closed (or resolved) ticket is kept whole after its last change; then the "
+        "customer's name, phone and e-mail, the description, the subject and the comments' texts are "
+        "purged, its number, status, figures and SLA history kept. 3 years by default: tickets are "
+        "business records a customer may dispute. At least 30, and at least transcript_retention_days: "
+        "a ticket outlives the transcripts of its case, and a customer with a ticket changed within "
+        "transcript_retention_days keeps their identities.",
     )
 
     @model_validator(mode="after")
@@ -251,6 +267,12 @@ class AppSettings(_Section):
         if self.session_idle_s > self.session_ttl_s:
             raise ValueError(
                 f"session_idle_s ({self.session_idle_s}) must not exceed session_ttl_s ({self.session_ttl_s})"
+            )
+        if self.ticket_retention_days < self.transcript_retention_days:
+            raise ValueError(
+                f"ticket_retention_days ({self.ticket_retention_days}) must not be below "
+                f"transcript_retention_days ({self.transcript_retention_days}): a ticket outlives the "
+                "transcripts of its case"
             )
         return self
 
@@ -490,6 +512,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "monitoring_retention_days": s.monitoring.retention_days,
         "monitoring_prometheus_port": s.monitoring.prometheus_port,
         "monitoring_alertmanager_port": s.monitoring.alertmanager_port,
+        "monitoring_grafana_port": s.monitoring.grafana_port,
         "monitoring_journal_port": s.monitoring.journal_port,
         "monitoring_journal_retention_days": s.monitoring.log_retention_days,
         "llm_engine": s.engines.llm,
@@ -519,6 +542,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "appliance_login_max_failures": s.app.login_max_failures,
         "appliance_lockout_s": s.app.lockout_s,
         "appliance_transcript_retention_days": s.app.transcript_retention_days,
+        "appliance_ticket_retention_days": s.app.ticket_retention_days,
         "appliance_db_port": s.database.port,
         "appliance_db_name": s.database.name,
         "hardening_admin_sources": [str(n) for n in s.hardening.admin_sources],

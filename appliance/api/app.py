@@ -33,6 +33,7 @@ from aicc.appliance.api.live import LiveHub
 from aicc.appliance.api.routes import routers
 from aicc.appliance.api.routes.health import aicc_version
 from aicc.appliance.channels.webchat import WebChatHub
+from aicc.appliance.channels.wecom import WeComHub
 from aicc.appliance.documents import field_path
 from aicc.appliance.retention.purge import RetentionMetrics, RetentionService, RetentionSettings
 from aicc.appliance.tickets.escalation import EscalationWatcher, TicketMetrics
@@ -197,7 +198,9 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
     # The retention purge (appliance/retention/purge.py): scheduled here, or started by an admin.
     retention = RetentionService(
         lambda: state.pool,
-        RetentionSettings(transcript_days=config.transcript_retention_days),
+        RetentionSettings(
+            transcript_days=config.transcript_retention_days, ticket_days=config.ticket_retention_days
+        ),
         config.retention_interval_s,
         RetentionMetrics(state.metrics.registry),
     )
@@ -230,6 +233,7 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
             await retention.close()
             if watcher is not None:
                 await watcher.close()
+            await app.state.wecom.close()
             await app.state.webchat.close()
             await state.acd.close()
             state.acd = None
@@ -251,6 +255,8 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
     app.state.aicc = state
     # Web chat's rooms, rate limits and text bot (appliance/channels/webchat.py); its routes read it.
     app.state.webchat = WebChatHub(state)
+    # WeCom customer service (appliance/channels/wecom.py): the same text bot as web chat.
+    app.state.wecom = WeComHub(state, app.state.webchat.runtime)
     app.state.retention = retention
     for router in routers():
         app.include_router(router)

@@ -6,6 +6,7 @@ so the file can be shown and diffed freely.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,81 @@ class AcdSettings(_Strict):
         return value
 
 
+class WeComSecrets:
+    """The WeCom settings' three secrets, read from their files. Never shown: repr hides them."""
+
+    def __init__(self, secret: str, token: str, encoding_aes_key: str) -> None:
+        self.secret = secret
+        self.token = token
+        self.encoding_aes_key = encoding_aes_key
+
+    def __repr__(self) -> str:
+        return "WeComSecrets(secret=***, token=***, encoding_aes_key=***)"
+
+
+class WeComSettings(_Strict):
+    """WeCom customer service (企业微信 微信客服, appliance/channels/wecom.py). The Secret, the callback
+    Token and the EncodingAESKey are secrets: files named here, like every secret of app.yml."""
+
+    enabled: bool = Field(False, description="off: /wecom/v1/callback answers 404 and nothing is sent")
+    corp_id: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9_-]{1,64})?$",
+        description="the corp id (企业ID, ww...): every callback must carry it as its receiveid",
+    )
+    secret_file: Path | None = Field(None, description="file holding the 微信客服 Secret (for access tokens)")
+    token_file: Path | None = Field(None, description="file holding the callback Token (签名)")
+    aes_key_file: Path | None = Field(
+        None, description="file holding the callback EncodingAESKey (43 characters)"
+    )
+    api_base_url: str = Field(
+        "https://qyapi.weixin.qq.com",
+        pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$",
+        description="WeCom's API; a site's egress proxy (or a test server) may stand in for it",
+    )
+    rate_messages: int = Field(
+        20, ge=1, le=1000, description="messages a customer may send per rate_window_s"
+    )
+    rate_window_s: float = Field(60.0, gt=0, le=3600)
+    send_attempts: int = Field(
+        4, ge=1, le=10, description="tries of a reply on network errors, 5xx and -1 (busy) before it is dead"
+    )
+    retry_base_s: float = Field(1.0, gt=0, le=60, description="the first retry's wait; doubled each time")
+    timeout_s: float = Field(10.0, gt=0, le=60, description="one request to WeCom's API at most")
+
+    @model_validator(mode="after")
+    def _complete(self) -> WeComSettings:
+        if self.enabled:
+            missing = [
+                name
+                for name in ("corp_id", "secret_file", "token_file", "aes_key_file")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"WeCom is enabled but {', '.join(missing)} not set")
+        return self
+
+    def secrets(self) -> WeComSecrets:
+        """The three secrets; ConfigError naming the file when one is missing or the key is not 43
+        base64 characters."""
+        assert self.secret_file and self.token_file and self.aes_key_file, "only when enabled"
+        key = _read_secret(self.aes_key_file, "wecom.aes_key_file")
+        if not re.fullmatch(r"[A-Za-z0-9+/]{43}", key):
+            raise ConfigError(
+                f"{self.aes_key_file} (wecom.aes_key_file): an EncodingAESKey is 43 characters of A-Z, "
+                f"a-z, 0-9, + and /; this one has {len(key)}; copy it from the WeCom console"
+            )
+        secrets = WeComSecrets(
+            _read_secret(self.secret_file, "wecom.secret_file"),
+            _read_secret(self.token_file, "wecom.token_file"),
+            key,
+        )
+        for name, value in (("secret_file", secrets.secret), ("token_file", secrets.token)):
+            if not value:
+                raise ConfigError(f"{getattr(self, name)} (wecom.{name}): empty")
+        return secrets
+
+
 class AppConfig(_Strict):
     listen_host: str = Field("127.0.0.1", description="address uvicorn binds (nginx proxies to it)")
     listen_port: Port = 8010
@@ -114,7 +190,17 @@ class AppConfig(_Strict):
         ge=1,
         le=3650,
         description="days call transcripts, the bot's tool calls, callers' numbers on call records and "
-        "web-chat messages are kept; older ones are purged (PIPL Art. 19). There is no 'keep for ever'",
+        "web-chat messages are kept; older ones are purged (PIPL Art. 19), and so are the name and "
+        "identities of customers with no activity for as long. There is no 'keep for ever'",
+    )
+    ticket_retention_days: int = Field(
+        1095,
+        ge=30,
+        le=3650,
+        description="days a ticket is kept whole after it was last changed once closed (or resolved); "
+        "then the customer's identities, the description, the subject and the comments' texts are "
+        "purged, its figures and SLA history kept. 3 years by default: tickets are business records a "
+        "customer may dispute; at least 30 days and at least transcript_retention_days",
     )
     retention_interval_s: float = Field(
         3600,
@@ -160,6 +246,7 @@ class AppConfig(_Strict):
     )
     llm_model: str = Field("qwen2.5-1.5b-instruct", description="model name sent to the LLM servers")
     llm_timeout_s: float = Field(20.0, ge=1, le=120, description="a bot answer slower than this: handover")
+    wecom: WeComSettings = Field(default_factory=WeComSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> AppConfig:
@@ -168,6 +255,11 @@ class AppConfig(_Strict):
         if self.session_idle_s > self.session_ttl_s:
             raise ValueError(
                 f"session_idle_s ({self.session_idle_s}) is above session_ttl_s ({self.session_ttl_s})"
+            )
+        if self.ticket_retention_days < self.transcript_retention_days:
+            raise ValueError(
+                f"ticket_retention_days ({self.ticket_retention_days}) is below transcript_retention_days "
+                f"({self.transcript_retention_days}): a ticket outlives the transcripts of its case"
             )
         return self
 

@@ -1,7 +1,8 @@
-"""The retention purge: personal data older than `transcript_retention_days` leaves the database, in
-short batches, one API host at a time, every run recorded.
+"""The retention purge: personal data past its retention leaves the database, in short batches, one
+API host at a time, every run recorded.
 
-What a run purges (cutoff = the database's now() minus the retention, fixed when the run starts):
+What a run purges (the cutoffs are the database's now() minus each retention, fixed when the run
+starts: `cutoff` for transcript_days, `ticket_cutoff` for ticket_days):
 
 - calls that started before the cutoff: their transcript lines (aicc.call_lines) and the bot's tool
   calls (aicc.call_tool_calls: arguments and results hold order and account numbers, names, phones)
@@ -10,19 +11,40 @@ What a run purges (cutoff = the database's now() minus the retention, fixed when
   and loses the caller's number and the bot's summary (`purged_at` says when; triggers of the
   migration keep it so when a gateway replays an old spooled record of the call);
 - web-chat messages (aicc.conversation_messages) created before the cutoff are deleted; a
-  conversation idle since before the cutoff loses the bot's handover summary.
+  conversation idle since before the cutoff loses the bot's handover summary;
+- tickets finished before the ticket cutoff: closed, or resolved and not changed since (a resolved
+  ticket the customer never confirmed would otherwise keep their data for ever; the API refuses to
+  re-open a purged one, a customer who writes again gets a new ticket). The customer's identities
+  (`customer`: name, phone, email) and the description are emptied, the subject becomes '(purged)'
+  (the bot writes the caller's own words there), the texts of the ticket's comments (public replies,
+  customer messages, internal notes: `commented` events) and of the customer's confirmations are
+  blanked in the event log, and so is the subject its notifications quote. The number, type, status,
+  priority, group, assignee, source, links (call, contact, conversation), times and every event with
+  its time, kind, author and visibility stay, so the SLA figures (computed from the event log alone,
+  appliance/tickets/sla.py) do not change. Tickets are business records a customer may dispute,
+  hence their own, longer retention (default 3 years);
+- customers (aicc.customers) with no activity since the transcript cutoff: created before it, no
+  conversation of theirs created, updated or written in since, no call since from one of their phone
+  numbers (in any form a trunk gives it), no ticket of theirs (through a conversation or their phone
+  number, as the agent's screen pop finds them) open or changed since. Their identities
+  (aicc.customer_identities: phone numbers, e-mail addresses, channel ids) are deleted and their name
+  blanked; the row stays with `purged_at` set. Keeping the row is the simplest correct design: every
+  conversation references its customer (NOT NULL, and conversations outlive their messages), so a
+  delete would need a second path for the rare customer without one, racing with a channel that is
+  opening a conversation for them; an empty row with its id identifies no one. Without identities no
+  channel finds the customer again: one who comes back is a new customer.
 
 The reports are computed from the event log (aicc.cc_events), which holds no transcript, number or
-message text, so no report figure changes. Tickets, customers' identities, the event log and the audit
-log have their own lifetimes and are not touched here.
+message text, so no report figure changes. The event log and the audit log have their own lifetimes
+and are not touched here.
 
 A run holds the session-level advisory lock LOCK_KEY on its own connection from start to end: a second
 host (or a second run on this one) finds it taken and skips, and a run that finds rows still marked
 'running' knows their process died and marks them failed. Each batch is one short transaction (at
-most `batch_size` calls or messages, rows already locked by a writer skipped, a lock_timeout on
-anything else) that also adds its counts to the run's row, so the row always says what was committed.
-The run ends with its row's status (succeeded, or failed with the error) and an audit entry
-(`retention.purge`) in one transaction.
+most `batch_size` calls, messages, conversations, tickets or customers, rows already locked by a
+writer skipped, a lock_timeout on anything else) that also adds its counts to the run's row, so the
+row always says what was committed. The run ends with its row's status (succeeded, or failed with the
+error) and an audit entry (`retention.purge`) in one transaction.
 """
 
 from __future__ import annotations
@@ -53,13 +75,28 @@ log = logging.getLogger("aicc.retention")
 LOCK_KEY = 0x52455401  # "RET" + 1: one purge per database at a time
 ACTOR = "retention"
 FIRST_PASS_S = 60.0  # after the API starts
+# A ticket closed today can still be disputed next month (and at least transcript_days: see
+# RetentionSettings); both are also CHECKs on aicc.retention_runs.
+TICKET_DAYS_MIN = 30
 Trigger = Literal["schedule", "manual"]
 # What a run counts, in rows: call records scrubbed, transcript lines and tool calls deleted, chat
-# messages deleted, conversations' handover summaries blanked.
-KINDS: tuple[str, ...] = ("calls", "call_lines", "call_tool_calls", "chat_messages", "chat_summaries")
+# messages deleted, conversations' handover summaries blanked, tickets scrubbed, their comments' and
+# confirmations' texts blanked, customers blanked and their identities deleted.
+KINDS: tuple[str, ...] = (
+    "calls",
+    "call_lines",
+    "call_tool_calls",
+    "chat_messages",
+    "chat_summaries",
+    "tickets",
+    "ticket_texts",
+    "customers",
+    "customer_identities",
+)
 INTERRUPTED = "interrupted: the process running it ended before it finished"
 RUN_COLUMNS: LiteralString = (
-    "id, trigger, actor, host, transcript_days, cutoff, started_at, finished_at, status, purged, error"
+    "id, trigger, actor, host, transcript_days, cutoff, ticket_days, ticket_cutoff, started_at, "
+    "finished_at, status, purged, error"
 )
 
 # One batch each: the first column, named as the step, counts the rows the batch took (fewer than the
@@ -98,17 +135,81 @@ WITH batch AS (
 )
 SELECT (SELECT count(*) FROM blanked) AS chat_summaries
 """
+# The event log's guard (retention migration 0002) lets exactly this change through: a comment's body
+# or a confirmation's note blanked, the rest of the row as it was.
+_TICKETS: LiteralString = """
+WITH batch AS (
+    SELECT id, number FROM aicc.tickets
+    WHERE purged_at IS NULL AND status IN ('resolved', 'closed') AND updated_at < %(ticket_cutoff)s
+    ORDER BY updated_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), texts AS (
+    UPDATE aicc.ticket_events e
+    SET data = e.data
+        || CASE e.kind WHEN 'commented' THEN '{"body": ""}'::jsonb ELSE '{"note": ""}'::jsonb END
+    FROM batch b
+    WHERE e.ticket_id = b.id AND e.kind IN ('commented', 'customer_confirmed')
+      AND coalesce(e.data ->> CASE e.kind WHEN 'commented' THEN 'body' ELSE 'note' END, '') <> ''
+    RETURNING 1
+), notices AS (  -- runs though nothing reads it, as every data-modifying WITH does
+    UPDATE aicc.notifications n SET data = n.data || '{"subject": "(purged)"}'::jsonb
+    FROM batch b WHERE n.ticket = b.number AND n.data ->> 'subject' <> '(purged)'
+    RETURNING 1
+), scrubbed AS (
+    UPDATE aicc.tickets t SET subject = '(purged)', description = '', customer = '{}', purged_at = now()
+    FROM batch b WHERE t.id = b.id RETURNING 1
+)
+SELECT (SELECT count(*) FROM scrubbed) AS tickets, (SELECT count(*) FROM texts) AS ticket_texts
+"""
+# Activity since the cutoff keeps a customer's data: a conversation (created, changed or written in), a
+# call from one of their numbers, a ticket of theirs open or changed. Tickets are theirs through one of
+# their conversations or by phone number, as the agent's screen pop (conversations/record.py) finds them.
+_CUSTOMERS: LiteralString = """
+WITH batch AS (
+    SELECT c.id FROM aicc.customers c
+    WHERE c.purged_at IS NULL AND c.created_at < %(cutoff)s
+      AND NOT EXISTS (
+          SELECT 1 FROM aicc.conversations v WHERE v.customer_id = c.id
+          AND greatest(v.created_at, v.updated_at, v.last_message_at) >= %(cutoff)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM aicc.customer_identities i
+          CROSS JOIN LATERAL unnest(aicc.number_forms(i.value)) AS f(number)
+          JOIN aicc.calls k ON k.caller = f.number
+          WHERE i.customer_id = c.id AND i.kind = 'phone' AND k.started_at >= %(cutoff)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM aicc.conversations v JOIN aicc.tickets t ON t.conversation_id = v.id
+          WHERE v.customer_id = c.id
+            AND (t.status NOT IN ('resolved', 'closed') OR t.updated_at >= %(cutoff)s))
+      AND NOT EXISTS (
+          SELECT 1 FROM aicc.customer_identities i
+          CROSS JOIN LATERAL unnest(aicc.number_forms(i.value)) AS f(number)
+          JOIN aicc.tickets t ON t.customer ->> 'phone' = f.number
+          WHERE i.customer_id = c.id AND i.kind = 'phone'
+            AND (t.status NOT IN ('resolved', 'closed') OR t.updated_at >= %(cutoff)s))
+    ORDER BY c.created_at LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED
+), identities AS (
+    DELETE FROM aicc.customer_identities i USING batch b WHERE i.customer_id = b.id RETURNING 1
+), blanked AS (
+    UPDATE aicc.customers c SET name = '', purged_at = now() FROM batch b WHERE c.id = b.id RETURNING 1
+)
+SELECT (SELECT count(*) FROM blanked) AS customers, (SELECT count(*) FROM identities) AS customer_identities
+"""
+# A run takes them in this order. The customers step reads tickets changed since the transcript cutoff,
+# which the tickets step never touches (ticket_days >= transcript_days), so the order changes nothing.
 STEPS: tuple[tuple[str, LiteralString], ...] = (
     ("calls", _CALLS),
     ("chat_messages", _MESSAGES),
     ("chat_summaries", _SUMMARIES),
+    ("tickets", _TICKETS),
+    ("customers", _CUSTOMERS),
 )
 
 
 @dataclass(frozen=True)
 class RetentionSettings:
     transcript_days: int = 180
-    batch_size: int = 500  # calls (with their lines and tool calls), messages or conversations
+    # Tickets are business records a customer may dispute (a refund, a complaint): 3 years by default.
+    ticket_days: int = 1095
+    batch_size: int = 500  # calls (with lines and tool calls), messages, conversations, tickets, customers
     lock_timeout_s: float = 5.0  # a batch waits no longer for a lock (the run fails; the next retries)
     statement_timeout_s: float = 120.0
     pause_s: float = 0.0  # between batches
@@ -116,6 +217,18 @@ class RetentionSettings:
     def __post_init__(self) -> None:
         if self.transcript_days < 1:
             raise ValueError("transcript_days is at least 1: a retention of 0 days would keep nothing")
+        if self.ticket_days < TICKET_DAYS_MIN:
+            raise ValueError(
+                f"ticket_days is at least {TICKET_DAYS_MIN}: a closed ticket stays for the customer to "
+                f"dispute it; found {self.ticket_days}"
+            )
+        if self.ticket_days < self.transcript_days:
+            # The customers step counts a ticket changed since the transcript cutoff as activity, by
+            # the phone number in it: such a ticket must not be purged yet.
+            raise ValueError(
+                f"ticket_days ({self.ticket_days}) is below transcript_days ({self.transcript_days}): a "
+                "ticket outlives the transcripts of its case"
+            )
         if self.batch_size < 1:
             raise ValueError("batch_size is at least 1")
 
@@ -154,8 +267,9 @@ class RetentionMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.purged = Counter(
             "aicc_retention_purged",
-            "Rows purged by this API process's retention runs, by kind (calls: records scrubbed; "
-            "call_lines, call_tool_calls, chat_messages: deleted; chat_summaries: blanked).",
+            "Rows purged by this API process's retention runs, by kind (calls, tickets: records "
+            "scrubbed; call_lines, call_tool_calls, chat_messages, customer_identities: deleted; "
+            "chat_summaries, ticket_texts, customers: blanked).",
             ["kind"],
             registry=registry,
         )
@@ -179,7 +293,8 @@ class RetentionMetrics:
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
     """A run as the audit log and the API show it."""
-    return {k: row[k] for k in ("trigger", "host", "transcript_days", "cutoff", "status", "purged", "error")}
+    keys = ("trigger", "host", "transcript_days", "cutoff", "ticket_days", "ticket_cutoff", "status")
+    return {k: row[k] for k in (*keys, "purged", "error")}
 
 
 async def _connect(conninfo: str) -> AsyncConnection[DictRow]:
@@ -219,7 +334,14 @@ class Run:
                 "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                 (f"{int(s.lock_timeout_s * 1000)}ms", f"{int(s.statement_timeout_s * 1000)}ms"),
             )
-            cur = await self.conn.execute(query, {"cutoff": self.row["cutoff"], "limit": s.batch_size})
+            cur = await self.conn.execute(
+                query,
+                {
+                    "cutoff": self.row["cutoff"],
+                    "ticket_cutoff": self.row["ticket_cutoff"],
+                    "limit": s.batch_size,
+                },
+            )
             row = await cur.fetchone()
             assert row is not None
             counts = {k: int(v) for k, v in row.items()}
@@ -292,10 +414,11 @@ class Run:
         level = logging.INFO if self.row["status"] == "succeeded" else logging.WARNING
         log.log(
             level,
-            "retention run %d %s: cutoff %s, purged %s",
+            "retention run %d %s: cutoff %s, ticket cutoff %s, purged %s",
             self.id,
             self.row["status"],
             self.row["cutoff"].isoformat(),
+            self.row["ticket_cutoff"].isoformat(),
             ", ".join(f"{k} {v}" for k, v in self.purged.items()),
         )
         return self.row
@@ -339,15 +462,17 @@ async def start_run(
                 recent = await cur.fetchone()
             if not (recent and recent["recent"]):
                 cur = await conn.execute(
-                    "INSERT INTO aicc.retention_runs (trigger, actor, host, transcript_days, cutoff) "  # noqa: S608
-                    "VALUES (%s, %s, %s, %s, now() - make_interval(days => %s)) "
-                    f"RETURNING {RUN_COLUMNS}",  # a constant column list
+                    "INSERT INTO aicc.retention_runs (trigger, actor, host, transcript_days, cutoff, "  # noqa: S608
+                    "ticket_days, ticket_cutoff) VALUES (%s, %s, %s, %s, now() - make_interval(days => %s), "
+                    f"%s, now() - make_interval(days => %s)) RETURNING {RUN_COLUMNS}",  # constant columns
                     (
                         trigger,
                         actor.username if isinstance(actor, Principal) else actor,
                         host if host is not None else socket.gethostname(),
                         settings.transcript_days,
                         settings.transcript_days,
+                        settings.ticket_days,
+                        settings.ticket_days,
                     ),
                 )
                 row = await cur.fetchone()

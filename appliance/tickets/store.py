@@ -18,7 +18,7 @@ from aicc.appliance.tickets.sla import Event, SlaPolicy
 COLUMNS: LiteralString = (
     'id, number, subject, description, type, priority, status, "group", assignee, customer, language, '
     "source, call_id, contact_id::text AS contact_id, conversation_id::text AS conversation_id, sla_policy, "
-    "created_by, created_at, updated_at"
+    "created_by, created_at, updated_at, purged_at"  # purged_at: appliance/retention/purge.py
 )
 # Fields PATCH may change, and the event each change writes.
 CHANGE_EVENTS: dict[str, str] = {

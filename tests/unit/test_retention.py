@@ -1,8 +1,8 @@
 """The retention purge (appliance/retention/purge.py) on a real PostgreSQL of its own: what a run
-deletes, scrubs and keeps, bounded batches that skip rows a writer holds, the runs recorded (with the
-audit log and the API's metrics), a second host kept out by the lock, a failed or interrupted run
-recorded with its error, the scheduled pass, the API routes, and the setting from aicc.yml to app.yml's
-model."""
+deletes, scrubs and keeps (calls, chats, finished tickets with their SLA figures unchanged, idle
+customers), bounded batches that skip rows a writer holds, the runs recorded (with the audit log and the
+API's metrics), a second host kept out by the lock, a failed or interrupted run recorded with its error,
+the scheduled pass, the API routes, and the settings from aicc.yml to app.yml's model."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from aicc.appliance.api.config import AppConfig
 from aicc.appliance.calls.record import CallRecord, Line, ToolCallRecord
 from aicc.appliance.calls.store import CallStore
+from aicc.appliance.conversations import store as conversations
 from aicc.appliance.retention import purge
 from aicc.appliance.retention.purge import (
     INTERRUPTED,
@@ -34,8 +35,11 @@ from aicc.appliance.retention.purge import (
     purge_once,
     start_run,
 )
+from aicc.appliance.tickets import store as tickets
+from aicc.appliance.tickets.sla import compute
 from aicc.installer.settings import SiteSettings, settings_to_ansible_vars
 from tests.unit.api_support import (
+    Api,
     ApiDatabase,
     ApiUser,
     api_db_fixture,  # noqa: F401
@@ -205,15 +209,24 @@ async def test_a_run_purges_what_is_past_the_retention_and_keeps_the_rest(
     [run] = runs(db)
     assert result.run is not None and result.run["id"] == run["id"] and result.skipped == ""
     assert run["status"] == "succeeded" and run["error"] is None
-    assert (run["trigger"], run["actor"], run["host"], run["transcript_days"]) == (
+    assert (run["trigger"], run["actor"], run["host"], run["transcript_days"], run["ticket_days"]) == (
         "schedule",
         "retention",
         "app1",
         180,
+        1095,
     )
-    expected = {"calls": 1, "call_lines": 4, "call_tool_calls": 2, "chat_messages": 3, "chat_summaries": 1}
+    expected = {
+        **dict.fromkeys(KINDS, 0),
+        "calls": 1,
+        "call_lines": 4,
+        "call_tool_calls": 2,
+        "chat_messages": 3,
+        "chat_summaries": 1,
+    }
     assert run["purged"] == expected
     assert abs(run["cutoff"] - (run["started_at"] - dt.timedelta(days=180))) < dt.timedelta(seconds=1)
+    assert abs(run["ticket_cutoff"] - (run["started_at"] - dt.timedelta(days=1095))) < dt.timedelta(seconds=1)
     assert run["started_at"] <= run["finished_at"]
     # One audit entry for the run, with what it purged.
     [entry] = audit_since(db, before_audit)
@@ -292,6 +305,298 @@ async def test_a_purged_call_stays_purged_when_a_gateway_replays_its_old_record(
         await CallStore(pool).save(rec)
     assert count(db, "SELECT count(*) FROM aicc.call_tool_calls WHERE call_id = 'fresh'") == 1
     assert one(db, "SELECT summary FROM aicc.calls WHERE call_id = 'fresh'")["summary"] == "refund 100234"
+
+
+# --- tickets and customers ----------------------------------------------------------------------------
+
+LONG_AGO = dt.timedelta(days=4 * 365)  # past the default 3 years of tickets
+
+
+async def _ticket(api: Api, subject: str, phone: str, *steps: tuple[str, str, dict[str, Any]]) -> str:
+    """A ticket created through the API with the customer's data everywhere, then worked by `steps`
+    (method, path under the ticket, body); returns its number."""
+    agent = api.auth("agent")
+    r = await api.client.post(
+        "/api/tickets",
+        json={
+            "subject": subject,
+            "description": f"张三 ({phone}) asks for a refund to card 6222 0000 1234 5678",
+            "priority": "high",
+            "group": "billing",
+            "source": "call",
+            "call_id": f"call-{subject}",
+            "customer": {"name": "张三", "phone": phone, "email": "zhang.san@example.com"},
+        },
+        headers=agent,
+    )
+    assert r.status_code == 201, r.text
+    number: str = r.json()["number"]
+    for method, path, body in steps:
+        r = await api.client.request(method, f"/api/tickets/{number}{path}", json=body, headers=agent)
+        assert r.status_code in (200, 201), (path, r.text)
+    return number
+
+
+WORKED_TO_CLOSED: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("POST", "/comments", {"body": "张三, we are looking at the refund"}),  # first response
+    ("POST", "/comments", {"body": "card 6222 0000 1234 5678 verified", "visibility": "internal"}),
+    ("POST", "/comments", {"body": "my new number is 13900000000", "author": "customer"}),
+    ("POST", "/comments", {"body": "refund sent to 6222 0000 1234 5678"}),  # next response
+    ("PATCH", "", {"status": "resolved"}),
+    ("POST", "/confirm", {"note": "张三 confirmed on 13900000000"}),
+    ("PATCH", "", {"status": "closed"}),
+)
+
+
+def _backdate(db: ApiDatabase, number: str, age: dt.timedelta) -> None:
+    """The ticket's last change `age` ago (its events keep their times: the log is append-only)."""
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute("UPDATE aicc.tickets SET updated_at = now() - %s WHERE number = %s", (age, number))
+
+
+def _history(db: ApiDatabase, number: str) -> list[dict[str, Any]]:
+    with psycopg.connect(db.dsn, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT e.id, e.at, e.kind, e.actor_id, e.actor, e.data FROM aicc.ticket_events e "
+            "JOIN aicc.tickets t ON t.id = e.ticket_id WHERE t.number = %s ORDER BY e.at, e.id",
+            (number,),
+        ).fetchall()
+
+
+def _without_texts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**e, "data": {k: v for k, v in e["data"].items() if k not in ("body", "note")}} for e in events]
+
+
+async def _sla_report(db: ApiDatabase, number: str, at: dt.datetime) -> dict[str, Any]:
+    """The ticket's SLA figures as the tickets API computes them (store + sla.compute), at `at`."""
+    async with await psycopg.AsyncConnection.connect(db.dsn, row_factory=dict_row) as conn:
+        row = await tickets.get(conn, number)
+        assert row is not None
+        policy = await tickets.get_policy(conn, row["sla_policy"])
+        assert policy is not None
+        events = (await tickets.events(conn, [row["id"]]))[row["id"]]
+    return compute(policy, tickets.sla_events(events), at).model_dump(mode="json")
+
+
+@pytest.mark.asyncio
+async def test_finished_tickets_past_their_retention_lose_the_customers_data_and_keep_their_figures(
+    db: ApiDatabase, people: dict[str, ApiUser]
+) -> None:
+    async with open_api(db, people) as api:
+        closed = await _ticket(api, "张三 wants a refund", "13900139001", *WORKED_TO_CLOSED)
+        resolved = await _ticket(
+            api, "refund for 13900139001", "13900139001", ("PATCH", "", {"status": "resolved"})
+        )
+        still_open = await _ticket(
+            api, "张三 asks again", "13900139001", ("POST", "/comments", {"body": "on it"})
+        )
+        recent = await _ticket(api, "张三 recent", "13900139001", *WORKED_TO_CLOSED)
+        for number in (closed, resolved, still_open):
+            _backdate(db, number, LONG_AGO)
+        _backdate(db, recent, dt.timedelta(days=1000))  # closed, but within the 3 years
+        with psycopg.connect(db.dsn) as conn:  # an SLA notification quoting the subject
+            conn.execute(
+                "INSERT INTO aicc.notifications (user_id, kind, ticket, data) "
+                "VALUES (%s, 'sla_warning', %s, %s)",
+                (people["agent"].id, closed, Jsonb({"number": closed, "subject": "张三 wants a refund"})),
+            )
+        before = {n: _history(db, n) for n in (closed, resolved, still_open, recent)}
+        rows_before = {n: one(db, "SELECT * FROM aicc.tickets WHERE number = %s", n) for n in before}
+        at = now()
+        report_before = {n: await _sla_report(db, n, at) for n in before}
+        r = await api.client.get(f"/api/tickets/{closed}", headers=api.auth("admin"))
+        api_sla_before = r.json()["sla"]
+
+        result = await purge_once(db.dsn, RetentionSettings())
+
+        assert result.run is not None and result.run["status"] == "succeeded"
+        # The closed ticket and the resolved one left so: scrubbed. Texts: 4 comments + 1 confirmation.
+        assert (result.run["purged"]["tickets"], result.run["purged"]["ticket_texts"]) == (2, 5)
+        for number in (closed, resolved):
+            row = one(db, "SELECT * FROM aicc.tickets WHERE number = %s", number)
+            assert (row["subject"], row["description"], row["customer"]) == ("(purged)", "", {})
+            assert row["purged_at"] is not None
+            kept = ("number", "status", "priority", "group", "type", "source", "call_id", "created_at")
+            assert {k: row[k] for k in kept} == {k: rows_before[number][k] for k in kept}
+            after = _history(db, number)
+            # Every event is still there with its time, kind, author and visibility; only texts went.
+            assert _without_texts(after) == _without_texts(before[number])
+            for event in after:
+                assert event["data"].get("body", "") == "" and event["data"].get("note", "") == ""
+            # The SLA figures are those from before, to the minute.
+            assert await _sla_report(db, number, at) == report_before[number]
+        assert [e["kind"] for e in before[closed]].count("commented") == 4
+        r = await api.client.get(f"/api/tickets/{closed}", headers=api.auth("admin"))
+        assert r.status_code == 200 and r.json()["sla"] == api_sla_before
+        assert r.json()["purged_at"] is not None and r.json()["customer"] == {}
+        notice = one(db, "SELECT data FROM aicc.notifications WHERE ticket = %s", closed)["data"]
+        assert notice == {"number": closed, "subject": "(purged)"}
+        # An open ticket, however old, and a recently closed one are untouched.
+        for number in (still_open, recent):
+            row = one(db, "SELECT * FROM aicc.tickets WHERE number = %s", number)
+            assert row == rows_before[number] and row["purged_at"] is None
+            assert _history(db, number) == before[number]
+            assert await _sla_report(db, number, at) == report_before[number]
+
+        # A purged ticket is final through the API ...
+        for method, path, body in (
+            ("PATCH", "", {"status": "open"}),
+            ("POST", "/comments", {"body": "张三 calls again", "author": "customer"}),
+            ("POST", "/confirm", {"note": "again"}),
+        ):
+            r = await api.client.request(
+                method, f"/api/tickets/{resolved}{path}", json=body, headers=api.auth("agent")
+            )
+            assert r.status_code == 409 and "purged" in r.json()["error"]["message"], (method, path)
+    # ... and stays purged whatever writes it again.
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute(
+            "UPDATE aicc.tickets SET subject = 'back', description = 'again', purged_at = NULL, "
+            "customer = %s WHERE number = %s",
+            (Jsonb({"phone": "+8613900139001"}), closed),
+        )
+        conn.execute(
+            "INSERT INTO aicc.ticket_events (ticket_id, kind, actor, data) SELECT id, 'commented', 'x', %s "
+            "FROM aicc.tickets WHERE number = %s",
+            (Jsonb({"body": "张三 13900139001", "visibility": "public", "author": "agent"}), closed),
+        )
+    row = one(db, "SELECT * FROM aicc.tickets WHERE number = %s", closed)
+    assert (row["subject"], row["description"], row["customer"]) == ("(purged)", "", {})
+    assert row["purged_at"] is not None
+    assert _history(db, closed)[-1]["data"] == {"body": "", "visibility": "public", "author": "agent"}
+    # The event log is still append-only for everything but blanking a finished ticket's texts.
+    events: LiteralString = "FROM aicc.tickets t WHERE t.id = e.ticket_id AND t.number = %s"
+    blank: LiteralString = 'UPDATE aicc.ticket_events e SET data = e.data || \'{"body": ""}\' '
+    with psycopg.connect(db.dsn) as conn:
+        for number, statement in (
+            (closed, "UPDATE aicc.ticket_events e SET at = e.at - interval '1 day' " + events),
+            (still_open, blank + events),  # texts of a ticket not finished
+            (closed, 'UPDATE aicc.ticket_events e SET data = e.data || \'{"author": "bot"}\' ' + events),
+            (
+                closed,
+                "DELETE FROM aicc.ticket_events e USING aicc.tickets t WHERE t.id = e.ticket_id AND "
+                "t.number = %s",
+            ),
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(statement, (number,))
+    # The next run finds nothing more.
+    again = await purge_once(db.dsn, RetentionSettings())
+    assert again.run is not None
+    assert (again.run["purged"]["tickets"], again.run["purged"]["ticket_texts"]) == (0, 0)
+    # The open one goes too once it is closed and as old (here: a shorter retention).
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute("UPDATE aicc.tickets SET status = 'closed' WHERE number = %s", (still_open,))
+    _backdate(db, still_open, dt.timedelta(days=40))
+    _backdate(db, recent, dt.timedelta(days=1))
+    last = await purge_once(db.dsn, RetentionSettings(transcript_days=30, ticket_days=30))
+    assert last.run is not None and last.run["ticket_days"] == 30
+    assert (last.run["purged"]["tickets"], last.run["purged"]["ticket_texts"]) == (1, 1)
+    assert one(db, "SELECT purged_at FROM aicc.tickets WHERE number = %s", recent)["purged_at"] is None
+
+
+def _customer(
+    db: ApiDatabase, name: str, age: dt.timedelta, identities: list[tuple[str, str]], *, talked: dt.timedelta
+) -> str:
+    """A customer created `age` ago with these identities and one web chat last written in `talked`
+    ago; returns its id."""
+    with psycopg.connect(db.dsn) as conn:
+        row = conn.execute(
+            "INSERT INTO aicc.customers (name, created_at) VALUES (%s, now() - %s) RETURNING id", (name, age)
+        ).fetchone()
+        assert row is not None
+        for kind, value in identities:
+            conn.execute(
+                "INSERT INTO aicc.customer_identities (customer_id, kind, value) VALUES (%s, %s, %s)",
+                (row[0], kind, value),
+            )
+        conn.execute(
+            "INSERT INTO aicc.conversations (customer_id, channel, created_at, updated_at, last_message_at) "
+            "VALUES (%s, 'webchat', now() - %s, now() - %s, now() - %s)",
+            (row[0], age, talked, talked),
+        )
+    return str(row[0])
+
+
+def _identities(db: ApiDatabase, customer: str) -> list[str]:
+    rows = _rows_with(
+        db, "SELECT value FROM aicc.customer_identities WHERE customer_id = %s ORDER BY value", customer
+    )
+    return [r["value"] for r in rows]
+
+
+def _rows_with(db: ApiDatabase, query: LiteralString, *params: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(db.dsn, row_factory=dict_row) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+@pytest.mark.asyncio
+async def test_customers_idle_past_the_retention_lose_name_and_identities(db: ApiDatabase) -> None:
+    idle = _customer(db, "王五", OLD, [("phone", "+8613900139010"), ("webchat", "digest-1")], talked=OLD)
+    called = _customer(db, "赵六", OLD, [("phone", "+8613900139011")], talked=OLD)
+    with psycopg.connect(db.dsn) as conn:  # a call from 赵六's number, as the trunk gives it
+        conn.execute(
+            "INSERT INTO aicc.calls (call_id, caller, service, started_at, outcome) VALUES "
+            "('zhao-recent', '13900139011', 'voicebot', now() - interval '3 days', 'resolved')"
+        )
+    ticketed = _customer(db, "钱七", OLD, [("phone", "+8613900139012")], talked=OLD)
+    with psycopg.connect(db.dsn) as conn:  # an open ticket with their number (typed as the agent did)
+        conn.execute(
+            "INSERT INTO aicc.tickets (subject, source, sla_policy, created_by, customer, updated_at) "
+            "VALUES ('钱七', 'agent', 'default', 'test', %s, now() - interval '300 days')",
+            (Jsonb({"phone": "13900139012"}),),
+        )
+    linked = _customer(db, "吴十", OLD, [("webchat", "digest-4")], talked=OLD)
+    with psycopg.connect(db.dsn) as conn:  # a ticket from their chat, resolved last week
+        conn.execute(
+            "INSERT INTO aicc.tickets (subject, source, sla_policy, created_by, status, conversation_id, "
+            "updated_at) SELECT '吴十', 'chat', 'default', 'test', 'resolved', id, now() - interval '7 days' "
+            "FROM aicc.conversations WHERE customer_id = %s",
+            (linked,),
+        )
+    chatting = _customer(db, "孙八", OLD, [("webchat", "digest-2")], talked=dt.timedelta(days=2))
+    new = _customer(db, "周九", dt.timedelta(days=5), [("webchat", "digest-3")], talked=dt.timedelta(days=5))
+
+    result = await purge_once(db.dsn, RetentionSettings())
+
+    assert result.run is not None
+    assert (result.run["purged"]["customers"], result.run["purged"]["customer_identities"]) == (1, 2)
+    row = one(db, "SELECT name, purged_at FROM aicc.customers WHERE id = %s", idle)
+    assert row["name"] == "" and row["purged_at"] is not None and _identities(db, idle) == []
+    # The row stays for its conversation, which no channel finds any more.
+    assert count(db, "SELECT count(*) FROM aicc.conversations WHERE customer_id = %s", idle) == 1
+    async with await psycopg.AsyncConnection.connect(db.dsn, row_factory=dict_row) as conn:
+        assert await conversations.customer_by_identity(conn, "webchat", "digest-1") is None
+    # A recent call from their number, an open ticket of theirs, a recent chat, a new customer: kept.
+    for customer, name, values in (
+        (called, "赵六", ["+8613900139011"]),
+        (ticketed, "钱七", ["+8613900139012"]),
+        (linked, "吴十", ["digest-4"]),
+        (chatting, "孙八", ["digest-2"]),
+        (new, "周九", ["digest-3"]),
+    ):
+        row = one(db, "SELECT name, purged_at FROM aicc.customers WHERE id = %s", customer)
+        assert (row["name"], row["purged_at"], _identities(db, customer)) == (name, None, values)
+
+    # Personal data written to a purged customer again has its own lifetime: the next run that finds
+    # the customer idle purges it again.
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute(
+            "INSERT INTO aicc.customer_identities (customer_id, kind, value) VALUES (%s, 'email', 'w@x.cn')",
+            (idle,),
+        )
+    assert one(db, "SELECT purged_at FROM aicc.customers WHERE id = %s", idle)["purged_at"] is None
+    again = await purge_once(db.dsn, RetentionSettings())
+    assert again.run is not None
+    assert (again.run["purged"]["customers"], again.run["purged"]["customer_identities"]) == (1, 1)
+    assert _identities(db, idle) == []
+
+
+@pytest.mark.parametrize("phone", ["+8613800138000", "+862161234567", "+14155550123", "+8675512345678"])
+def test_the_databases_number_forms_are_the_histories(db: ApiDatabase, phone: str) -> None:
+    """The purge finds a customer's calls by the forms the customer's history joins them by."""
+    forms = one(db, "SELECT aicc.number_forms(%s) AS forms", phone)["forms"]
+    assert sorted(forms) == conversations.number_forms(phone)
 
 
 # --- batches ------------------------------------------------------------------------------------------
@@ -445,11 +750,17 @@ async def test_admins_run_it_and_auditors_read_it_through_the_api(
     db: ApiDatabase, people: dict[str, ApiUser]
 ) -> None:
     add_call(db, "old", OLD)
-    async with open_api(db, people, transcript_retention_days=90, retention_interval_s=0) as api:
+    async with open_api(
+        db, people, transcript_retention_days=90, ticket_retention_days=400, retention_interval_s=0
+    ) as api:
         r = await api.client.get("/api/retention", headers=api.auth(people["auditor"]))
         assert r.status_code == 200, r.text
         body = r.json()
         assert (body["transcript_retention_days"], body["interval_s"], body["runs"]) == (90, 0, [])
+        assert body["ticket_retention_days"] == 400
+        for key, days in (("transcript_cutoff", 90), ("ticket_cutoff", 400)):
+            ago = now() - dt.datetime.fromisoformat(body[key])
+            assert abs(ago - dt.timedelta(days=days)) < dt.timedelta(minutes=1), key
         assert set(body["kinds"]) == set(KINDS) and body["last_success_at"] is not None  # installed
         assert (await api.client.get("/api/retention", headers=api.auth(people["agent"]))).status_code == 403
 
@@ -465,7 +776,7 @@ async def test_admins_run_it_and_auditors_read_it_through_the_api(
         assert r.status_code == 202, r.text
         started = r.json()
         assert (started["status"], started["trigger"], started["actor"]) == ("running", "manual", "ret-admin")
-        assert started["transcript_days"] == 90
+        assert (started["transcript_days"], started["ticket_days"]) == (90, 400)
         await api.app.state.retention.wait()
 
         r = await api.client.get("/api/retention", headers=api.auth(people["auditor"]))
@@ -493,14 +804,38 @@ async def test_admins_run_it_and_auditors_read_it_through_the_api(
 
 
 def test_the_retention_is_a_site_setting_that_reaches_app_yml() -> None:
-    v = settings_to_ansible_vars(SiteSettings.model_validate({"app": {"transcript_retention_days": 30}}))
-    assert v["appliance_transcript_retention_days"] == 30
-    assert settings_to_ansible_vars(SiteSettings())["appliance_transcript_retention_days"] == 180
+    site = {"app": {"transcript_retention_days": 30, "ticket_retention_days": 730}}
+    v = settings_to_ansible_vars(SiteSettings.model_validate(site))
+    assert (v["appliance_transcript_retention_days"], v["appliance_ticket_retention_days"]) == (30, 730)
+    defaults = settings_to_ansible_vars(SiteSettings())
+    assert (defaults["appliance_transcript_retention_days"], defaults["appliance_ticket_retention_days"]) == (
+        180,
+        1095,
+    )
     with pytest.raises(ValidationError, match="transcript_retention_days"):
         SiteSettings.model_validate({"app": {"transcript_retention_days": 0}})
+    # Tickets: at least 30 days and no shorter than the transcripts, the errors naming the fields.
+    with pytest.raises(ValidationError, match=r"app\.ticket_retention_days\n.*greater than or equal to 30"):
+        SiteSettings.model_validate({"app": {"ticket_retention_days": 29}})
+    shorter = {"app": {"transcript_retention_days": 365, "ticket_retention_days": 300}}
+    with pytest.raises(ValidationError, match=r"ticket_retention_days \(300\) must not be below transcript"):
+        SiteSettings.model_validate(shorter)
+    assert SiteSettings.model_validate(
+        {"app": {"transcript_retention_days": 30, "ticket_retention_days": 30}}
+    )
     base = {"database_dsn_file": "/x", "secret_key_file": "/y", "public_url": "https://aicc.test"}
     config = AppConfig.model_validate(base)
     assert (config.transcript_retention_days, config.retention_interval_s) == (180, 3600)
+    assert config.ticket_retention_days == 1095
     for days in (0, -1):  # no "keep for ever"
         with pytest.raises(ValidationError):
             AppConfig.model_validate({**base, "transcript_retention_days": days})
+    for days in (29, 3651):
+        with pytest.raises(ValidationError, match="ticket_retention_days"):
+            AppConfig.model_validate({**base, "ticket_retention_days": days})
+    with pytest.raises(ValidationError, match=r"ticket_retention_days \(100\) is below transcript"):
+        AppConfig.model_validate({**base, "ticket_retention_days": 100})  # transcripts: 180
+    with pytest.raises(ValueError, match="ticket_days is at least 30"):
+        RetentionSettings(transcript_days=10, ticket_days=29)
+    with pytest.raises(ValueError, match=r"ticket_days \(100\) is below transcript_days \(180\)"):
+        RetentionSettings(ticket_days=100)

@@ -76,6 +76,7 @@ APP_KEYS = {
     "acd",
     "ticket_escalation_interval_s",
     "transcript_retention_days",
+    "ticket_retention_days",
     "retention_interval_s",
     "webchat_keys",
     "webchat_origins",
@@ -86,6 +87,7 @@ APP_KEYS = {
     "llm_urls",
     "llm_model",
     "llm_timeout_s",
+    "wecom",
 }
 ACD_KEYS = {
     "registrations_table",
@@ -269,6 +271,7 @@ def test_app_settings_have_exactly_the_services_keys_and_follow_the_site(rendere
     assert doc["acd"]["registrations_table"] == "kamailio.location"
     # Personal data retention: the site's days, purged hourly.
     assert (doc["transcript_retention_days"], doc["retention_interval_s"]) == (90, 3600.0)
+    assert doc["ticket_retention_days"] == 1095  # 3 years: tickets are business records
     # The softphones' servers: every SIP proxy's secure WebSocket, IPv6 in brackets.
     assert doc["sip_ws_urls"] == ["wss://10.0.0.81:8443", "wss://[fd00::82]:8443"]
     six = yaml.safe_load((rendered / "app2" / "app.yml").read_text())

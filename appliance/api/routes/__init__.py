@@ -56,6 +56,7 @@ def routers() -> list[APIRouter]:
         tokens,
         users,
         webchat,
+        wecom,
     )
 
     modules = (
@@ -77,6 +78,7 @@ def routers() -> list[APIRouter]:
         kb,
         conversations,
         webchat,
+        wecom,
         reports,
         retention,
         softphone,

@@ -8,7 +8,9 @@ agents and supervisors; auditors read). The visitor's side of web chat is routes
   those after seq N); whether the visitor is connected (to this API process) and typing.
 - POST /api/conversations/{id}/messages: an agent's reply, pushed to the visitor at once. The agent
   takes the conversation with it (handler agent; assignee: the agent, when nobody holds it) and the
-  bot answers no more. A `client_id` makes a retry harmless: the message is stored once.
+  bot answers no more. A `client_id` makes a retry harmless: the message is stored once. In a WeCom
+  conversation, 409 (and why) when WeCom would not take it: over 48 hours since the customer's last
+  message, or 5 replies since it; else it goes to WeCom in the background (channels/wecom.py).
 - POST /api/conversations/{id}/assign: take it (or give it to `assignee`; `unassigned_only` refuses
   with 409 when someone else holds it); POST .../resolve: end it.
 - POST /api/conversations/{id}/typing: the visitor sees "agent typing".
@@ -52,6 +54,7 @@ from aicc.appliance.api.deps import (
 from aicc.appliance.api.redact import redact_for
 from aicc.appliance.api.routes import Strict
 from aicc.appliance.channels.webchat import CLIENT_ID, WebChatHub, message_frame, status_frame
+from aicc.appliance.channels.wecom import ReplyRefused, WeComHub
 from aicc.appliance.conversations import store
 from aicc.appliance.conversations.store import Author, Channel, Handler, Order, Status
 
@@ -175,6 +178,17 @@ def _etagged(request: Request, body: bytes) -> Response:
 def _hub(request: Request) -> WebChatHub:
     hub: WebChatHub = request.app.state.webchat
     return hub
+
+
+def _wecom(request: Request) -> WeComHub:
+    hub: WeComHub = request.app.state.wecom
+    return hub
+
+
+async def _stop_bots(request: Request, conversation_id: UUID) -> None:
+    """An agent has the conversation (or it is resolved): no channel's bot answers in it any more."""
+    await _hub(request).stop_bot(conversation_id)
+    await _wecom(request).stop_bot(conversation_id)
 
 
 def _identities(rows: list[dict[str, Any]], principal: Principal) -> list[Identity]:
@@ -320,6 +334,12 @@ async def reply(
         if before["status"] == "resolved":
             raise conflict("the conversation is resolved; the customer starts a new one to write again")
         _held_by_other(before, principal)
+        plan = None
+        if before["channel"] == "wecom":  # WeCom takes replies only within its limits: say so now
+            try:
+                plan = await _wecom(request).plan(conn, before, text)
+            except ReplyRefused as exc:
+                raise conflict(exc.message) from None
         after = before
         if before["handler"] != "agent" or before["assignee"] is None:
             changes: dict[str, Any] = {"handler": "agent"}
@@ -346,11 +366,15 @@ async def reply(
             client_id=body.client_id,
             delivered=hub.connected(conversation_id),
         )
-    await hub.stop_bot(conversation_id)
+        outgoing = (
+            [] if plan is None else await _wecom(request).enqueue(conn, plan, conversation_id, row["id"])
+        )
+    await _stop_bots(request, conversation_id)
+    _wecom(request).deliver(outgoing)
     if after is not before:
         hub.publish(conversation_id, status_frame(after))
     hub.publish(conversation_id, message_frame(row))
-    hub.metrics.messages.labels("agent").inc()
+    (hub.metrics if plan is None else _wecom(request).metrics).messages.labels("agent").inc()
     return Message(**row)
 
 
@@ -395,7 +419,7 @@ async def assign(
             client_address(request),
         )
         detail = await _detail(conn, after, principal, hub)
-    await hub.stop_bot(conversation_id)
+    await _stop_bots(request, conversation_id)
     hub.publish(conversation_id, status_frame(after))
     return detail
 
@@ -429,7 +453,7 @@ async def resolve(
                 client_address(request),
             )
         detail = await _detail(conn, after, principal, hub)
-    await hub.stop_bot(conversation_id)
+    await _stop_bots(request, conversation_id)
     hub.publish(conversation_id, status_frame(after))
     return detail
 

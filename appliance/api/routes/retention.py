@@ -1,4 +1,4 @@
-"""The retention of personal data (appliance/retention/purge.py): the period this API applies and the
+"""The retention of personal data (appliance/retention/purge.py): the periods this API applies and the
 purge runs (retention.read: admins and auditors), and a run started now (retention.run: admins; the
 request and the run's result are both audited)."""
 
@@ -37,6 +37,14 @@ KINDS: dict[str, str] = {
     "call_tool_calls": "the bot's tool calls in those calls (arguments and results), deleted",
     "chat_messages": "web-chat messages older than the retention, deleted",
     "chat_summaries": "the bot's handover summary of conversations idle past the retention, blanked",
+    "tickets": "tickets closed, or resolved and left so, before the ticket cutoff: the customer's "
+    "identities and the description emptied, the subject '(purged)' (number, status, priority, group, "
+    "times and the event log kept: SLA figures unchanged)",
+    "ticket_texts": "texts of those tickets' comments (replies, customer messages, internal notes) and "
+    "of the customer's confirmations, blanked in the event log",
+    "customers": "customers with no conversation, call or ticket activity since the cutoff: the name "
+    "blanked (the record stays for its conversations)",
+    "customer_identities": "those customers' phone numbers, e-mail addresses and channel ids, deleted",
 }
 
 
@@ -46,7 +54,11 @@ class RetentionRun(BaseModel):
     actor: str = Field(description="'retention' for a scheduled run, else the admin who started it")
     host: str = Field(description="the API host that ran it")
     transcript_days: int
-    cutoff: dt.datetime = Field(description="what started (calls) or was written (messages) before it")
+    cutoff: dt.datetime = Field(
+        description="what started (calls) or was written (messages) before it; customers idle since"
+    )
+    ticket_days: int | None = Field(description="null: a run from before tickets were purged")
+    ticket_cutoff: dt.datetime | None = Field(description="tickets finished and last changed before it")
     started_at: dt.datetime
     finished_at: dt.datetime | None
     status: Literal["running", "succeeded", "failed"]
@@ -56,6 +68,11 @@ class RetentionRun(BaseModel):
 
 class Retention(BaseModel):
     transcript_retention_days: int = Field(description="this API's setting (app.yml)")
+    ticket_retention_days: int = Field(description="this API's setting (app.yml)")
+    transcript_cutoff: dt.datetime = Field(
+        description="a run started now purges calls, chat messages and idle customers from before it"
+    )
+    ticket_cutoff: dt.datetime = Field(description="a run started now purges tickets finished before it")
     interval_s: float = Field(description="how often this API process runs the purge; 0: never on its own")
     kinds: dict[str, str] = Field(description="what a run purges, by the kinds its counts use")
     last_success_at: dt.datetime | None = Field(
@@ -81,13 +98,18 @@ async def get_retention(
     pool: PoolDep,
     limit: Annotated[int, Query(ge=1, le=500, description="runs to show")] = 20,
 ) -> Retention:
-    """The retention period, what a purge removes, and the latest runs with their counts and errors."""
+    """The retention periods and the cutoffs a run started now would apply, what a purge removes, and
+    the latest runs with their counts and errors."""
     config = get_config(request)
+    now = dt.datetime.now(dt.UTC)
     async with pool.connection() as conn:
         runs = await recent_runs(conn, limit)
         last = await last_success(conn)
     return Retention(
         transcript_retention_days=config.transcript_retention_days,
+        ticket_retention_days=config.ticket_retention_days,
+        transcript_cutoff=now - dt.timedelta(days=config.transcript_retention_days),
+        ticket_cutoff=now - dt.timedelta(days=config.ticket_retention_days),
         interval_s=config.retention_interval_s,
         kinds=KINDS,
         last_success_at=last,

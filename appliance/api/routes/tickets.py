@@ -6,6 +6,9 @@ Lifecycle: new -> open | pending | resolved; open -> pending | resolved; pending
 resolved -> open (re-open) | closed; closed is final. Closing needs the customer's confirmation
 (POST .../confirm) after the latest resolve. A customer's comment re-opens a pending or resolved
 ticket, and an agent's public reply opens a new one, as Zammad and Chatwoot do.
+
+A ticket finished (closed, or resolved and left so) longer than ticket_retention_days is purged
+(appliance/retention/purge.py: no customer, description or texts; `purged_at` set): it is final too.
 """
 
 from __future__ import annotations
@@ -126,6 +129,11 @@ class Ticket(BaseModel):
     created_by: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    purged_at: dt.datetime | None = Field(
+        None,
+        description="when the retention purge removed the customer's data and the texts (ticket_retention_"
+        "days after the ticket was last changed, closed or resolved); a purged ticket is final",
+    )
     sla: SlaStatus
 
 
@@ -160,6 +168,11 @@ async def _locked(conn: AsyncConnection[DictRow], number: str) -> dict[str, Any]
     ticket = await store.get(conn, number, lock=True)
     if ticket is None:
         raise not_found("ticket", number)
+    if ticket["purged_at"] is not None:  # what a comment or a re-open would add has no place to go
+        raise conflict(
+            f"ticket {number} is past the ticket retention and its customer data was purged; it is final "
+            "(open a new one)"
+        )
     return ticket
 
 
