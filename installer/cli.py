@@ -106,8 +106,9 @@ def preflight(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt 
     """Check every host before anything is changed, and list ALL problems in one table.
 
     Checks: SSH and sudo, Debian 12, CPU/RAM/disk for the host's groups (see the README's table),
-    required ports free, clock in sync, hosts reach each other and the package source, and for
-    [llm] hosts which engine they will get (vLLM on a GPU, else llama.cpp on CPU) and why.
+    required ports free, clock in sync, hosts reach each other and the package source, for
+    [llm] hosts which engine they will get (vLLM on a GPU, else llama.cpp on CPU) and why, and for
+    each messaging channel aicc.yml turns on its secrets in secrets.yml and its API's egress.
     Read-only on the hosts. Exit 1 if any check fails.
     """
     from aicc.installer import preflight as pf
@@ -121,7 +122,7 @@ def preflight(inventory: InventoryOpt, json_out: JsonOpt = False, site: SiteOpt 
     else:
         with output.console.status(f"checking {len(hosts)} host(s) ..."):
             gathered = pf.gather(hosts, inv, settings)
-    checks = pf.evaluate(inv, settings, gathered)
+    checks = pf.site_checks(settings, the_site.secrets_path) + pf.evaluate(inv, settings, gathered)
     failed = any(c.status == "fail" for c in checks)
     if json_out:
         output.emit_json(pf.as_json(checks))

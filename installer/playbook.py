@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from aicc.installer.errors import InputError
 from aicc.installer.inventory import Inventory
 from aicc.installer.settings import settings_to_ansible_vars
-from aicc.installer.site import Site
+from aicc.installer.site import Site, require_channel_secrets
 from aicc.installer.sizing import firewall_rules
 
 SITE_PLAYBOOK = "site.yml"
@@ -371,6 +371,9 @@ def _run(
 
     settings = site.settings()
     secrets = site.secrets()
+    if playbook is None:
+        # A channel turned on without its secrets fails here, before any host is touched.
+        require_channel_secrets(settings, secrets, site.secrets_path)
     if limit:
         inventory.select(limit)  # fails early, naming a host or group that matches nothing
     site.logs.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ are pure functions of those facts, the inventory and the settings, so they are u
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from aicc.installer import remote
 from aicc.installer.errors import InputError
 from aicc.installer.inventory import Host, Inventory
 from aicc.installer.settings import SiteSettings
+from aicc.installer.site import channel_secret_problems, load_secrets
 from aicc.installer.sizing import common_listeners, host_minimum, listeners
 
 Status = Literal["ok", "warn", "fail"]
@@ -328,6 +330,54 @@ def _llm_engine(name: str, settings: SiteSettings, facts: dict[str, Any]) -> Che
             "install the NVIDIA driver / a larger GPU, or set engines.llm: llamacpp (CPU engine)",
         )
     return Check(name, "llm engine", "ok", f"llama.cpp on CPU: {reason}")
+
+
+def site_checks(settings: SiteSettings, secrets_path: Path) -> list[Check]:
+    """Checks of the site folder itself (host "site") for the enabled messaging channels: their secrets
+    in secrets.yml (never generated: the customer copies them in), and whether the hosts' firewall can
+    let the [app] hosts reach their APIs (it allows addresses only)."""
+    enabled = settings.channels.enabled()
+    if not enabled:
+        return []
+    fix = (
+        f'copy it from the platform\'s console into {secrets_path.name}, quoted (wecom_token: "..."); '
+        "see appliance/README.md for where each is shown"
+    )
+    try:
+        secrets = load_secrets(secrets_path)
+    except InputError as exc:
+        return [Check("site", "channel secrets", "fail", str(exc), exc.fix or "")]
+    problems = channel_secret_problems(settings, secrets)
+    checks = [Check("site", "channel secrets", "fail", f"{secrets_path}: {p}", fix) for p in problems]
+    if not problems:
+        names = ", ".join(n for n, _ in enabled)
+        checks.append(
+            Check("site", "channel secrets", "ok", f"{secrets_path.name} holds the secrets of {names}")
+        )
+    for name, channel in enabled:
+        parts = urlsplit(channel.api_base_url)
+        host = parts.hostname or ""
+        port = parts.port or 443
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            checks.append(
+                Check(
+                    "site",
+                    "channel egress",
+                    "warn",
+                    f"channels.{name}.api_base_url's host {host} is a name: the hosts' firewall (aicc "
+                    "harden apply) allows addresses only, so the [app] hosts cannot reach it once hardened",
+                    f"add the addresses {host} has for your site (getent ahosts {host} on an [app] host) to "
+                    f"hardening.egress_allow (tcp {port}), and keep them current; or filter egress in the "
+                    "site's own firewall (hardening_firewall: false)",
+                )
+            )
+        else:
+            checks.append(
+                Check("site", "channel egress", "ok", f"the [app] hosts' firewall allows {host} tcp {port}")
+            )
+    return checks
 
 
 def summary(checks: list[Check]) -> dict[str, int]:

@@ -8,6 +8,7 @@ Nested fields are overridden with a double underscore: AICC_SIP__UDP_PORT=5070.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +20,7 @@ from pydantic import (
     Field,
     IPvAnyNetwork,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -277,6 +279,96 @@ class AppSettings(_Section):
         return self
 
 
+def _https_api(url: str) -> str:
+    if not url.startswith("https://"):
+        raise ValueError("an https:// URL is needed: the access token travels in its query string")
+    return url
+
+
+class WeComChannel(_Section):
+    """WeCom customer service (企业微信 微信客服, appliance/README.md "WeCom customer service")."""
+
+    enabled: bool = Field(
+        False,
+        description="Turn the channel on. secrets.yml must then hold wecom_secret (the 微信客服 Secret), "
+        "wecom_token and wecom_encoding_aes_key (the callback's Token and EncodingAESKey), copied from the "
+        "WeCom console: they are never generated.",
+    )
+    corp_id: str = Field(
+        "",
+        validate_default=True,
+        description="The corp id (企业ID, ww..., under 我的企业 → 企业信息); needed when enabled.",
+    )
+    api_base_url: HttpUrl = Field(
+        "https://qyapi.weixin.qq.com",
+        description="WeCom's API (https). The [app] hosts' firewall lets them reach its host and port when "
+        "the host is an IP address; for a name, add its addresses to hardening.egress_allow (README).",
+    )
+
+    @field_validator("corp_id")
+    @classmethod
+    def _corp_id(cls, value: str, info: ValidationInfo) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            raise ValueError("a corp id is 1-64 of A-Z, a-z, 0-9, _ and - (ww followed by 16 characters)")
+        if not value and info.data.get("enabled"):
+            raise ValueError("needed when the channel is enabled: copy it from 我的企业 → 企业信息")
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        return _https_api(value)
+
+
+class WeChatOaChannel(_Section):
+    """The WeChat official account (微信公众号, appliance/README.md "WeChat official account")."""
+
+    enabled: bool = Field(
+        False,
+        description="Turn the channel on. secrets.yml must then hold wechat_oa_app_secret (the AppSecret), "
+        "wechat_oa_token and wechat_oa_encoding_aes_key (the server configuration's Token and "
+        "EncodingAESKey), copied from the account's console: they are never generated.",
+    )
+    app_id: str = Field(
+        "",
+        validate_default=True,
+        description="The account's AppID (开发者ID, wx followed by 16 characters, under 设置与开发 → "
+        "基本配置); needed when enabled.",
+    )
+    api_base_url: HttpUrl = Field(
+        "https://api.weixin.qq.com",
+        description="The official account's API (https). The [app] hosts' firewall lets them reach its host "
+        "and port when the host is an IP address; for a name, add its addresses to hardening.egress_allow.",
+    )
+
+    @field_validator("app_id")
+    @classmethod
+    def _app_id(cls, value: str, info: ValidationInfo) -> str:
+        if value and not re.fullmatch(r"wx[0-9A-Za-z]{16}", value):
+            raise ValueError("an AppID is wx followed by 16 letters and digits")
+        if not value and info.data.get("enabled"):
+            raise ValueError("needed when the channel is enabled: copy it from 设置与开发 → 基本配置")
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        return _https_api(value)
+
+
+class ChannelsSettings(_Section):
+    """Messaging channels beyond web chat, on the [app] hosts. Off by default and shown commented out: to
+    turn one on, remove the first '#' of its lines and of 'channels:', set enabled: true, and put its
+    secrets (quoted) in secrets.yml."""
+
+    wecom: WeComChannel = Field(default_factory=WeComChannel)
+    wechat_oa: WeChatOaChannel = Field(default_factory=WeChatOaChannel)
+
+    def enabled(self) -> list[tuple[str, WeComChannel | WeChatOaChannel]]:
+        """(name, settings) of each channel turned on."""
+        return [(name, c) for name, c in (("wecom", self.wecom), ("wechat_oa", self.wechat_oa)) if c.enabled]
+
+
 class EgressRule(_Section):
     """One destination hosts may open connections to, beyond the site's own hosts."""
 
@@ -353,6 +445,7 @@ class SiteSettings(BaseSettings):
     engines: EngineSettings = Field(default_factory=EngineSettings)
     voicebot: VoicebotSettings = Field(default_factory=VoicebotSettings)
     app: AppSettings = Field(default_factory=AppSettings)
+    channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     hardening: HardeningSettings = Field(default_factory=HardeningSettings)
 
     @field_validator("timezone")
@@ -450,6 +543,11 @@ def render_commented_yaml(settings: SiteSettings) -> str:
     return "\n".join(out) + "\n"
 
 
+# Sections `aicc init` writes commented out while they hold their defaults: each is off until the
+# customer turns it on, and its lines then show what to fill in.
+COMMENTED_OUT = frozenset({"channels"})
+
+
 def _render_model(model: BaseModel, out: list[str], indent: int) -> None:
     pad = " " * indent
     for name, field in type(model).model_fields.items():
@@ -457,11 +555,14 @@ def _render_model(model: BaseModel, out: list[str], indent: int) -> None:
         if field.description:
             out.extend(f"{pad}# {line}" for line in textwrap.wrap(field.description, 100 - indent))
         if isinstance(value, BaseModel):
-            doc = (type(value).__doc__ or "").strip().splitlines()
+            doc = " ".join(line.strip() for line in (type(value).__doc__ or "").strip().splitlines())
             if doc and not field.description:
-                out.append(f"{pad}# {doc[0]}")
-            out.append(f"{pad}{name}:")
-            _render_model(value, out, indent + 2)
+                out.extend(f"{pad}# {line}" for line in textwrap.wrap(doc, 100 - indent))
+            body = [f"{pad}{name}:"]
+            _render_model(value, body, indent + 2)
+            if indent == 0 and name in COMMENTED_OUT and value == type(value)():
+                body = ["#" + line if line else line for line in body]
+            out.extend(body)
             out.append("")
         else:
             dumped = yaml.safe_dump(
@@ -545,6 +646,12 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "appliance_ticket_retention_days": s.app.ticket_retention_days,
         "appliance_db_port": s.database.port,
         "appliance_db_name": s.database.name,
+        "appliance_wecom_enabled": s.channels.wecom.enabled,
+        "appliance_wecom_corp_id": s.channels.wecom.corp_id,
+        "appliance_wecom_api_base_url": s.channels.wecom.api_base_url,
+        "appliance_wechat_oa_enabled": s.channels.wechat_oa.enabled,
+        "appliance_wechat_oa_app_id": s.channels.wechat_oa.app_id,
+        "appliance_wechat_oa_api_base_url": s.channels.wechat_oa.api_base_url,
         "hardening_admin_sources": [str(n) for n in s.hardening.admin_sources],
         "hardening_egress_allow": [
             {"to": str(r.to), "ports": r.ports, "proto": r.proto, "what": r.what}

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass
@@ -38,6 +39,23 @@ SECRET_NAMES: dict[str, str] = {
 # Secrets added after sites were first made: a site's secrets.yml without one gets it generated and
 # appended when it is next read, rather than every secret being re-created with `aicc init --force`.
 ADDED_LATER: frozenset[str] = frozenset({"monitoring_grafana_password"})
+
+# The messaging channels' secrets (aicc.yml `channels:`): never generated, the customer copies them
+# from the platform's console into secrets.yml. Needed only while the channel is enabled.
+CHANNEL_SECRETS: dict[str, dict[str, str]] = {
+    "wecom": {
+        "wecom_secret": "the 微信客服 Secret (WeCom console: 微信客服 → API)",
+        "wecom_token": "the callback's Token (WeCom console: 微信客服 → API → 回调配置)",
+        "wecom_encoding_aes_key": "the callback's EncodingAESKey, 43 characters (same page)",
+    },
+    "wechat_oa": {
+        "wechat_oa_app_secret": "the AppSecret (开发者密码; official account console: 设置与开发 → 基本配置)",
+        "wechat_oa_token": "the server configuration's Token (令牌, same page: 服务器配置)",
+        "wechat_oa_encoding_aes_key": "the EncodingAESKey (消息加解密密钥, 43 characters, same page)",
+    },
+}
+CHANNEL_SECRET_NAMES: frozenset[str] = frozenset(n for names in CHANNEL_SECRETS.values() for n in names)
+_AES_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")
 
 
 def generate_secrets() -> dict[str, str]:
@@ -111,6 +129,14 @@ def load_secrets(path: Path) -> dict[str, str]:
             where=str(path),
             fix=f"chmod 600 {path}",
         )
+    not_text = sorted(n for n in CHANNEL_SECRET_NAMES if n in data and not isinstance(data[n], str))
+    if not_text:
+        # YAML reads 0123 as a number (83): a Token of digits must be quoted to stay what it is.
+        raise InputError(
+            f"secrets file: {', '.join(not_text)} must be text; YAML read it as something else",
+            where=str(path),
+            fix=f'quote the value in {path.name}: {not_text[0]}: "..."',
+        )
     missing = [n for n in SECRET_NAMES if not data.get(n)]
     if missing and set(missing) <= ADDED_LATER and not set(missing) & set(data):
         data.update(_append_secrets(path, text, missing))
@@ -122,6 +148,35 @@ def load_secrets(path: Path) -> dict[str, str]:
             fix="add them, or re-create the site's secrets with `aicc init --force`",
         )
     return {str(k): str(v) for k, v in data.items()}
+
+
+def channel_secret_problems(settings: SiteSettings, secrets: dict[str, str]) -> list[str]:
+    """What is missing or wrong among the enabled channels' secrets, one line each naming the key (the
+    values never appear)."""
+    problems = []
+    for channel, _ in settings.channels.enabled():
+        for name, what in CHANNEL_SECRETS[channel].items():
+            value = secrets.get(name, "").strip()
+            if not value:
+                problems.append(f"{name} is missing: channels.{channel} is enabled and needs {what}")
+            elif name.endswith("_encoding_aes_key") and not _AES_KEY.match(value):
+                problems.append(
+                    f"{name} is not an EncodingAESKey: it has {len(value)} characters, an EncodingAESKey "
+                    "has 43 of A-Z, a-z, 0-9, + and /"
+                )
+    return problems
+
+
+def require_channel_secrets(settings: SiteSettings, secrets: dict[str, str], path: Path) -> None:
+    """InputError naming secrets.yml and each missing or wrong key of an enabled channel."""
+    problems = channel_secret_problems(settings, secrets)
+    if problems:
+        raise InputError(
+            "; ".join(problems),
+            where=str(path),
+            fix=f'copy them from the platform\'s console into {path.name} (quoted, e.g. wecom_token: "..."), '
+            "or turn the channel off in aicc.yml (channels.<name>.enabled: false)",
+        )
 
 
 def _append_secrets(path: Path, text: str, names: list[str]) -> dict[str, str]:

@@ -99,8 +99,9 @@ def common_listeners(settings: SiteSettings) -> list[Listener]:
 
 
 def firewall_rules(settings: SiteSettings) -> dict[str, object]:
-    """The hardening role's inbound table (per group; "all" for every host) and its egress by source
-    port (replies that leave from a service's own port to phones and trunks anywhere).
+    """The hardening role's inbound table (per group; "all" for every host), its egress by source
+    port (replies that leave from a service's own port to phones and trunks anywhere), and the URLs
+    per group a host may reach (the enabled messaging channels' APIs, from the [app] hosts).
 
     Public ports face phones, trunks and browsers; every other port only the site's own hosts and the
     admin sources."""
@@ -126,7 +127,16 @@ def firewall_rules(settings: SiteSettings) -> dict[str, object]:
             {"sports": f"{s.media.port_min}-{s.media.port_max}", "proto": "udp", "what": "RTP to callers"}
         ],
     }
-    return {"hardening_inbound": inbound, "hardening_egress_by_group": egress}
+    # The messaging channels' APIs, from the [app] hosts only (the role allows a URL's host when it is
+    # an address, and warns about a name).
+    urls = {
+        "app": [{"url": c.api_base_url, "what": f"channels.{name} API"} for name, c in s.channels.enabled()]
+    }
+    return {
+        "hardening_inbound": inbound,
+        "hardening_egress_by_group": egress,
+        "hardening_egress_urls_by_group": urls,
+    }
 
 
 @dataclass(frozen=True)

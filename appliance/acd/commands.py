@@ -31,6 +31,8 @@ class Enqueue(_Cmd):
     gateway: str = Field("", max_length=200)
     call_id: str | None = Field(None, max_length=300)
     caller: str = Field("", max_length=100)
+    # Waited before this enqueue (a chat back in the queue): its place and wait count from then.
+    waited_s: float = Field(0.0, ge=0, le=86400)
 
 
 class Abandon(_Cmd):

@@ -19,7 +19,9 @@ Decisions worth knowing (the rest is in appliance/README.md, section ACD):
 - A reservation with no report by its deadline counts as no answer (agent away, reason no_answer);
   its contact.offer_failed says reason "timeout" so reports can tell it from a reported no answer.
 - A contact reaches max_wait_s by its total wait (from its first enqueue), measured against its current
-  queue; it is not cut while an agent's phone rings for it (checked again when the offer fails).
+  queue; it is not cut while an agent's phone rings for it (checked again when the offer fails). An
+  enqueue may bring `waited_s` already waited (a chat re-queued): it counts in its place, its wait and
+  max_wait_s, as if it had been enqueued that much earlier; its overflow clock starts now.
 - Overflow steps count while a contact rings an agent too; only a move emits contact.overflowed. After
   a move the contact's priority is the new queue's priority plus its own, and its own extra skills no
   longer apply.
@@ -223,6 +225,7 @@ class Acd:
         call_id: str | None,
         caller: str,
         now: float,
+        waited_s: float = 0.0,
     ) -> dict[str, Any]:
         known = self._contacts.get(contact_id)
         if known is not None:  # a replayed command
@@ -248,7 +251,7 @@ class Acd:
             gateway=gateway,
             call_id=call_id,
             caller=caller,
-            enqueued_at=now,
+            enqueued_at=now - max(0.0, waited_s),
             entered_at=now,
             entry=EnqueueResult(position=0, ewt_s=None, staffed=0, callback_offer=False),
         )

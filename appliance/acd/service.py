@@ -247,6 +247,7 @@ def dispatch(engine: Acd, cmd: cmds.Command, now: float) -> dict[str, Any]:
                 call_id=cmd.call_id,
                 caller=cmd.caller,
                 now=now,
+                waited_s=cmd.waited_s,
             )
         case cmds.Abandon():
             return engine.abandon(contact_id=cmd.contact_id, reason=cmd.reason, now=now)

@@ -27,12 +27,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aicc.appliance.acd.client import AcdClient
 from aicc.appliance.api.auth import LoginThrottle, Passwords
+from aicc.appliance.api.chat_routing import GATEWAY, ChatRouting, RoutingMetrics
 from aicc.appliance.api.config import AppConfig
 from aicc.appliance.api.deps import ApiError, ApiMetrics, ApiState, Pool, route_permission
 from aicc.appliance.api.live import LiveHub
 from aicc.appliance.api.routes import routers
 from aicc.appliance.api.routes.health import aicc_version
-from aicc.appliance.channels.webchat import WebChatHub
+from aicc.appliance.channels.webchat import WebChatHub, status_frame
+from aicc.appliance.channels.wechat_oa import WeChatOaHub
 from aicc.appliance.channels.wecom import WeComHub
 from aicc.appliance.documents import field_path
 from aicc.appliance.retention.purge import RetentionMetrics, RetentionService, RetentionSettings
@@ -221,8 +223,12 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
             source="api",
             result_timeout_s=config.acd.result_timeout_s,
             on_live=state.live.changed,
+            # The API processes are the ACD's gateway for chats: offers for them come here.
+            gateway=GATEWAY,
+            on_gateway=chat_routing.on_gateway,
         )
         await state.acd.start()
+        await chat_routing.start()
         watcher = EscalationWatcher(state.pool, interval_s, ticket_metrics) if interval_s else None
         if watcher is not None:
             await watcher.start()
@@ -230,10 +236,12 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await chat_routing.close()
             await retention.close()
             if watcher is not None:
                 await watcher.close()
             await app.state.wecom.close()
+            await app.state.wechat_oa.close()
             await app.state.webchat.close()
             await state.acd.close()
             state.acd = None
@@ -255,8 +263,19 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
     app.state.aicc = state
     # Web chat's rooms, rate limits and text bot (appliance/channels/webchat.py); its routes read it.
     app.state.webchat = WebChatHub(state)
+    # Text conversations routed by the ACD (appliance/api/chat_routing.py); the lifespan runs it.
+    webchat: WebChatHub = app.state.webchat
+    chat_routing = ChatRouting(
+        lambda: state.pool,
+        config,
+        RoutingMetrics(state.metrics.registry),
+        on_change=lambda row: webchat.publish(row["id"], status_frame(row)),
+    )
+    state.chat_routing = chat_routing
     # WeCom customer service (appliance/channels/wecom.py): the same text bot as web chat.
     app.state.wecom = WeComHub(state, app.state.webchat.runtime)
+    # The WeChat official account (appliance/channels/wechat_oa.py): the same again.
+    app.state.wechat_oa = WeChatOaHub(state, app.state.webchat.runtime)
     app.state.retention = retention
     for router in routers():
         app.include_router(router)

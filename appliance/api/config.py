@@ -66,8 +66,9 @@ class AcdSettings(_Strict):
         return value
 
 
-class WeComSecrets:
-    """The WeCom settings' three secrets, read from their files. Never shown: repr hides them."""
+class ChannelSecrets:
+    """A Tencent channel's three secrets (WeCom, the WeChat official account), read from their files.
+    Never shown: repr hides them."""
 
     def __init__(self, secret: str, token: str, encoding_aes_key: str) -> None:
         self.secret = secret
@@ -75,7 +76,35 @@ class WeComSecrets:
         self.encoding_aes_key = encoding_aes_key
 
     def __repr__(self) -> str:
-        return "WeComSecrets(secret=***, token=***, encoding_aes_key=***)"
+        return f"{type(self).__name__}(secret=***, token=***, encoding_aes_key=***)"
+
+
+WeComSecrets = ChannelSecrets
+
+
+def _channel_secrets(
+    section: str, secret_file: Path, token_file: Path, aes_key_file: Path, console: str
+) -> ChannelSecrets:
+    """The three secrets of app.yml's `section`; ConfigError naming the file when one is missing or
+    empty, or the key is not 43 base64 characters."""
+    key = _read_secret(aes_key_file, f"{section}.aes_key_file")
+    if not re.fullmatch(r"[A-Za-z0-9+/]{43}", key):
+        raise ConfigError(
+            f"{aes_key_file} ({section}.aes_key_file): an EncodingAESKey is 43 characters of A-Z, "
+            f"a-z, 0-9, + and /; this one has {len(key)}; copy it from the {console}"
+        )
+    secrets = ChannelSecrets(
+        _read_secret(secret_file, f"{section}.secret_file"),
+        _read_secret(token_file, f"{section}.token_file"),
+        key,
+    )
+    for path, name, value in (
+        (secret_file, "secret_file", secrets.secret),
+        (token_file, "token_file", secrets.token),
+    ):
+        if not value:
+            raise ConfigError(f"{path} ({section}.{name}): empty")
+    return secrets
 
 
 class WeComSettings(_Strict):
@@ -120,25 +149,73 @@ class WeComSettings(_Strict):
                 raise ValueError(f"WeCom is enabled but {', '.join(missing)} not set")
         return self
 
-    def secrets(self) -> WeComSecrets:
+    def secrets(self) -> ChannelSecrets:
         """The three secrets; ConfigError naming the file when one is missing or the key is not 43
         base64 characters."""
         assert self.secret_file and self.token_file and self.aes_key_file, "only when enabled"
-        key = _read_secret(self.aes_key_file, "wecom.aes_key_file")
-        if not re.fullmatch(r"[A-Za-z0-9+/]{43}", key):
-            raise ConfigError(
-                f"{self.aes_key_file} (wecom.aes_key_file): an EncodingAESKey is 43 characters of A-Z, "
-                f"a-z, 0-9, + and /; this one has {len(key)}; copy it from the WeCom console"
-            )
-        secrets = WeComSecrets(
-            _read_secret(self.secret_file, "wecom.secret_file"),
-            _read_secret(self.token_file, "wecom.token_file"),
-            key,
+        return _channel_secrets(
+            "wecom", self.secret_file, self.token_file, self.aes_key_file, "WeCom console"
         )
-        for name, value in (("secret_file", secrets.secret), ("token_file", secrets.token)):
-            if not value:
-                raise ConfigError(f"{getattr(self, name)} (wecom.{name}): empty")
-        return secrets
+
+
+class WeChatOaSettings(_Strict):
+    """The WeChat official account (微信公众号, appliance/channels/wechat_oa.py): its followers' messages
+    in safe mode (安全模式). The AppSecret, the server configuration's Token and its EncodingAESKey are
+    secrets: files named here, like every secret of app.yml."""
+
+    enabled: bool = Field(False, description="off: /wechat-oa/v1/callback answers 404 and nothing is sent")
+    app_id: str = Field(
+        "",
+        pattern=r"^(wx[0-9A-Za-z]{16})?$",
+        description="the account's AppID (开发者ID, wx + 16 characters): every message must carry it as its "
+        "receiveid",
+    )
+    secret_file: Path | None = Field(
+        None, description="file holding the AppSecret (开发者密码, for access tokens)"
+    )
+    token_file: Path | None = Field(None, description="file holding the server configuration's Token (令牌)")
+    aes_key_file: Path | None = Field(
+        None, description="file holding the EncodingAESKey (消息加解密密钥, 43 characters)"
+    )
+    api_base_url: str = Field(
+        "https://api.weixin.qq.com",
+        pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$",
+        description="the official account's API; a site's egress proxy (or a test server) may stand in "
+        "for it",
+    )
+    rate_messages: int = Field(
+        20, ge=1, le=1000, description="messages a customer may send per rate_window_s"
+    )
+    rate_window_s: float = Field(60.0, gt=0, le=3600)
+    send_attempts: int = Field(
+        4, ge=1, le=10, description="tries of a reply on network errors, 5xx and -1 (busy) before it is dead"
+    )
+    retry_base_s: float = Field(1.0, gt=0, le=60, description="the first retry's wait; doubled each time")
+    timeout_s: float = Field(10.0, gt=0, le=60, description="one request to the API at most")
+
+    @model_validator(mode="after")
+    def _complete(self) -> WeChatOaSettings:
+        if self.enabled:
+            missing = [
+                name
+                for name in ("app_id", "secret_file", "token_file", "aes_key_file")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"the WeChat official account is enabled but {', '.join(missing)} not set")
+        return self
+
+    def secrets(self) -> ChannelSecrets:
+        """The three secrets; ConfigError naming the file when one is missing or the key is not 43
+        base64 characters."""
+        assert self.secret_file and self.token_file and self.aes_key_file, "only when enabled"
+        return _channel_secrets(
+            "wechat_oa",
+            self.secret_file,
+            self.token_file,
+            self.aes_key_file,
+            "official account's console (设置与开发 → 基本配置)",
+        )
 
 
 class AppConfig(_Strict):
@@ -238,6 +315,21 @@ class AppConfig(_Strict):
     webchat_session_ttl_s: int = Field(
         43200, ge=60, le=30 * 86400, description="a visitor's chat token lasts this long"
     )
+    # Text conversations routed by the ACD (appliance/api/chat_routing.py).
+    chat_queue: str = Field(
+        "chat",
+        pattern=r"^([a-z0-9][a-z0-9_-]{0,40})?$",
+        description="the ACD queue (channel chat) that text conversations handed to the agents join: "
+        "the ACD offers each to an agent with chat capacity left; empty: not routed, agents take them "
+        "from the desk's Chats tab",
+    )
+    chat_first_reply_s: int = Field(
+        120,
+        ge=0,
+        le=3600,
+        description="an agent who accepted a chat and has not replied within this many seconds loses "
+        "it: it goes back to the queue, its wait counting from when it first joined; 0: never",
+    )
     llm_urls: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$")]] = Field(
         default_factory=list,
         max_length=16,
@@ -247,6 +339,7 @@ class AppConfig(_Strict):
     llm_model: str = Field("qwen2.5-1.5b-instruct", description="model name sent to the LLM servers")
     llm_timeout_s: float = Field(20.0, ge=1, le=120, description="a bot answer slower than this: handover")
     wecom: WeComSettings = Field(default_factory=WeComSettings)
+    wechat_oa: WeChatOaSettings = Field(default_factory=WeChatOaSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> AppConfig:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
@@ -31,6 +31,9 @@ from aicc.appliance.api.auth import LoginThrottle, Passwords, check_token
 from aicc.appliance.api.config import AppConfig
 from aicc.appliance.api.live import LiveHub
 from aicc.appliance.api.permissions import PERMISSIONS, role_can
+
+if TYPE_CHECKING:
+    from aicc.appliance.api.chat_routing import ChatRouting
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 SESSION_COOKIE = "aicc_session"
@@ -161,6 +164,8 @@ class ApiState:
     pool: Pool | None = None
     acd: AcdClient | None = None
     live: LiveHub | None = None
+    # Text conversations routed by the ACD (api/chat_routing.py): the channels poke it at a handover.
+    chat_routing: ChatRouting | None = None
 
 
 def api_state(request: Request) -> ApiState:

@@ -41,7 +41,8 @@ PERMISSIONS: dict[str, str] = {
     "kb.write": "create, edit, publish and archive knowledge-base articles; create and rename categories",
     "retention.read": "the retention of personal data: the period and the purge runs",
     "retention.run": "start a retention purge now",
-    "channels.read": "messages a channel (WeCom) could not deliver after its retries: the dead letters",
+    "channels.read": "messages a channel (WeCom, the WeChat official account) could not deliver after its "
+    "retries: the dead letters",
 }
 
 _AGENT = frozenset(

@@ -603,6 +603,8 @@ class WebChatHub:
             conversation = await store.update_conversation(conn, cid, **changes)
         if conversation is not None:
             self.publish(cid, status_frame(conversation))
+            if conversation["handler"] == "queue" and self.state.chat_routing is not None:
+                self.state.chat_routing.poke()  # the ACD gets it now, not at the next sweep
         room = self.rooms.get(cid)
         if room is not None and room.bot is not None:
             # Not awaited here: this runs inside the bot's own pipeline task.

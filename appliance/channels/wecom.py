@@ -10,6 +10,9 @@ other type becomes a system note that the type is not supported yet. More than r
 rate_window_s from one customer: refused (counted, not stored). Events and servicers' messages are
 skipped.
 
+What it shares with the WeChat official account (tencent_hub.py): storing a customer's message once
+in their open conversation, the bot, the reply rules, sending with retries and dead letters.
+
 The bot: the web chat's text bot (same runtime, channels/textbot.py), one per conversation while it
 is handled by the bot, closed when idle for BOT_IDLE_S and rebuilt without a second greeting. Its
 handover puts the conversation in the agents' queue; agents reply through POST
@@ -26,15 +29,11 @@ backoff (send_attempts, retry_base_s doubling); what still fails, or WeCom refus
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import re
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter
@@ -42,173 +41,70 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from aicc.appliance.channels import wecom_store
-from aicc.appliance.channels.textbot import (
-    LANGUAGES,
-    BotEnded,
-    BotEvent,
-    BotHandover,
-    BotReply,
-    BotRuntime,
-    TextBot,
-    message_language,
+from aicc.appliance.channels.tencent_hub import (
+    ChannelMetrics,
+    Inbound,
+    InStatus,
+    MessagingHub,
+    Outgoing,
+    OutStatus,
+    Plan,
+    ReplyRefused,
+    Window,
+    reply_refusal,
+    unsupported_note,
 )
-from aicc.appliance.channels.webchat import RateLimiter
-from aicc.appliance.channels.wecom_api import WeComApi, WeComError, WeComUnavailable, split_text
+from aicc.appliance.channels.textbot import BotRuntime
+from aicc.appliance.channels.wecom_api import WeComApi, WeComError, WeComUnavailable
 from aicc.appliance.channels.wecom_crypto import CallbackRefused, WeComCrypto, parse_xml
-from aicc.appliance.channels.wecom_store import Peer, Window
-from aicc.appliance.conversations import dead_letters, store
-from aicc.models.engines.base import Language
+from aicc.appliance.channels.wecom_store import Peer
 
 if TYPE_CHECKING:
-    from aicc.appliance.api.deps import ApiState, Pool
+    from aicc.appliance.api.deps import ApiState
     from aicc.appliance.channels.wecom_api import KfMessage
 
+__all__ = [
+    "Outgoing",
+    "Plan",
+    "ReplyRefused",
+    "WeComHub",
+    "WeComMetrics",
+    "reply_refusal",
+    "unsupported_note",
+]
+
 log = logging.getLogger("aicc.wecom")
-REPLY_WINDOW = dt.timedelta(hours=48)
-REPLIES_PER_MESSAGE = 5
 FROM_CUSTOMER = 3  # sync_msg's origin of a customer's message
 KF_EVENT = "kf_msg_or_event"
 SYNC_PAGES_MAX = 100  # 100,000 messages per callback at most: a cursor that never ends is a bug
-BOT_IDLE_S = 1800.0
-RETRY_MAX_S = 60.0
 OPEN_KFID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class WeComMetrics:
+class WeComMetrics(ChannelMetrics):
     """On the API's registry. No customer, account or conversation ids as labels."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.callbacks = Counter(
-            "aicc_wecom_callbacks_total",
-            "WeCom callbacks accepted, by kind (verify_url, kf_msg_or_event, other: ignored).",
-            ["kind"],
-            registry=registry,
-        )
-        self.refused = Counter(
-            "aicc_wecom_refused_total",
-            "WeCom callbacks and customer messages refused, by reason (signature, malformed, decrypt, "
-            "receiveid, too_large, rate_limited).",
-            ["reason"],
-            registry=registry,
-        )
-        self.messages = Counter(
-            "aicc_wecom_messages_total",
-            "WeCom messages stored, by author (customer; system: a type not supported yet; bot; agent).",
-            ["author"],
-            registry=registry,
-        )
-        self.duplicates = Counter(
-            "aicc_wecom_duplicates_total",
-            "Customer messages synced again (their msgid was taken before): not stored twice.",
-            registry=registry,
-        )
+        super().__init__(registry, "wecom", "WeCom", "verify_url, kf_msg_or_event, other: ignored")
         self.sync_failures = Counter(
             "aicc_wecom_sync_failures_total",
             "kf/sync_msg runs that stopped on an error (the next callback resumes from the cursor).",
             registry=registry,
         )
-        self.sends = Counter(
-            "aicc_wecom_sends_total",
-            "kf/send_msg attempts by result (sent, retried, dead: a dead letter).",
-            ["result"],
-            registry=registry,
-        )
-        self.replies_refused = Counter(
-            "aicc_wecom_replies_refused_total",
-            "Replies not sent because of WeCom's rules, by reason (no_message, 48h, 5_messages, off).",
-            ["reason"],
-            registry=registry,
-        )
-        self.handovers = Counter(
-            "aicc_wecom_handovers_total",
-            "WeCom conversations the bot handed to the agents, by reason.",
-            ["reason"],
-            registry=registry,
-        )
 
 
-class ReplyRefused(Exception):
-    """A reply WeCom would not take now; `message` tells the agent why."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def reply_refusal(window: Window, parts: int, now: dt.datetime) -> ReplyRefused | None:
-    """Why WeCom would refuse `parts` more messages to the customer now, or None."""
-    if window.last_in is None:
-        return ReplyRefused(
-            "no_message", "WeCom lets a reply go only after the customer has written; they have not yet"
-        )
-    if now - window.last_in > REPLY_WINDOW:
-        return ReplyRefused(
-            "48h",
-            "WeCom accepts replies only within 48 hours of the customer's last message "
-            f"({window.last_in:%Y-%m-%d %H:%M} UTC); it can be sent once the customer writes again",
-        )
-    if window.sent_since + parts > REPLIES_PER_MESSAGE:
-        need = f"; this one needs {parts}" if parts > 1 else ""
-        return ReplyRefused(
-            "5_messages",
-            f"WeCom accepts at most {REPLIES_PER_MESSAGE} messages after the customer's last one; "
-            f"{window.sent_since} went already{need}: wait for the customer to write again",
-        )
-    return None
-
-
-def unsupported_note(msgtype: str) -> str:
-    kind = msgtype or "unknown"
-    return (
-        f"客户发送了一条 {kind} 类型的消息，暂不支持此类消息。"
-        f" / The customer sent a WeCom {kind} message; this message type is not supported yet."
-    )
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One send_msg: a part of a stored message (delivered once its last part went)."""
-
-    conversation_id: UUID
-    message_id: int
-    peer: Peer
-    msgid: str
-    content: str
-    last: bool
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A reply WeCom will take: whom to, in which parts."""
-
-    peer: Peer
-    parts: list[str]
-
-
-@dataclass
-class _Held:
-    bot: TextBot
-    used: float
-
-
-@dataclass
-class _Turn:
-    """Sends of one conversation wait their turn (asyncio.Lock is first come, first served); the entry
-    goes when nobody uses it."""
-
-    lock: asyncio.Lock
-    users: int = 0
-
-
-class WeComHub:
+class WeComHub(MessagingHub[Peer]):
     """The WeCom channel in one API process (app.state.wecom)."""
 
+    channel = "wecom"
+    identity = "wecom"
+    platform = "WeCom"
+    platform_zh = ""
+    log = log
+
     def __init__(self, state: ApiState, runtime: Callable[[], Awaitable[BotRuntime | None]]) -> None:
-        self.state = state
         self.settings = state.config.wecom
-        self.metrics = WeComMetrics(state.metrics.registry)
-        self.runtime = runtime
+        self.metrics: WeComMetrics = WeComMetrics(state.metrics.registry)
+        super().__init__(state, runtime, self.settings, self.metrics)
         self.crypto: WeComCrypto | None = None
         self.api: WeComApi | None = None
         if self.settings.enabled:
@@ -220,55 +116,17 @@ class WeComHub:
                 secrets.secret,
                 timeout_s=self.settings.timeout_s,
             )
-        self.limiter = RateLimiter(self.settings.rate_messages, self.settings.rate_window_s)
-        self.bots: dict[UUID, _Held] = {}
         self._sync_locks: dict[str, asyncio.Lock] = {}
-        self._turns: dict[UUID, _Turn] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
         return self.crypto is not None
 
-    def pool(self) -> Pool:
-        pool = self.state.pool
-        if pool is None:
-            raise RuntimeError("the API's database pool is not open")
-        return pool
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            # A sync stopped here resumes from the saved cursor at the next callback.
-            log.error("WeCom background work failed: %s", type(exc).__name__, exc_info=exc)
-
-    async def drain(self, timeout: float = 30.0) -> None:
-        """Wait for the background work (syncs and sends) started so far and what it starts."""
-        deadline = time.monotonic() + timeout
-        while self._tasks and time.monotonic() < deadline:
-            await asyncio.wait(set(self._tasks), timeout=max(0.01, deadline - time.monotonic()))
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.drain(5.0)
-        for task in list(self._tasks):
-            task.cancel()
-        for held in list(self.bots.values()):
-            await held.bot.close()
-        self.bots.clear()
+    async def close_api(self) -> None:
         if self.api is not None:
             await self.api.aclose()
 
     # --- callbacks ---------------------------------------------------------------------------------
-
-    def refused(self, reason: str, message: str, address: str) -> None:
-        self.metrics.refused.labels(reason).inc()
-        log.warning("WeCom callback from %s refused (%s): %s", address or "?", reason, message)
 
     def verify_url(self, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> str:
         """The plaintext of echostr, which proves to WeCom that this URL holds the Token and key."""
@@ -346,256 +204,56 @@ class WeComHub:
     async def _inbound(self, open_kfid: str, message: KfMessage) -> None:
         if message.origin != FROM_CUSTOMER or not message.external_userid:
             return  # events (enter_session ...) and what servicers sent from WeCom itself
-        peer = Peer(message.open_kfid or open_kfid, message.external_userid)
-        text = ""
-        if message.msgtype == "text" and message.text is not None:
-            text = message.text.content.replace("\x00", "").strip()[: store.BODY_MAX]
-        author: store.Author = "customer" if text else "system"
-        body = text or unsupported_note(message.msgtype)
+        text = message.text.content if message.msgtype == "text" and message.text is not None else ""
         sent_at = dt.datetime.fromtimestamp(message.send_time, dt.UTC) if message.send_time > 0 else None
-        runtime = await self.runtime()
-        async with self.pool().connection() as conn, conn.transaction():
-            if not await wecom_store.claim_inbound(conn, message.msgid, peer, sent_at):
-                self.metrics.duplicates.inc()
-                return
-            if not self.limiter.allow(peer.external_userid):
-                await wecom_store.settle_inbound(conn, message.msgid, "refused")
-                self.metrics.refused.labels("rate_limited").inc()
-                log.warning(
-                    "WeCom message refused (rate_limited): over %d in %g s from one customer (account %s)",
-                    self.settings.rate_messages,
-                    self.settings.rate_window_s,
-                    peer.open_kfid,
-                )
-                return
-            conversation, new = await self._conversation(conn, peer, runtime, text)
-            cid = conversation["id"]
-            current = cast(
-                Language, conversation["language"] if conversation["language"] in LANGUAGES else "zh"
-            )
-            language = message_language(text, current) if text else current
-            row, _ = await store.add_message(
-                conn, cid, direction="in", author=author, body=body, delivered=True
-            )
-            await wecom_store.settle_inbound(conn, message.msgid, "stored", cid, row["id"])
-            if language != conversation["language"]:
-                await store.update_conversation(conn, cid, language=language)
-        self.metrics.messages.labels(author).inc()
-        if text and conversation["handler"] == "bot" and runtime is not None:
-            bot = await self._bot(conversation, runtime, language, greet=new)
-            if bot is not None:
-                bot.send(text, language)
+        peer = Peer(message.open_kfid or open_kfid, message.external_userid)
+        await self.receive(Inbound(message.msgid, peer, message.msgtype, text, sent_at))
 
-    async def _conversation(
-        self, conn: AsyncConnection[DictRow], peer: Peer, runtime: BotRuntime | None, text: str
-    ) -> tuple[dict[str, Any], bool]:
-        """The customer's open conversation on the account (locked), or a new one (and customer)."""
-        conversation = await wecom_store.open_conversation(conn, peer)
-        if conversation is not None:
-            locked = await store.get_conversation(conn, conversation["id"], lock=True)
-            assert locked is not None
-            return locked, False
-        customer_id = await store.customer_by_identity(conn, "wecom", peer.external_userid)
-        language = message_language(text, "zh") if text else "zh"
-        if customer_id is None:
-            customer_id = await store.create_customer(conn, language=language)
-            await store.add_identity(conn, customer_id, "wecom", peer.external_userid)
-        conversation = await store.create_conversation(
-            conn,
-            customer_id,
-            "wecom",
-            language=language,
-            handler="bot" if runtime is not None else "queue",
-            bot=runtime.bot if runtime is not None else "",
-        )
-        await wecom_store.link(conn, conversation["id"], peer)
-        return conversation, True
+    # --- the ledger (wecom_store.py) and send_msg --------------------------------------------------
 
-    # --- the bot -----------------------------------------------------------------------------------
+    def customer(self, peer: Peer) -> str:
+        return peer.external_userid
 
-    async def _bot(
-        self, conversation: dict[str, Any], runtime: BotRuntime, language: Language, *, greet: bool
-    ) -> TextBot | None:
-        cid: UUID = conversation["id"]
-        held = self.bots.get(cid)
-        if held is not None and not held.bot.done:
-            held.used = time.monotonic()
-            return held.bot
-        await self._close_idle_bots()
+    def recipient(self, peer: Peer) -> str:
+        return f"{peer.open_kfid}/{peer.external_userid}"
 
-        async def on_event(event: BotEvent) -> None:
-            await self._bot_event(cid, event)
+    async def claim_inbound(
+        self, conn: AsyncConnection[DictRow], ref: str, peer: Peer, sent_at: dt.datetime | None
+    ) -> bool:
+        return await wecom_store.claim_inbound(conn, ref, peer, sent_at)
 
-        bot = TextBot(runtime, str(cid), language, on_event)
-        self.bots[cid] = _Held(bot, time.monotonic())
-        try:
-            await bot.start(greet=greet)
-        except Exception:  # the customer still reaches the agents
-            log.exception("WeCom conversation %s: the bot did not start", cid)
-            self.bots.pop(cid, None)
-            await bot.close()
-            return None
-        return bot
+    async def settle_inbound(
+        self,
+        conn: AsyncConnection[DictRow],
+        ref: str,
+        status: InStatus,
+        conversation_id: UUID | None = None,
+        message_id: int | None = None,
+    ) -> None:
+        await wecom_store.settle_inbound(conn, ref, status, conversation_id, message_id)
 
-    async def _close_idle_bots(self) -> None:
-        now = time.monotonic()
-        for cid, held in list(self.bots.items()):
-            if held.bot.done or now - held.used > BOT_IDLE_S:
-                del self.bots[cid]
-                await held.bot.close()
+    async def open_conversation(self, conn: AsyncConnection[DictRow], peer: Peer) -> dict[str, Any] | None:
+        return await wecom_store.open_conversation(conn, peer)
 
-    async def stop_bot(self, conversation_id: UUID) -> None:
-        """An agent has the conversation (or it is resolved): the bot answers no more."""
-        held = self.bots.pop(conversation_id, None)
-        if held is not None:
-            await held.bot.close()
+    async def link(self, conn: AsyncConnection[DictRow], conversation_id: UUID, peer: Peer) -> None:
+        await wecom_store.link(conn, conversation_id, peer)
 
-    async def _bot_event(self, cid: UUID, event: BotEvent) -> None:
-        if isinstance(event, BotReply):
-            await self._bot_reply(cid, event.text[: store.BODY_MAX])
-            return
-        if isinstance(event, BotHandover):
-            changes: dict[str, Any] = {"handler": "queue", "summary": event.summary[:1000]}
-            self.metrics.handovers.labels(event.reason).inc()
-        else:
-            assert isinstance(event, BotEnded)
-            changes = {"status": "resolved"}
-        async with self.pool().connection() as conn, conn.transaction():
-            current = await store.get_conversation(conn, cid, lock=True)
-            if current is None or current["handler"] == "agent":
-                return
-            await store.update_conversation(conn, cid, **changes)
-        held = self.bots.pop(cid, None)
-        if held is not None:
-            # Not awaited: this runs inside the bot's own pipeline task.
-            self._spawn(held.bot.close())
+    async def peer_of(self, conn: AsyncConnection[DictRow], conversation_id: UUID) -> Peer | None:
+        return await wecom_store.peer_of(conn, conversation_id)
 
-    async def _bot_reply(self, cid: UUID, text: str) -> None:
-        async with self.pool().connection() as conn, conn.transaction():
-            conversation = await store.get_conversation(conn, cid, lock=True)
-            if (
-                conversation is None
-                or conversation["handler"] == "agent"
-                or conversation["status"] == "resolved"
-            ):
-                return  # an agent took it meanwhile: the bot's late words are not sent
-            try:
-                plan = await self.plan(conn, conversation, text)
-            except ReplyRefused as exc:
-                log.warning("WeCom conversation %s: the bot's reply is not sent: %s", cid, exc.message)
-                return
-            row, _ = await store.add_message(conn, cid, direction="out", author="bot", body=text)
-            items = await self.enqueue(conn, plan, cid, row["id"])
-        self.metrics.messages.labels("bot").inc()
-        self.deliver(items)
+    async def window(self, conn: AsyncConnection[DictRow], peer: Peer) -> Window:
+        return await wecom_store.window(conn, peer)
 
-    # --- out: send_msg -----------------------------------------------------------------------------
+    async def add_outbound(
+        self, conn: AsyncConnection[DictRow], msgid: str, peer: Peer, conversation_id: UUID, message_id: int
+    ) -> None:
+        await wecom_store.add_outbound(conn, msgid, peer, conversation_id, message_id)
 
-    async def plan(self, conn: AsyncConnection[DictRow], conversation: dict[str, Any], text: str) -> Plan:
-        """How `text` goes to the customer of a WeCom conversation (locked by the caller); ReplyRefused
-        when WeCom would not take it now."""
-        refusal: ReplyRefused | None = None
-        peer = await wecom_store.peer_of(conn, conversation["id"])
-        parts = split_text(text)
-        if not self.enabled:
-            refusal = ReplyRefused(
-                "off", "WeCom is not enabled on this appliance: the reply cannot reach the customer"
-            )
-        elif peer is None:
-            refusal = ReplyRefused("off", "this conversation has no WeCom customer to reply to")
-        else:
-            refusal = reply_refusal(await wecom_store.window(conn, peer), len(parts), dt.datetime.now(dt.UTC))
-        if refusal is not None:
-            self.metrics.replies_refused.labels(refusal.reason).inc()
-            raise refusal
-        assert peer is not None
-        return Plan(peer, parts)
+    async def settle_outbound(
+        self, conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int
+    ) -> None:
+        await wecom_store.settle_outbound(conn, msgid, status, attempts)
 
-    async def enqueue(
-        self, conn: AsyncConnection[DictRow], plan: Plan, conversation_id: UUID, message_id: int
-    ) -> list[Outgoing]:
-        """The stored message's sends, in the ledger (so they count against the limits at once)."""
-        items = []
-        for i, part in enumerate(plan.parts):
-            msgid = uuid.uuid4().hex  # 32 of [0-9a-f]: what send_msg's msgid allows
-            await wecom_store.add_outbound(conn, msgid, plan.peer, conversation_id, message_id)
-            items.append(
-                Outgoing(conversation_id, message_id, plan.peer, msgid, part, i == len(plan.parts) - 1)
-            )
-        return items
-
-    def deliver(self, items: list[Outgoing]) -> None:
-        """Send in the background (after the caller's transaction committed), in order per conversation."""
-        if items:
-            self._spawn(self._deliver(items))
-
-    async def _deliver(self, items: list[Outgoing]) -> None:
-        cid = items[0].conversation_id
-        turn = self._turns.setdefault(cid, _Turn(asyncio.Lock()))
-        turn.users += 1
-        try:
-            async with turn.lock:
-                for i, item in enumerate(items):
-                    if not await self._send(item):
-                        # The rest of a message missing a part would read wrong: dead too, unsent.
-                        for rest in items[i + 1 :]:
-                            await self._dead(rest, 0, "an earlier part of this message could not be sent")
-                        return
-        finally:
-            turn.users -= 1
-            if not turn.users:
-                del self._turns[cid]
-
-    async def _send(self, item: Outgoing) -> bool:
+    async def transmit(self, item: Outgoing[Peer]) -> None:
         assert self.api is not None
-        delay = self.settings.retry_base_s
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                await self.api.send_text(
-                    item.peer.external_userid, item.peer.open_kfid, item.msgid, item.content
-                )
-            except WeComUnavailable as exc:
-                if attempts < self.settings.send_attempts:
-                    self.metrics.sends.labels("retried").inc()
-                    log.warning(
-                        "WeCom send %s failed (%s); retry %d in %g s", item.msgid, exc, attempts, delay
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_S)
-                    continue
-                error = str(exc)
-            except WeComError as exc:
-                error = f"errcode {exc.errcode}: {exc.errmsg}"
-            else:
-                async with self.pool().connection() as conn, conn.transaction():
-                    await wecom_store.settle_outbound(conn, item.msgid, "sent", attempts)
-                    if item.last:
-                        await store.mark_delivered(conn, [item.message_id])
-                self.metrics.sends.labels("sent").inc()
-                return True
-            await self._dead(item, attempts, error)
-            return False
-
-    async def _dead(self, item: Outgoing, attempts: int, error: str) -> None:
-        log.error(
-            "WeCom message %s of conversation %s is a dead letter after %d attempts: %s",
-            item.msgid,
-            item.conversation_id,
-            attempts,
-            error,
-        )
-        async with self.pool().connection() as conn, conn.transaction():
-            await wecom_store.settle_outbound(conn, item.msgid, "failed", attempts)
-            await dead_letters.add(
-                conn,
-                "wecom",
-                conversation_id=item.conversation_id,
-                message_id=item.message_id,
-                recipient=f"{item.peer.open_kfid}/{item.peer.external_userid}",
-                reference=item.msgid,
-                attempts=attempts,
-                error=error,
-            )
-        self.metrics.sends.labels("dead").inc()
+        await self.api.send_text(item.peer.external_userid, item.peer.open_kfid, item.msgid, item.content)

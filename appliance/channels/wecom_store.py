@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from aicc.appliance.channels.tencent_hub import InStatus, OutStatus, Window
 from aicc.appliance.conversations.store import CONVERSATION
-
-InStatus = Literal["stored", "refused"]
-OutStatus = Literal["sent", "failed"]
 
 
 @dataclass(frozen=True)
@@ -91,15 +89,6 @@ async def peer_of(conn: AsyncConnection[DictRow], conversation_id: UUID) -> Peer
     )
     row = await cur.fetchone()
     return None if row is None else Peer(str(row["open_kfid"]), str(row["external_userid"]))
-
-
-@dataclass(frozen=True)
-class Window:
-    """What WeCom's reply limits are measured from: the customer's last message (when they sent it)
-    and the replies accepted or on their way since."""
-
-    last_in: dt.datetime | None
-    sent_since: int
 
 
 async def window(conn: AsyncConnection[DictRow], peer: Peer) -> Window:

@@ -18,7 +18,7 @@ from psycopg.rows import DictRow
 
 from aicc.appliance.connectors.phone import e164
 
-Channel = Literal["webchat", "voice", "email", "wecom", "sms", "app"]
+Channel = Literal["webchat", "voice", "email", "wecom", "wechat_oa", "sms", "app"]
 Status = Literal["open", "pending", "snoozed", "resolved"]
 Handler = Literal["bot", "queue", "agent"]
 IdentityKind = Literal["phone", "email", "wecom", "openid", "app", "webchat"]
@@ -27,7 +27,9 @@ BODY_MAX = 4000
 
 CONVERSATION: LiteralString = (
     "c.id, c.customer_id, c.channel, c.status, c.handler, c.priority, c.assignee, c.queue, c.language, "
-    "c.tags, c.bot, c.summary, c.created_at, c.updated_at, c.last_message_at, c.resolved_at, c.queued_at"
+    "c.tags, c.bot, c.summary, c.created_at, c.updated_at, c.last_message_at, c.resolved_at, c.queued_at, "
+    # Routing by the ACD (api/chat_routing.py).
+    "c.acd_contact, c.route_error, c.offer_agent, c.offer_expires_at, c.accepted_at, c.reply_due_at"
 )
 MESSAGE: LiteralString = (
     "id, conversation_id, seq, direction, author, author_id, body, client_id, created_at, delivered_at"

@@ -43,6 +43,17 @@ def report(site: InstalledSite, out: Path, *extra: str) -> tuple[dict[str, Any],
     return summary, json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
+def changed_tasks(log: str) -> list[str]:
+    """The tasks an Ansible run's log shows as changed, with the host: what broke idempotency."""
+    found, task = [], ""
+    for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:].split("]")[0]
+        elif line.startswith("changed: ["):
+            found.append(f"{task} on {line[10:].split(']')[0]}")
+    return found
+
+
 def status_of(rep: dict[str, Any]) -> dict[tuple[str, str], str]:
     return {(r["control"], r["host"]): r["status"] for r in rep["results"]}
 
@@ -110,7 +121,7 @@ def test_the_data_protection_controls_pass(hardened: dict[str, Any]) -> None:
 def test_second_apply_changes_nothing(hardened: dict[str, Any]) -> None:
     assert hardened["first"]["ok"] and any(h["changed"] for h in hardened["first"]["hosts"].values())
     changed = {h: s["changed"] for h, s in hardened["second"]["hosts"].items() if s["changed"]}
-    assert not changed, f"second harden apply changed something: {changed}"
+    assert not changed, f"second harden apply changed {changed}: {changed_tasks(hardened['second']['log'])}"
 
 
 def test_waivers_on_real_results(hardened: dict[str, Any]) -> None:

@@ -230,6 +230,22 @@ def test_an_agent_busy_on_a_call_can_take_chats_up_to_its_chat_capacity() -> Non
     assert site.acd.agent(1).state == "busy"
 
 
+def test_a_contact_enqueued_again_keeps_the_wait_it_had_for_its_place_and_max_wait() -> None:
+    """A chat back in the queue (its agent did not reply) comes with the wait it had: it goes ahead of
+    those that came after it first joined, and its maximum wait counts from then."""
+    site = Site([queue(max_wait_s=300)], {1: agent("1001")})
+    site.enqueue("later")
+    site.at(60)
+    site.enqueue("back", waited_s=100.0)  # first queued at -40 s: before "later"
+    assert site.acd.position("back") == 1 and site.acd.position("later") == 2
+    assert site.acd.contact("back").enqueued_at == site.now - 100.0
+    assert site.acd.contact("back").entered_at == site.now  # its overflow clock starts now
+    site.at(259)
+    assert "contact.abandoned" not in kinds(site.step())
+    site.at(260)
+    assert event(site.step(), "contact.abandoned").contact_id == "back"
+
+
 # --- order -----------------------------------------------------------------------------------------
 
 

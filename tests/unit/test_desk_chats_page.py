@@ -10,17 +10,22 @@ receives it, and "agent typing" once for a burst of keys), sees the visitor's ne
 a 4,000-character one, Chinese) appear as text within a few seconds, sees "typing", and resolves it,
 which takes it off "mine" and tells the visitor. Another test: two chats of the agent's own, the
 "New" mark on the one not open, the keyboard, a reply whose answer is lost and is sent again (stored
-once: its client id), and the labels in Mandarin.
+once: its client id), and the labels in Mandarin. And with the ACD routing chats (a real AcdService
+in a thread, a chat queue, the agent ready with chat capacity 2): the visitor's chat handed over is
+offered to the agent's desk ("Chat offered", the ring time counting down), Accept opens it, the first
+reply is due and the agent replies; resolving frees the chat capacity.
 
 The desk polls the conversations' REST routes (no push to agents yet): every 3 s while the Chats tab
-is shown, so "without reload" here means within that.
+is shown, so "without reload" here means within that. The ACD's offer comes with the live push.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,12 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
+from aicc.appliance.acd.metrics import AcdMetrics
+from aicc.appliance.acd.service import AcdService
 from aicc.appliance.api.app import create_app
 from aicc.appliance.api.auth import Passwords
+from aicc.appliance.api.config import AcdSettings
 from aicc.appliance.channels.textbot import BotRuntime
 from aicc.appliance.channels.webchat import WebChatHub
 from tests.unit.api_support import (
@@ -97,6 +107,7 @@ def site(api_db: ApiDatabase) -> Iterator[Site]:
     config = api_config(
         db,
         acd={"result_timeout_s": 0.3},  # no ACD here: the live picture's question to it gives up quickly
+        chat_queue="",  # nor chats routed by one: agents take them from the list
         webchat_keys=[KEY],
         webchat_origins=[SHOP],
         webchat_rate_messages=100,
@@ -109,6 +120,55 @@ def site(api_db: ApiDatabase) -> Iterator[Site]:
     )
     with serve(app) as url:
         yield Site(url, db, agent, _article(url, admin))
+
+
+@contextlib.contextmanager
+def acd_running(db: ApiDatabase) -> Iterator[AcdService]:
+    """The ACD in a thread of its own, as on an [app] host."""
+    service = AcdService(db.dsn, AcdSettings(registrations_poll_s=0.5, tick_s=0.2), AcdMetrics())
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def run() -> None:
+        box["loop"], box["stop"] = asyncio.get_running_loop(), asyncio.Event()
+        started.set()
+        await service.run(box["stop"])
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield service
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def routed(api_db: ApiDatabase) -> Iterator[Site]:
+    """The site with the ACD routing chats: the chat queue (app.yml's chat_queue), an agent with a
+    registered phone and chat capacity 2."""
+    db = fresh_database(api_db, "desk_chats_acd")
+    agent = make_user(db, "agent", username="desk-acd-agent")
+    chat = {"name": "chat", "channel": "chat", "language": "zh", "ring_timeout_s": 60, "wrap_up_s": 0}
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO aicc.queues (name, config) VALUES ('chat', %s)", (Jsonb(chat),))
+        conn.execute("CREATE SCHEMA kamailio")
+        conn.execute("CREATE TABLE kamailio.location (username text, expires timestamp)")
+        conn.execute("INSERT INTO kamailio.location VALUES ('1201', localtimestamp + interval '1 day')")
+        conn.execute(
+            "INSERT INTO aicc.agents (user_id, extension, profile) VALUES (%s, '1201', %s)",
+            (agent.id, Jsonb({"capacity": {"voice": 1, "chat": 2}})),
+        )
+    config = api_config(db, webchat_keys=[KEY], webchat_origins=[SHOP], webchat_rate_messages=100)
+    app = create_app(config)
+    app.state.aicc.passwords = Passwords(hasher=FAST_HASHER)
+    hub: WebChatHub = app.state.webchat
+    hub.use_runtime(
+        BotRuntime(FakeLLM({"订单": STATUS, "order": STATUS}), retail_on(FakeConnector()), "retail")
+    )
+    with acd_running(db), serve(app) as url:
+        yield Site(url, db, agent, 0)
 
 
 # --- the visitor -----------------------------------------------------------------------------------
@@ -195,6 +255,21 @@ def _handed_over(v: Visitor) -> None:
 @pytest.fixture
 def page(browser: Any, site: Site, tmp_path_factory: pytest.TempPathFactory, request: Any) -> Iterator[Any]:
     """A signed-in desk (English) with the Chats tab open. A failing test leaves a screenshot."""
+    with _desk(browser, site, tmp_path_factory, request) as tab:
+        yield tab
+
+
+@pytest.fixture
+def routed_page(
+    browser: Any, routed: Site, tmp_path_factory: pytest.TempPathFactory, request: Any
+) -> Iterator[Any]:
+    """The desk of the site where the ACD routes chats."""
+    with _desk(browser, routed, tmp_path_factory, request) as tab:
+        yield tab
+
+
+@contextlib.contextmanager
+def _desk(browser: Any, site: Site, tmp_path_factory: pytest.TempPathFactory, request: Any) -> Iterator[Any]:
     context = browser.new_context(locale="en-US", viewport={"width": 1366, "height": 768})
     tab = context.new_page()
     tab.set_default_timeout(WAIT_MS)
@@ -335,6 +410,57 @@ def test_an_agent_takes_answers_and_resolves_a_web_chat(page: Any, site: Site) -
     agent_lines = [m for m in detail["messages"] if m["author"] == "agent"]
     assert [m["body"] for m in agent_lines] == [reply] and agent_lines[0]["author_id"] == site.agent.id
     assert not tab.alerts
+
+
+def test_the_acd_offers_a_handed_over_chat_to_the_ready_agent_who_accepts_and_replies(
+    routed_page: Any, routed: Site
+) -> None:
+    tab, site = routed_page, routed
+    r = site.api("POST", "/api/agents/me/status", json={"status": "ready"})
+    assert r.status_code == 200, r.text
+    tab.wait_for_selector("#agent-status[data-status='ready']")
+    with visitor(site) as v:
+        _handed_over(v)
+        # Offered with the live push, above the tabs: the customer, the bot's note, the ring time.
+        offer = f"#chat-offer:not([hidden])[data-id='{v.id}']"
+        start = time.monotonic()
+        tab.wait_for_selector(offer)
+        assert time.monotonic() - start < FEW_S
+        summary = site.api("GET", f"/api/conversations/{v.id}").json()["summary"]
+        assert summary and tab.text_content("#chat-offer-summary") == summary
+        assert tab.text_content("#chat-offer-queue") == "chat"
+        assert tab.text_content("#chat-offer-channel") == "Web chat"
+        left = str(tab.text_content("#chat-offer-timer"))
+        assert re.fullmatch(r"00:[0-5]\d|01:00", left), left
+        tab.wait_for_function("t => document.querySelector('#chat-offer-timer').textContent !== t", arg=left)
+        assert tab.get_attribute("#agent-status", "data-state") == "reserved"
+
+        # Accept: the chat opens in the Chats tab, the customer is told, the first reply is due.
+        tab.click("#chat-offer-accept")
+        tab.wait_for_selector(f"#chat-view[data-id='{v.id}'][data-state='mine']")
+        tab.wait_for_selector("#chat-offer", state="hidden")
+        assert v.wait(lambda f: f["type"] == "status")["handler"] == "agent"
+        tab.wait_for_selector(f"#chats-mine li[data-id='{v.id}']")
+        assert "Reply within" in str(tab.text_content("#cv-facts"))
+        _wait_text(tab, "#chats-capacity", "Chats held: 1 of 2")
+        detail = site.api("GET", f"/api/conversations/{v.id}").json()
+        assert detail["assignee"] == site.agent.id and detail["accepted_at"] and detail["reply_due_at"]
+
+        # The reply goes to the visitor; the deadline is met.
+        tab.fill("#cv-body", "您好，我是客服小李。")
+        tab.keyboard.press("Enter")
+        said = v.wait(lambda f: f["type"] == "message" and f["author"] == "agent")
+        assert said["body"] == "您好，我是客服小李。"
+        tab.wait_for_function(
+            "() => !document.querySelector('#cv-facts').textContent.includes('Reply within')"
+        )
+        assert site.api("GET", f"/api/conversations/{v.id}").json()["reply_due_at"] is None
+
+        # Resolved: the contact ends and the agent's chat capacity frees.
+        tab.click("#cv-resolve")
+        tab.wait_for_selector("#chat-view[data-state='resolved']")
+        _wait_text(tab, "#chats-capacity", "Chats held: 0 of 2")
+    site.api("POST", "/api/agents/me/status", json={"status": "logged_out"})
 
 
 def _mine(site: Site, v: Visitor) -> None:

@@ -133,3 +133,45 @@ def test_hosts_must_reach_the_bundle_server_of_this_machine(monkeypatch: Any) ->
     checks = run(facts(peers={**base, "10.0.0.9:8790": {"ok": False, "error": "Connection timed out"}}))
     row = next(c for c in checks if c.host == "h1" and c.check == "packages")
     assert row.status == "fail" and "Connection timed out" in row.message and row.fix
+
+
+def test_preflight_fails_an_enabled_channel_without_its_secrets_and_warns_about_a_named_api(
+    tmp_path: Path,
+) -> None:
+    from aicc.installer.preflight import site_checks
+    from aicc.installer.site import init_site
+
+    site = init_site(tmp_path, profile="single")
+    assert site_checks(SETTINGS, site.secrets_path) == []  # no channel: nothing to check
+    settings = SiteSettings.model_validate(
+        {
+            "channels": {
+                "wecom": {"enabled": True, "corp_id": "ww0123456789abcdef"},
+                "wechat_oa": {
+                    "enabled": True,
+                    "app_id": "wx0123456789abcdef",
+                    "api_base_url": "https://10.0.0.9:8443",
+                },
+            }
+        }
+    )
+    with site.secrets_path.open("a", encoding="utf-8") as fh:
+        fh.write('wechat_oa_app_secret: "s3cr3t-app-secret"\nwechat_oa_token: "tok3n"\n')
+        fh.write('wechat_oa_encoding_aes_key: "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkj"\n')
+    checks = site_checks(settings, site.secrets_path)
+    fails = [c for c in checks if c.status == "fail"]
+    assert [c.message.split(": ")[1].split(" ")[0] for c in fails] == [
+        "wecom_secret",
+        "wecom_token",
+        "wecom_encoding_aes_key",
+    ]
+    assert all(
+        c.host == "site" and str(site.secrets_path) in c.message and "secrets.yml" in c.fix for c in fails
+    )
+    assert "s3cr3t-app-secret" not in json.dumps([c.__dict__ for c in checks])
+    egress = {c.message.split("'")[0]: c for c in checks if c.check == "channel egress"}
+    named = egress["channels.wecom.api_base_url"]
+    assert named.status == "warn" and "qyapi.weixin.qq.com is a name" in named.message
+    assert "hardening.egress_allow" in named.fix
+    (ok,) = [c for c in checks if c.check == "channel egress" and c.status == "ok"]
+    assert "10.0.0.9 tcp 8443" in ok.message

@@ -84,10 +84,13 @@ APP_KEYS = {
     "webchat_rate_messages",
     "webchat_rate_window_s",
     "webchat_session_ttl_s",
+    "chat_queue",
+    "chat_first_reply_s",
     "llm_urls",
     "llm_model",
     "llm_timeout_s",
     "wecom",
+    "wechat_oa",
 }
 ACD_KEYS = {
     "registrations_table",
@@ -188,7 +191,13 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render(tmp_path_factory.mktemp("appliance"), INVENTORY, TEMPLATES)
 
 
-def render(tmp: Path, inventory: str, templates: list[tuple[str, str, dict[str, str]]]) -> Path:
+def render(
+    tmp: Path,
+    inventory: str,
+    templates: list[tuple[str, str, dict[str, str]]],
+    settings: SiteSettings = SETTINGS,
+    more_vars: dict[str, Any] | None = None,
+) -> Path:
     """The templates rendered by ansible-playbook for every [app] host of `inventory`, under tmp/out."""
     ca, cert, key = make_tls(tmp)
     out = tmp / "out"
@@ -224,13 +233,14 @@ def render(tmp: Path, inventory: str, templates: list[tuple[str, str, dict[str, 
     (tmp / "render.yml").write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
     (tmp / "inventory.ini").write_text(inventory, encoding="utf-8")
     extra = {
-        **settings_to_ansible_vars(SETTINGS),
+        **settings_to_ansible_vars(settings),
         "postgresql_app_password": "app-secret-2",
         "postgresql_owner_password": OWNER_PASSWORD,
         "api_secret_key": "k" * 32,
         "appliance_tls_ca": str(ca),
         "appliance_tls_cert": str(cert),
         "appliance_tls_key": str(key),
+        **(more_vars or {}),
     }
     (tmp / "extra.json").write_text(json.dumps(extra), encoding="utf-8")
     proc = subprocess.run(
@@ -305,6 +315,171 @@ def test_conninfo_reaches_libpq_unchanged(rendered: Path) -> None:
     assert info["sslrootcert"].endswith("ca.crt")
 
 
+# ---------------------------------------------------------------- messaging channels
+
+# What a site's secrets.yml holds for the channels (copied from the consoles); the Token is digits, as
+# a console may give it, quoted as the README says.
+CHANNEL_SECRETS = {
+    "wecom_secret": "kf-secret-Zx8Qw2Lm5Np7Rt9Vb1Cd3Fg6Hj4Kl0",
+    "wecom_token": "0123456789",
+    "wecom_encoding_aes_key": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+    "wechat_oa_app_secret": "oa-app-secret-Q2w3E4r5T6y7U8i9O0p1",
+    "wechat_oa_token": "oaTokenZ8x7C6v5B4n3M2",
+    "wechat_oa_encoding_aes_key": "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkj",
+}
+CHANNELS_ON = SiteSettings.model_validate(
+    {
+        **SETTINGS.model_dump(mode="json", include={"app", "database", "monitoring"}),
+        "channels": {
+            "wecom": {"enabled": True, "corp_id": "ww0123456789abcdef"},
+            "wechat_oa": {"enabled": True, "app_id": "wx0123456789abcdef"},
+        },
+    }
+)
+
+
+def test_channels_are_off_in_app_yml_unless_the_site_turns_them_on(rendered: Path) -> None:
+    doc = yaml.safe_load((rendered / "app1" / "app.yml").read_text())
+    assert doc["wecom"] == {"enabled": False} and doc["wechat_oa"] == {"enabled": False}
+
+
+def _channel_tasks(names: tuple[str, ...]) -> list[dict[str, Any]]:
+    tasks = yaml.safe_load((ROLE / "tasks" / "config.yml").read_text()) + yaml.safe_load(
+        (ROLE / "tasks" / "main.yml").read_text()
+    )
+    by_name = {t["name"]: t for t in tasks}
+    return [by_name[name] for name in names]
+
+
+def _run_channel_tasks(
+    tmp: Path, settings: SiteSettings, secrets: dict[str, str], tasks: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
+    """The role's channel tasks as the install runs them (secrets.yml as extra vars), writing into
+    tmp/etc as root:root (the service's group does not exist here)."""
+    for task in tasks:
+        task.pop("notify", None)  # no handlers in this play
+    play = [
+        {
+            "name": "The appliance role's channel tasks",
+            "hosts": "app1",
+            "connection": "local",
+            "gather_facts": False,
+            "vars_files": [str(ROLE / "defaults" / "main.yml")],
+            "vars": {"ansible_python_interpreter": sys.executable},
+            "tasks": tasks,
+        }
+    ]
+    (tmp / "etc").mkdir(exist_ok=True)
+    (tmp / "channels.yml").write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
+    (tmp / "inventory.ini").write_text(INVENTORY, encoding="utf-8")
+    extra = {
+        **settings_to_ansible_vars(settings),
+        **secrets,
+        "appliance_config_dir": str(tmp / "etc"),
+        "appliance_user": "root",
+    }
+    (tmp / "channels.json").write_text(json.dumps(extra), encoding="utf-8")
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "inventory.ini", "channels.yml", "-e", "@channels.json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOME": str(tmp / ".ansible")},
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the secret files are written root:root, as on a host")
+def test_enabled_channels_get_their_settings_and_secret_files_and_lose_them_when_off(tmp_path: Path) -> None:
+    write, remove = _channel_tasks(
+        (
+            "Write the enabled messaging channels' secrets (from secrets.yml)",
+            "Remove the secrets of the messaging channels that are off",
+        )
+    )
+    assert (
+        write["no_log"] is True and write["diff"] is False and write["ansible.builtin.copy"]["mode"] == "0640"
+    )
+    proc = _run_channel_tasks(tmp_path, CHANNELS_ON, CHANNEL_SECRETS, [write, remove])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for value in CHANNEL_SECRETS.values():
+        assert value not in proc.stdout + proc.stderr  # no_log
+    (tmp_path / "render").mkdir()
+    out = render(
+        tmp_path / "render",
+        INVENTORY,
+        [("app.yml.j2", "app.yml", {})],
+        CHANNELS_ON,
+        {"appliance_config_dir": str(tmp_path / "etc")},
+    )
+    doc = yaml.safe_load((out / "app1" / "app.yml").read_text())
+    assert doc["wecom"] == {
+        "enabled": True,
+        "corp_id": "ww0123456789abcdef",
+        "api_base_url": "https://qyapi.weixin.qq.com",
+        "secret_file": f"{tmp_path}/etc/wecom-secret",
+        "token_file": f"{tmp_path}/etc/wecom-token",
+        "aes_key_file": f"{tmp_path}/etc/wecom-aes.key",
+    }
+    assert doc["wechat_oa"]["app_id"] == "wx0123456789abcdef"
+    assert doc["wechat_oa"]["api_base_url"] == "https://api.weixin.qq.com"
+    for name in ("wecom-secret", "wecom-token", "wecom-aes.key", "wechat-oa-secret", "wechat-oa-token"):
+        mode = (tmp_path / "etc" / name).stat().st_mode & 0o777
+        assert mode == 0o640, (name, oct(mode))
+    if importlib.util.find_spec("aicc.appliance.api.config") is not None:
+        from aicc.appliance.api.config import AppConfig
+
+        config = AppConfig.model_validate(doc)  # and the API reads the secrets from the files written
+        wecom, oa = config.wecom.secrets(), config.wechat_oa.secrets()
+        assert (wecom.secret, wecom.token, wecom.encoding_aes_key) == (
+            CHANNEL_SECRETS["wecom_secret"],
+            CHANNEL_SECRETS["wecom_token"],
+            CHANNEL_SECRETS["wecom_encoding_aes_key"],
+        )
+        assert (oa.secret, oa.token, oa.encoding_aes_key) == (
+            CHANNEL_SECRETS["wechat_oa_app_secret"],
+            CHANNEL_SECRETS["wechat_oa_token"],
+            CHANNEL_SECRETS["wechat_oa_encoding_aes_key"],
+        )
+
+    # WeCom turned off again: its files go, the official account's stay.
+    wecom_off = CHANNELS_ON.model_copy(
+        update={"channels": CHANNELS_ON.channels.model_copy(update={"wecom": SETTINGS.channels.wecom})}
+    )
+    write, remove = _channel_tasks(
+        (
+            "Write the enabled messaging channels' secrets (from secrets.yml)",
+            "Remove the secrets of the messaging channels that are off",
+        )
+    )
+    proc = _run_channel_tasks(tmp_path, wecom_off, CHANNEL_SECRETS, [write, remove])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == [
+        "wechat-oa-aes.key",
+        "wechat-oa-secret",
+        "wechat-oa-token",
+    ]
+
+
+def test_an_enabled_channel_without_its_secrets_stops_the_role_naming_the_key(tmp_path: Path) -> None:
+    (check,) = _channel_tasks(
+        ("Check the enabled messaging channels' secrets from secrets.yml (the customer copies them in)",)
+    )
+    given = {k: v for k, v in CHANNEL_SECRETS.items() if k != "wechat_oa_token"}
+    given["wecom_encoding_aes_key"] = "too-short"
+    proc = _run_channel_tasks(tmp_path, CHANNELS_ON, given, [check])
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "wechat_oa_token in the site's secrets.yml is missing" in output
+    assert "wecom_encoding_aes_key in the site's secrets.yml is missing or not 43 characters" in output
+    assert "wecom_secret in the site's secrets.yml" not in output
+    for value in given.values():
+        assert value not in output
+    proc = _run_channel_tasks(tmp_path, SETTINGS, {}, [check])  # channels off: nothing needed
+    assert proc.returncode == 0, proc.stdout[-4000:]
+
+
 # ---------------------------------------------------------------- seed
 
 
@@ -312,7 +487,10 @@ def test_seed_document_is_the_default_and_valid_for_the_acd(rendered: Path) -> N
     seed = yaml.safe_load((rendered / "app1" / "seed.yml").read_text(encoding="utf-8"))
     assert seed == role_defaults()["appliance_seed"]
     queues = {q["name"]: QueueConfig.model_validate(q) for q in seed["queues"]}
-    assert sorted(queues) == ["cards-en", "cards-zh", "support-en", "support-zh"]
+    assert sorted(queues) == ["cards-en", "cards-zh", "chat", "support-en", "support-zh"]
+    # The text channels' queue (app.yml chat_queue) takes chats; the agents hold up to 3 beside a call.
+    chat_queue = role_defaults()["appliance_chat_queue"]
+    assert queues[chat_queue].channel == "chat" and queues[chat_queue].wrap_up_s == 0
     skills = {s["name"] for s in seed["skills"]}
     assert skills == {"orders", "returns", "cards", "general"}
     for name in ("support-en", "support-zh"):
@@ -323,6 +501,7 @@ def test_seed_document_is_the_default_and_valid_for_the_acd(rendered: Path) -> N
     assert {a: p.extension for a, p in agents.items()} == {"demo-agent": "1001", "demo-agent2": "1002"}
     for profile in agents.values():
         assert set(profile.skills) <= skills and set(profile.languages) == {"zh", "en"}
+        assert profile.capacity == {"voice": 1, "chat": 3}
     assert {u["role"] for u in seed["users"]} == {"agent"}  # no admin: `aicc admin create` makes one
     assert seed["numbers"] == {"4000": "retail-en", "4001": "retail-zh", "4002": "bank-card"}
     assert set(seed["numbers"].values()) <= set(seed["flows"])

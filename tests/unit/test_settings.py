@@ -182,3 +182,81 @@ def test_hosts_from_the_environment_are_checked_too(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("AICC_NTP_SERVERS", '["10.0.8.1", "10.0.8.300"]')
     with pytest.raises(InputError, match=r"ntp_servers.1' \(from \$AICC_NTP_SERVERS.*octet 300 > 255"):
         load_settings(write(tmp_path, ""))
+
+
+# --- messaging channels -----------------------------------------------------------------------------
+
+
+def test_channels_are_off_and_shown_commented_out_in_a_new_aicc_yml(tmp_path: Path) -> None:
+    text = render_commented_yaml(SiteSettings())
+    assert "\nchannels:" not in text and "\n#channels:\n#  # WeCom customer service" in text
+    assert "#    corp_id: ''" in text and "#    app_id: ''" in text
+    # The customer's edit the comment describes: the first '#' of the block's lines removed, enabled.
+    block = text[text.index("#channels:") : text.index("\n\n\n", text.index("#channels:"))]
+    opened = "\n".join(line[1:] if line.startswith("#") else line for line in block.splitlines())
+    opened = opened.replace("corp_id: ''", "corp_id: ww0123456789abcdef").replace(
+        "enabled: false", "enabled: true", 1
+    )
+    settings = load_settings(write(tmp_path, opened + "\n"))
+    assert settings.channels.wecom.enabled and not settings.channels.wechat_oa.enabled
+    assert [name for name, _ in settings.channels.enabled()] == ["wecom"]
+    # A site that turned a channel on gets it written out, not commented.
+    assert "\nchannels:\n" in render_commented_yaml(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            "channels:\n  wecom:\n    enabled: true\n",
+            r"'channels\.wecom\.corp_id': needed when the channel is enabled",
+        ),
+        ("channels:\n  wecom:\n    corp_id: 'ww 1'\n", r"'channels\.wecom\.corp_id': a corp id is 1-64 of"),
+        (
+            "channels:\n  wecom:\n    api_base_url: http://10.0.0.9:8080\n",
+            r"'channels\.wecom\.api_base_url': an https:// URL is needed",
+        ),
+        (
+            "channels:\n  wechat_oa:\n    enabled: true\n",
+            r"'channels\.wechat_oa\.app_id': needed when the channel",
+        ),
+        (
+            "channels:\n  wechat_oa:\n    app_id: ww0123456789abcdef\n",
+            r"'channels\.wechat_oa\.app_id': an AppID is wx followed by 16",
+        ),
+        ("channels:\n  wechat_oa:\n    api_base_url: https://\n", r"'channels\.wechat_oa\.api_base_url'"),
+        (
+            "channels:\n  wecom:\n    corpid: ww1\n",
+            r"unknown setting 'channels\.wecom\.corpid'.*'channels\.wecom\.corp_id'",
+        ),
+        ("channels:\n  wechat:\n    enabled: true\n", r"unknown setting 'channels\.wechat'"),
+    ],
+)
+def test_channel_settings_errors_name_the_field(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(InputError, match=fragment):
+        load_settings(write(tmp_path, text))
+
+
+def test_channel_settings_reach_the_appliance_role() -> None:
+    v = settings_to_ansible_vars(SiteSettings())
+    assert (v["appliance_wecom_enabled"], v["appliance_wechat_oa_enabled"]) == (False, False)
+    settings = SiteSettings.model_validate(
+        {
+            "channels": {
+                "wecom": {"enabled": True, "corp_id": "ww0123456789abcdef"},
+                "wechat_oa": {
+                    "enabled": True,
+                    "app_id": "wx0123456789abcdef",
+                    "api_base_url": "https://10.0.0.9",
+                },
+            }
+        }
+    )
+    v = settings_to_ansible_vars(settings)
+    assert (v["appliance_wecom_enabled"], v["appliance_wecom_corp_id"]) == (True, "ww0123456789abcdef")
+    assert v["appliance_wecom_api_base_url"] == "https://qyapi.weixin.qq.com"
+    assert (v["appliance_wechat_oa_app_id"], v["appliance_wechat_oa_api_base_url"]) == (
+        "wx0123456789abcdef",
+        "https://10.0.0.9",
+    )
+    assert not [k for k in v if "secret" in k or "token" in k]  # secrets come from secrets.yml only

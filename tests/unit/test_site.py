@@ -9,7 +9,16 @@ import pytest
 import yaml
 
 from aicc.installer.errors import InputError
-from aicc.installer.site import SECRET_NAMES, Site, init_site, load_secrets
+from aicc.installer.settings import SiteSettings
+from aicc.installer.site import (
+    CHANNEL_SECRET_NAMES,
+    SECRET_NAMES,
+    Site,
+    channel_secret_problems,
+    init_site,
+    load_secrets,
+    require_channel_secrets,
+)
 from tests.unit.hostile_files import HOSTILE, Hostile, write
 
 
@@ -88,3 +97,80 @@ def test_secrets_file_that_is_no_mapping(tmp_path: Path, text: str, says: str) -
     path.chmod(0o600)
     with pytest.raises(InputError, match=says):
         load_secrets(path)
+
+
+# --- the messaging channels' secrets (copied in by the customer, never generated) ----------------------
+
+CHANNELS = SiteSettings.model_validate(
+    {
+        "channels": {
+            "wecom": {"enabled": True, "corp_id": "ww0123456789abcdef"},
+            "wechat_oa": {"enabled": True, "app_id": "wx0123456789abcdef"},
+        }
+    }
+)
+WECOM_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+def test_channel_secrets_are_never_generated(tmp_path: Path) -> None:
+    secrets = init_site(tmp_path, profile="single").secrets()
+    assert not set(secrets) & CHANNEL_SECRET_NAMES
+    assert channel_secret_problems(SiteSettings(), secrets) == []  # channels off: nothing needed
+
+
+def test_an_enabled_channel_without_its_secrets_is_refused_naming_file_and_key(tmp_path: Path) -> None:
+    site = init_site(tmp_path, profile="single")
+    with site.secrets_path.open("a", encoding="utf-8") as fh:
+        fh.write(
+            f'wecom_secret: "kf-secret-1"\nwecom_token: "0123"\nwecom_encoding_aes_key: "{WECOM_KEY[:-1]}"\n'
+        )
+    secrets = site.secrets()
+    assert secrets["wecom_token"] == "0123"  # quoted: kept as written
+    problems = channel_secret_problems(CHANNELS, secrets)
+    assert problems[0].startswith("wecom_encoding_aes_key is not an EncodingAESKey: it has 42 characters")
+    assert [p.split(" ")[0] for p in problems[1:]] == [
+        "wechat_oa_app_secret",
+        "wechat_oa_token",
+        "wechat_oa_encoding_aes_key",
+    ]
+    with pytest.raises(InputError) as err:
+        require_channel_secrets(CHANNELS, secrets, site.secrets_path)
+    assert str(site.secrets_path) in str(err.value) and "wechat_oa_token is missing" in str(err.value)
+    assert "secrets.yml" in (err.value.fix or "")
+    assert "kf-secret-1" not in str(err.value) and WECOM_KEY[:-1] not in str(err.value)
+    wecom_only = CHANNELS.model_copy(
+        update={
+            "channels": CHANNELS.channels.model_copy(update={"wechat_oa": SiteSettings().channels.wechat_oa})
+        }
+    )
+    secrets["wecom_encoding_aes_key"] = WECOM_KEY
+    require_channel_secrets(wecom_only, secrets, site.secrets_path)
+
+
+def test_a_channel_secret_yaml_reads_as_a_number_must_be_quoted(tmp_path: Path) -> None:
+    site = init_site(tmp_path, profile="single")
+    with site.secrets_path.open("a", encoding="utf-8") as fh:
+        fh.write("wecom_token: 0123\n")  # YAML 1.1 reads this as octal 83
+    with pytest.raises(InputError, match="wecom_token must be text") as err:
+        site.secrets()
+    assert "quote" in (err.value.fix or "")
+
+
+def test_install_stops_before_any_host_when_a_channel_lacks_its_secrets(tmp_path: Path) -> None:
+    from aicc.installer.inventory import load_inventory
+    from aicc.installer.playbook import run_playbook
+    from aicc.installer.site import PROFILE_INVENTORIES
+
+    site = init_site(
+        tmp_path,
+        profile="single",
+        inventory_text=PROFILE_INVENTORIES["single"].replace("192.0.2.10", "10.0.0.10"),
+        overrides={
+            "packages": {"source": "mirror", "url": "http://10.0.0.5/debian"},
+            "channels": {"wecom": {"enabled": True, "corp_id": "ww0123456789abcdef"}},
+        },
+    )
+    with pytest.raises(InputError, match="wecom_secret is missing") as err:
+        run_playbook(site, load_inventory(site.inventory_path))
+    assert err.value.where == str(site.secrets_path)
+    assert not (tmp_path / ".runner").exists()  # nothing ran

@@ -56,6 +56,7 @@ def routers() -> list[APIRouter]:
         tokens,
         users,
         webchat,
+        wechat_oa,
         wecom,
     )
 
@@ -79,6 +80,7 @@ def routers() -> list[APIRouter]:
         conversations,
         webchat,
         wecom,
+        wechat_oa,
         reports,
         retention,
         softphone,

@@ -8,11 +8,17 @@ agents and supervisors; auditors read). The visitor's side of web chat is routes
   those after seq N); whether the visitor is connected (to this API process) and typing.
 - POST /api/conversations/{id}/messages: an agent's reply, pushed to the visitor at once. The agent
   takes the conversation with it (handler agent; assignee: the agent, when nobody holds it) and the
-  bot answers no more. A `client_id` makes a retry harmless: the message is stored once. In a WeCom
-  conversation, 409 (and why) when WeCom would not take it: over 48 hours since the customer's last
-  message, or 5 replies since it; else it goes to WeCom in the background (channels/wecom.py).
+  bot answers no more. A `client_id` makes a retry harmless: the message is stored once. In a WeCom or
+  WeChat official account conversation, 409 (and why) when the platform would not take it: over 48
+  hours since the customer's last message, or 5 replies since it; else it goes to the platform in the
+  background (channels/tencent_hub.py).
 - POST /api/conversations/{id}/assign: take it (or give it to `assignee`; `unassigned_only` refuses
   with 409 when someone else holds it); POST .../resolve: end it.
+- POST /api/conversations/{id}/accept and .../decline: the chat the ACD offers the agent now
+  (api/chat_routing.py): accepted, it is theirs and their first reply is due within
+  chat_first_reply_s; declined (or let ring out), the ACD offers it to the next agent. A chat taken,
+  assigned or resolved otherwise leaves the ACD at once, so it is never offered twice. An agent whose
+  profile gives chats a capacity takes no more than that many by hand (409).
 - POST /api/conversations/{id}/typing: the visitor sees "agent typing".
 - GET /api/customers/{id}/history: every conversation of the customer on any channel and every call
   from their phone numbers (aicc.calls, matched in E.164), oldest first.
@@ -37,12 +43,16 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from pydantic import BaseModel, Field, TypeAdapter
 
-from aicc.appliance.api import audit
+from aicc.appliance.acd import commands as cmds
+from aicc.appliance.acd.client import AcdRejected, AcdUnavailable
+from aicc.appliance.api import audit, chat_routing
 from aicc.appliance.api.deps import (
     COMMON_ERRORS,
+    AcdDep,
     ApiError,
     PoolDep,
     Principal,
+    api_state,
     client_address,
     conflict,
     error_responses,
@@ -53,8 +63,9 @@ from aicc.appliance.api.deps import (
 )
 from aicc.appliance.api.redact import redact_for
 from aicc.appliance.api.routes import Strict
+from aicc.appliance.channels.tencent_hub import MessagingHub, ReplyRefused
 from aicc.appliance.channels.webchat import CLIENT_ID, WebChatHub, message_frame, status_frame
-from aicc.appliance.channels.wecom import ReplyRefused, WeComHub
+from aicc.appliance.channels.wecom import WeComHub
 from aicc.appliance.conversations import store
 from aicc.appliance.conversations.store import Author, Channel, Handler, Order, Status
 
@@ -105,6 +116,14 @@ class Conversation(BaseModel):
     resolved_at: dt.datetime | None
     queued_at: dt.datetime | None = Field(
         None, description="when it last went to the agents (handler queue): the wait for an agent starts"
+    )
+    acd_contact: UUID | None = Field(None, description="its contact in the ACD now (waiting, offered, held)")
+    route_error: str = Field("", description="why the ACD does not route it: an agent takes it by hand")
+    offer_agent: int | None = Field(None, description="the agent the ACD offers it to now")
+    offer_expires_at: dt.datetime | None = Field(None, description="when that offer rings out")
+    accepted_at: dt.datetime | None = Field(None, description="when its agent accepted the ACD's offer")
+    reply_due_at: dt.datetime | None = Field(
+        None, description="the agent's first reply is due by then, else it goes back to the queue"
     )
     last_message: str | None = Field(None, description="the last message's first 200 characters")
     last_seq: int | None = Field(None, description="the last message's seq")
@@ -185,10 +204,17 @@ def _wecom(request: Request) -> WeComHub:
     return hub
 
 
+def _messaging(request: Request, channel: str) -> MessagingHub[Any] | None:
+    """The hub of a conversation's Tencent channel (WeCom, the WeChat official account), else None."""
+    hubs: dict[str, MessagingHub[Any]] = {"wecom": _wecom(request), "wechat_oa": request.app.state.wechat_oa}
+    return hubs.get(channel)
+
+
 async def _stop_bots(request: Request, conversation_id: UUID) -> None:
     """An agent has the conversation (or it is resolved): no channel's bot answers in it any more."""
     await _hub(request).stop_bot(conversation_id)
     await _wecom(request).stop_bot(conversation_id)
+    await request.app.state.wechat_oa.stop_bot(conversation_id)
 
 
 def _identities(rows: list[dict[str, Any]], principal: Principal) -> list[Identity]:
@@ -253,6 +279,22 @@ def _held_by_other(conversation: dict[str, Any], principal: Principal) -> None:
 
 def _view(c: dict[str, Any]) -> dict[str, Any]:
     return {"status": c["status"], "handler": c["handler"], "assignee": c["assignee"]}
+
+
+def _routed(request: Request, event: str) -> None:
+    routing = api_state(request).chat_routing
+    if routing is not None:
+        routing.metrics.events.labels(event).inc()
+
+
+async def _capacity_left(conn: AsyncConnection[DictRow], user_id: int) -> None:
+    """409 when the agent holds as many chats as their profile's chat capacity (the ACD offers no
+    more than that either)."""
+    held, capacity = await chat_routing.chats_held(conn, user_id)
+    if capacity is not None and held >= capacity:
+        raise conflict(
+            f"you hold {held} chats, your chat capacity is {capacity}: resolve one before taking another"
+        )
 
 
 @router.get("/api/conversations", response_model=list[Conversation], responses=CACHED)
@@ -335,16 +377,22 @@ async def reply(
             raise conflict("the conversation is resolved; the customer starts a new one to write again")
         _held_by_other(before, principal)
         plan = None
-        if before["channel"] == "wecom":  # WeCom takes replies only within its limits: say so now
+        channel_hub = _messaging(request, before["channel"])
+        if channel_hub is not None:  # WeCom and WeChat take replies only within limits: say so now
             try:
-                plan = await _wecom(request).plan(conn, before, text)
+                plan = await channel_hub.plan(conn, before, text)
             except ReplyRefused as exc:
                 raise conflict(exc.message) from None
         after = before
         if before["handler"] != "agent" or before["assignee"] is None:
             changes: dict[str, Any] = {"handler": "agent"}
             if before["assignee"] is None:
+                await _capacity_left(conn, principal.user_id)
                 changes["assignee"] = principal.user_id
+            if await chat_routing.withdraw(
+                conn, before, keep=changes.get("assignee", before["assignee"]), ended_by="system"
+            ):
+                _routed(request, "withdrawn")
             after = await store.update_conversation(conn, conversation_id, **changes) or before
             await audit.record(
                 conn,
@@ -366,15 +414,19 @@ async def reply(
             client_id=body.client_id,
             delivered=hub.connected(conversation_id),
         )
+        await chat_routing.replied(conn, conversation_id)
         outgoing = (
-            [] if plan is None else await _wecom(request).enqueue(conn, plan, conversation_id, row["id"])
+            []
+            if channel_hub is None or plan is None
+            else await channel_hub.enqueue(conn, plan, conversation_id, row["id"])
         )
     await _stop_bots(request, conversation_id)
-    _wecom(request).deliver(outgoing)
+    if channel_hub is not None:
+        channel_hub.deliver(outgoing)
     if after is not before:
         hub.publish(conversation_id, status_frame(after))
     hub.publish(conversation_id, message_frame(row))
-    (hub.metrics if plan is None else _wecom(request).metrics).messages.labels("agent").inc()
+    (hub.metrics if channel_hub is None else channel_hub.metrics).messages.labels("agent").inc()
     return Message(**row)
 
 
@@ -406,6 +458,11 @@ async def assign(
         if assignee != principal.user_id and not principal.can("conversations.assign"):
             raise ApiError(403, "forbidden", "agents take conversations for themselves only")
         _held_by_other(before, principal)
+        if assignee == principal.user_id and before["assignee"] != assignee:
+            await _capacity_left(conn, assignee)
+        # Taken or handed over by hand: out of the ACD, so that nobody is offered it as well.
+        if await chat_routing.withdraw(conn, before, keep=assignee, ended_by="system"):
+            _routed(request, "withdrawn")
         after = await store.update_conversation(conn, conversation_id, handler="agent", assignee=assignee)
         assert after is not None
         await audit.record(
@@ -441,6 +498,9 @@ async def resolve(
         after = before
         if before["status"] != "resolved":
             _held_by_other(before, principal)
+            # Its contact ends (or leaves the queue): the agent's chat capacity frees.
+            if await chat_routing.withdraw(conn, before, keep=None, ended_by="agent"):
+                _routed(request, "ended")
             after = await store.update_conversation(conn, conversation_id, status="resolved") or before
             await audit.record(
                 conn,
@@ -456,6 +516,86 @@ async def resolve(
     await _stop_bots(request, conversation_id)
     hub.publish(conversation_id, status_frame(after))
     return detail
+
+
+@router.post(
+    "/api/conversations/{conversation_id}/accept",
+    response_model=ConversationDetail,
+    responses=error_responses(404, 409),
+)
+async def accept(
+    conversation_id: UUID,
+    request: Request,
+    principal: Annotated[Principal, Depends(require("conversations.write"))],
+    pool: PoolDep,
+    acd: AcdDep,
+) -> ConversationDetail:
+    """Accept the chat the ACD offers the caller now: it is theirs (handler agent), their chat capacity
+    holds it until it is resolved, and their first reply is due within chat_first_reply_s. 409 when it
+    is not (or no longer) offered to them: another agent or process accepted it, it rang out, it was
+    taken by hand."""
+    hub = _hub(request)
+    async with pool.connection() as conn, conn.transaction():
+        # The row lock makes two accepts (two tabs, two API processes) one after the other: the second
+        # finds the offer gone.
+        before = await _locked(conn, conversation_id)
+        if before["status"] == "resolved":
+            raise conflict("the conversation is resolved")
+        try:
+            offer = await chat_routing.offer_of(conn, before, principal.user_id)
+        except chat_routing.NotOffered as exc:
+            raise conflict(str(exc)) from None
+        try:
+            await acd.submit(
+                cmds.OfferResult(
+                    reservation_id=offer.reservation_id, contact_id=offer.contact_id, outcome="answered"
+                )
+            )
+        except AcdRejected as exc:
+            raise conflict(f"the offer has ended (it rang out or was withdrawn): {exc}") from None
+        except AcdUnavailable as exc:
+            raise ApiError(503, "acd_unavailable", str(exc), headers={"Retry-After": "2"}) from None
+        config = api_state(request).config
+        after = await chat_routing.accepted(
+            conn, conversation_id, principal.user_id, config.chat_first_reply_s
+        )
+        assert after is not None
+        await audit.record(
+            conn,
+            principal,
+            "conversation.accept",
+            "conversation",
+            conversation_id,
+            _view(before),
+            _view(after),
+            client_address(request),
+        )
+        detail = await _detail(conn, after, principal, hub)
+    _routed(request, "accepted")
+    await _stop_bots(request, conversation_id)
+    hub.publish(conversation_id, status_frame(after))
+    return detail
+
+
+@router.post(
+    "/api/conversations/{conversation_id}/decline", status_code=204, responses=error_responses(404, 409)
+)
+async def decline(
+    conversation_id: UUID,
+    request: Request,
+    principal: Annotated[Principal, Depends(require("conversations.write"))],
+    pool: PoolDep,
+) -> None:
+    """Decline the chat the ACD offers the caller now: the ACD offers it to the next agent, and the
+    caller goes away (reason rejected) as after a call let ring out."""
+    async with pool.connection() as conn, conn.transaction():
+        before = await _locked(conn, conversation_id)
+        try:
+            offer = await chat_routing.offer_of(conn, before, principal.user_id)
+        except chat_routing.NotOffered as exc:
+            raise conflict(str(exc)) from None
+        await chat_routing.declined(conn, offer)
+    _routed(request, "declined")
 
 
 @router.post("/api/conversations/{conversation_id}/typing", status_code=204, responses=error_responses(404))

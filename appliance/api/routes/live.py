@@ -2,11 +2,13 @@
 
 Each `snapshot` event is the whole picture for this caller (pages render it idempotently): queues
 with today's counts, agents, contacts (callers masked by role) and, for an agent, `me`: their state,
-the queues they serve, and the contact ringing or connected to them with the bot's transcript and
-summary (the screen pop). A `ping` event every PING_S keeps proxies from closing a quiet stream and
-lets the page tell a live stream from a dead one. The token is
-checked again every REVALIDATE_S: a revoked or expired session ends the stream with an `end` event.
-An open stream counts as use of the session (an open desktop is an agent at work).
+the queues they serve, the call ringing or connected to them with the bot's transcript and summary
+(the screen pop), the chat the ACD offers them (`chat_offer`: conversation, customer, summary, until
+when it rings) and how many chats they hold of their chat capacity (`chats`). A `ping` event every
+PING_S keeps proxies from closing a quiet stream and lets the page tell a live stream from a dead
+one. The token is checked again every REVALIDATE_S: a revoked or expired session ends the stream
+with an `end` event. An open stream counts as use of the session (an open desktop is an agent at
+work).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from aicc.appliance.api.auth import check_token
+from aicc.appliance.api.chat_routing import CHAT_CHANNEL
 from aicc.appliance.api.deps import (
     COMMON_ERRORS,
     SESSION_COOKIE,
@@ -121,10 +124,20 @@ async def _me(
 ) -> dict[str, Any]:
     state = picture.states.get(principal.user_id) or {}
     wraps = state.get("wraps") or []
-    contact_id = state.get("reserved_for") or next(iter(state.get("connected") or {}), None)
+    rows = {c["id"]: c for c in picture.contacts}
+    connected: dict[str, str] = state.get("connected") or {}
+    reserved = state.get("reserved_for")
+    offered = rows.get(reserved) if reserved else None
+    chat_offer = None
+    if offered is not None and offered["contact"].get("channel") == CHAT_CHANNEL:
+        # A chat ringing for the agent: the desk shows it apart, the phone's pop stays the call's.
+        chat_offer, reserved = _chat_offer(offered, picture, principal, now), None
+    # The phone's contact: the one ringing, else a call in progress (chats are the Chats tab's).
+    calls = sorted(cid for cid, channel in connected.items() if channel != CHAT_CHANNEL)
+    contact_id = reserved or next(iter(calls), None)
     contact = None
     if contact_id is not None:
-        row = next((c for c in picture.contacts if c["id"] == contact_id), None)
+        row = rows.get(contact_id)
         if row is not None:
             contact = await _pop(conn, row, principal, now)
     elif wraps:
@@ -140,6 +153,30 @@ async def _me(
         "queues": queues_served(picture.profiles[principal.user_id], picture.queue_configs),
         "wrapup_until": max((float(w["ends_at"]) for w in wraps), default=None),
         "contact": contact,
+        "chat_offer": chat_offer,
+        "chats": {
+            "held": sum(1 for channel in connected.values() if channel == CHAT_CHANNEL),
+            "capacity": picture.profiles[principal.user_id].capacity.get(CHAT_CHANNEL, 0),
+        },
+    }
+
+
+def _chat_offer(row: dict[str, Any], picture: Picture, principal: Principal, now: float) -> dict[str, Any]:
+    """A chat the ACD offers the agent: which conversation, and until when it rings."""
+    c = row["contact"]
+    attributes = c.get("attributes") or {}
+    reservation = c.get("reservation") or {}
+    config = picture.queue_configs.get(row["queue"])
+    offered_at = float(reservation.get("created_at") or now)
+    ring_s = config.ring_timeout_s if config is not None else 15
+    return {
+        **contact_view(row, principal, now),
+        "conversation_id": attributes.get("conversation_id"),
+        "channel": attributes.get("channel", ""),
+        "customer": attributes.get("customer", ""),
+        "summary": redact_for(attributes.get("summary", ""), principal),
+        "offered_at": offered_at,
+        "expires_at": offered_at + ring_s,
     }
 
 

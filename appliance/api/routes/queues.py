@@ -41,8 +41,13 @@ async def queue_problems(conn: AsyncConnection[DictRow], queue: QueueConfig) -> 
     for i, step in enumerate(queue.overflow):
         for skill in await unknown_skills(conn, step.skills or {}):
             problems.append((f"overflow[{i}].skills.{skill}", "not in the skill catalog"))
-        if step.queue is not None and await _load(conn, step.queue) is None:
+        target = await _load(conn, step.queue) if step.queue is not None else None
+        if step.queue is not None and target is None:
             problems.append((f"overflow[{i}].queue", f"no queue {step.queue!r}"))
+        elif target is not None and target.channel != queue.channel:
+            # A chat moved into a voice queue would wait for an agent's phone it cannot ring.
+            why = f"queue {step.queue!r} takes {target.channel} contacts, this one {queue.channel}"
+            problems.append((f"overflow[{i}].queue", why))
     return problems
 
 

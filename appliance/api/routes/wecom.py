@@ -15,7 +15,7 @@ and the channels' dead letters (admins). The logic is in aicc.appliance.channels
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from aicc.appliance.api.deps import COMMON_ERRORS, ApiError, PoolDep, Principal, client_address, require
+from aicc.appliance.channels.tencent_hub import MessagingHub
 from aicc.appliance.channels.wecom import WeComHub
 from aicc.appliance.channels.wecom_crypto import XML_MAX_BYTES, CallbackRefused
 from aicc.appliance.conversations import dead_letters
@@ -38,7 +39,8 @@ def hub_of(app: object) -> WeComHub:
     return hub
 
 
-def _refuse(hub: WeComHub, request: Request, reason: str, message: str) -> JSONResponse:
+def refuse(hub: MessagingHub[Any], request: Request, reason: str, message: str) -> JSONResponse:
+    """A refused callback of a Tencent channel (this one's and wechat_oa.py's): logged, counted, answered."""
     hub.refused(reason, message, client_address(request))
     status = STATUS.get(reason, 400)
     return JSONResponse(ApiError(status, "refused", f"{reason}: {message}").body(), status_code=status)
@@ -58,11 +60,11 @@ async def verify_url(
     if not hub.enabled:
         return _off()
     if not (msg_signature and timestamp and nonce and echostr):
-        return _refuse(hub, request, "malformed", "msg_signature, timestamp, nonce and echostr are needed")
+        return refuse(hub, request, "malformed", "msg_signature, timestamp, nonce and echostr are needed")
     try:
         plain = hub.verify_url(msg_signature, timestamp, nonce, echostr)
     except CallbackRefused as exc:
-        return _refuse(hub, request, exc.reason, exc.message)
+        return refuse(hub, request, exc.reason, exc.message)
     return PlainTextResponse(plain)
 
 
@@ -74,16 +76,16 @@ async def callback(
     if not hub.enabled:
         return _off()
     if not (msg_signature and timestamp and nonce):
-        return _refuse(hub, request, "malformed", "msg_signature, timestamp and nonce are needed")
+        return refuse(hub, request, "malformed", "msg_signature, timestamp and nonce are needed")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > XML_MAX_BYTES:
-            return _refuse(hub, request, "too_large", f"a callback has at most {XML_MAX_BYTES} bytes")
+            return refuse(hub, request, "too_large", f"a callback has at most {XML_MAX_BYTES} bytes")
     try:
         hub.accept(msg_signature, timestamp, nonce, bytes(body))
     except CallbackRefused as exc:
-        return _refuse(hub, request, exc.reason, exc.message)
+        return refuse(hub, request, exc.reason, exc.message)
     return PlainTextResponse("success")
 
 
@@ -93,11 +95,12 @@ class DeadLetter(BaseModel):
     conversation_id: UUID | None
     message_id: int | None = Field(description="the message not delivered (its text: the conversation's)")
     recipient: str = Field(
-        description="the channel's address of the customer (WeCom: open_kfid/external_userid)"
+        description="the channel's address of the customer (WeCom: open_kfid/external_userid; the WeChat "
+        "official account: the OpenID)"
     )
-    reference: str = Field(description="the channel's id of the message (WeCom: the msgid sent)")
+    reference: str = Field(description="the channel's id of the message (WeCom: the msgid sent; ours)")
     attempts: int
-    error: str = Field(description="the last error: WeCom's errcode and errmsg, or the network's")
+    error: str = Field(description="the last error: the platform's errcode and errmsg, or the network's")
     created_at: dt.datetime
 
 

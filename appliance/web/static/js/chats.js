@@ -8,6 +8,12 @@
 // answer is stored once; "typing" goes to the visitor at most every TYPING_EVERY_MS. Articles are
 // suggested from the bot's note and the customer's latest lines (the Knowledge tab opens them).
 //
+// A chat the ACD offers the agent (the live snapshot's me.chat_offer, passed in by desk.js through
+// setChatOffer) shows above the tabs, whichever is open, with its ring time counting down: Accept
+// makes it the agent's and opens it here; Decline (or letting it ring out) gives it to the next agent.
+// The Chats tab says how many chats the agent holds of their chat capacity; an open chat its queue,
+// why the ACD does not route it (when it does not), and when the agent's first reply is due.
+//
 // Live updates are polled: there is no push of conversations to agents yet. While the Chats tab is
 // shown (and the browser tab visible) both lists and the open chat are asked for every FAST_MS, with
 // If-None-Match (the API answers 304 while nothing changed) and, for the chat, after_seq (only the
@@ -16,7 +22,9 @@
 // Customers' and agents' text is only ever written with textContent.
 import * as api from './api.js';
 import { t, getLang, onLangChange } from './i18n.js';
-import { $, el, errorText, fmtTime, labelFor, setTicking } from './ui.js';
+import {
+  $, banner, el, errorText, fmtTime, labelFor, serverNow, setCountdown, setTicking,
+} from './ui.js';
 import { openArticle, snippetNodes } from './knowledge.js';
 import { showTicket } from './tickets.js';
 
@@ -70,6 +78,16 @@ const dom = {
   kb: $('#cv-kb'),
   kbList: $('#cv-kb-list'),
   kbNote: $('#cv-kb-note'),
+  capacity: $('#chats-capacity'),
+  offer: $('#chat-offer'),
+  offerTimer: $('#chat-offer-timer'),
+  offerCustomer: $('#chat-offer-customer'),
+  offerChannel: $('#chat-offer-channel'),
+  offerQueue: $('#chat-offer-queue'),
+  offerWait: $('#chat-offer-wait'),
+  offerSummary: $('#chat-offer-summary'),
+  offerAccept: $('#chat-offer-accept'),
+  offerDecline: $('#chat-offer-decline'),
 };
 
 let enabled = false;       // signed in with conversations.read
@@ -101,6 +119,11 @@ let noticeTimer = null;
 let actionError = null;
 let kb = { key: '', hits: [], error: null, loading: false };
 let kbTimer = null;
+let offer = null;          // the chat the ACD offers the agent now (me.chat_offer), with `since`
+let offerDone = null;      // the offer's contact id once accepted or declined here: not shown again
+let offerTimer = null;     // hides the offer when its ring time is over
+let offerBusy = false;
+let held = null;           // me.chats: {held, capacity}
 
 // --- helpers --------------------------------------------------------------------------------
 
@@ -343,6 +366,8 @@ function applyChat(data, { whole = false } = {}) {
 
 /** Keyed reconciliation of <li>s: existing items (and the focus inside them) are kept. */
 function syncList(list, items, create, update) {
+  // Moving a node blurs it: a keyboard user whose chat moves up the list keeps the focus.
+  const focused = list.contains(document.activeElement) ? document.activeElement : null;
   const existing = new Map([...list.children].map((li) => [li.dataset.id, li]));
   let previous = null;
   for (const item of items) {
@@ -355,6 +380,7 @@ function syncList(list, items, create, update) {
     previous = li;
   }
   for (const li of existing.values()) li.remove();
+  if (focused && focused.isConnected && document.activeElement !== focused) focused.focus({ preventScroll: true });
 }
 
 function createItem(x) {
@@ -523,6 +549,17 @@ function renderFacts() {
   rows.push(fact('chats.channel', labelFor('chats.channelName', x.channel)));
   rows.push(fact('chats.language', x.language ? labelFor('chats.lang', x.language) : ''));
   rows.push(fact('chats.started', fmtTimeOrDash(x.created_at)));
+  if (x.queue) rows.push(fact('chats.queue', x.queue));
+  if (x.route_error && stateOf(x) === 'waiting') {
+    const row = fact('chats.notRouted', x.route_error);
+    row.classList.add('chat-route-error');
+    rows.push(row);
+  }
+  if (x.reply_due_at && stateOf(x) === 'mine') {
+    const due = el('span', 'chat-wait');
+    setCountdown(due, epoch(x.reply_due_at));
+    rows.push(fact('chats.replyDue', due));
+  }
   if (x.queued_at) {
     const state = stateOf(x);
     const wait = el('span', state === 'waiting' ? 'chat-wait' : 'chat-time');
@@ -790,6 +827,86 @@ function renderKb() {
   dom.kbNote.hidden = !note;
 }
 
+// --- a chat the ACD offers ---------------------------------------------------------------------------
+
+function offerShown() {
+  return enabled && canWrite && !!offer && offer.contact_id !== offerDone
+    && Number(offer.expires_at) > serverNow();
+}
+
+function renderOffer() {
+  clearTimeout(offerTimer);
+  offerTimer = null;
+  const shown = offerShown();
+  dom.offer.hidden = !shown;
+  if (!shown) {
+    dom.offer.dataset.id = '';
+    return;
+  }
+  dom.offer.dataset.id = offer.conversation_id || '';
+  dom.offerCustomer.textContent = offer.customer || t('chats.visitor', { short: '' }).trim();
+  dom.offerChannel.textContent = offer.channel ? labelFor('chats.channelName', offer.channel) : '';
+  dom.offerQueue.textContent = offer.queue || '';
+  setTicking(dom.offerWait, offer.since);
+  setCountdown(dom.offerTimer, Number(offer.expires_at));
+  dom.offerSummary.textContent = offer.summary || '';
+  dom.offerSummary.hidden = !offer.summary;
+  dom.offerAccept.disabled = offerBusy;
+  dom.offerDecline.disabled = offerBusy;
+  // Rung out: the API reports no answer and the next snapshot says so; hide it on time meanwhile.
+  offerTimer = setTimeout(renderOffer, Math.max(0, (Number(offer.expires_at) - serverNow()) * 1000) + 50);
+}
+
+function renderCapacity() {
+  const shown = enabled && !!held && held.capacity > 0;
+  dom.capacity.hidden = !shown;
+  dom.capacity.textContent = shown ? t('chats.capacity', { held: held.held, capacity: held.capacity }) : '';
+}
+
+/** The live snapshot's me.chat_offer and me.chats (desk.js passes every snapshot's). */
+export function setChatOffer(chatOffer, chats) {
+  const same = offer && chatOffer && offer.contact_id === chatOffer.contact_id;
+  offer = chatOffer
+    ? { ...chatOffer, since: same ? offer.since : serverNow() - (Number(chatOffer.waiting_s) || 0) }
+    : null;
+  if (!offer) offerDone = null;
+  held = chats || null;
+  renderOffer();
+  renderCapacity();
+}
+
+async function answerOffer(accept) {
+  if (!offerShown() || offerBusy) return;
+  const { conversation_id: id, contact_id: contact } = offer;
+  offerBusy = true;
+  renderOffer();
+  try {
+    const answer = await api.post(`${chatPath(id)}/${accept ? 'accept' : 'decline'}`);
+    offerDone = contact;
+    banner.clear('chat-offer');
+    if (accept) {
+      if (dom.tab.getAttribute('aria-selected') !== 'true') dom.tab.click();   // tickets.js selects it
+      await openChat(id);
+      if (openId === id && answer && answer.id) {
+        applyChat(answer, { whole: true });
+        chatTag = null;
+        changes += 1;
+        renderChat();
+        if (canReply()) dom.body.focus();
+      }
+      setNotice('chats.offer.accepted');
+    }
+  } catch (err) {
+    if (isExpired(err)) return;
+    offerDone = contact;
+    banner.set('chat-offer', 'error', { key: 'chats.offer.gone', params: { error: errorText(err) }, timeoutMs: 8000 });
+  } finally {
+    offerBusy = false;
+    renderOffer();
+    pollNow();
+  }
+}
+
 // --- the tab and lifecycle ---------------------------------------------------------------------------
 
 // tickets.js owns the tab bar (clicks, arrow keys, the other panes): this pane follows its tab.
@@ -825,6 +942,8 @@ function listKeys(ev) {
 function renderAll() {
   renderLists();
   renderChat();
+  renderOffer();
+  renderCapacity();
 }
 
 /** Signed in: `mePayload` is /api/auth/me's answer; `expired` ends the session (an API call answered 401). */
@@ -868,6 +987,9 @@ export function stopChats() {
   outbox.clear();
   seen = new Map();
   kb = { key: '', hits: [], error: null, loading: false };
+  offer = null;
+  offerDone = null;
+  held = null;
   setNotice(null);
   dom.body.value = '';
   dom.tab.hidden = true;
@@ -881,6 +1003,8 @@ function wire() {
   dom.take.addEventListener('click', take);
   dom.resolve.addEventListener('click', resolve);
   dom.ticket.addEventListener('click', ticketFromChat);
+  dom.offerAccept.addEventListener('click', () => answerOffer(true));
+  dom.offerDecline.addEventListener('click', () => answerOffer(false));
   dom.reply.addEventListener('submit', submitReply);
   dom.body.addEventListener('input', typing);
   dom.body.addEventListener('keydown', (ev) => {

@@ -15,7 +15,7 @@ import { startShell } from './shell.js';
 import { setCall, startTickets, stopTickets } from './tickets.js';
 import { suggestFor, startKnowledge, stopKnowledge } from './knowledge.js';
 import { startNotifications, stopNotifications } from './notifications.js';
-import { startChats, stopChats } from './chats.js';
+import { setChatOffer, startChats, stopChats } from './chats.js';
 
 const dom = {
   phoneStatus: $('#phone-status'),
@@ -564,6 +564,8 @@ function renderAll() {
   renderWrapup();
   renderContact();
   renderPhone();
+  // A chat the ACD offers, and the chats held: the Chats tab's (chats.js).
+  setChatOffer(meNow ? meNow.chat_offer || null : null, meNow ? meNow.chats || null : null);
 }
 
 function onSnapshot(snap) {
