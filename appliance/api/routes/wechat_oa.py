@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from aicc.appliance.api.deps import ApiError
-from aicc.appliance.api.routes.wecom import Param, refuse
+from aicc.appliance.api.routes.wecom import Param, read_capped, refuse
 from aicc.appliance.channels.wechat_oa import WeChatOaHub
 from aicc.appliance.channels.wecom_crypto import XML_MAX_BYTES, CallbackRefused
 
@@ -65,13 +65,11 @@ async def callback(
         return _off()
     if not (timestamp and nonce):
         return refuse(hub, request, "malformed", "timestamp and nonce are needed")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > XML_MAX_BYTES:
-            return refuse(hub, request, "too_large", f"a callback has at most {XML_MAX_BYTES} bytes")
+    body = await read_capped(request)
+    if body is None:
+        return refuse(hub, request, "too_large", f"a callback has at most {XML_MAX_BYTES} bytes")
     try:
-        await hub.accept(msg_signature, timestamp, nonce, encrypt_type, bytes(body))
+        await hub.accept(msg_signature, timestamp, nonce, encrypt_type, body)
     except CallbackRefused as exc:
         return refuse(hub, request, exc.reason, exc.message)
     return PlainTextResponse("success")

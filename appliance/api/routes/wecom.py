@@ -46,6 +46,16 @@ def refuse(hub: MessagingHub[Any], request: Request, reason: str, message: str) 
     return JSONResponse(ApiError(status, "refused", f"{reason}: {message}").body(), status_code=status)
 
 
+async def read_capped(request: Request) -> bytes | None:
+    """A callback's body, read no further than XML_MAX_BYTES; None when it is larger."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > XML_MAX_BYTES:
+            return None
+    return bytes(body)
+
+
 def _off() -> JSONResponse:
     return JSONResponse(
         ApiError(404, "not_found", "WeCom is not enabled on this appliance").body(), status_code=404
@@ -77,13 +87,11 @@ async def callback(
         return _off()
     if not (msg_signature and timestamp and nonce):
         return refuse(hub, request, "malformed", "msg_signature, timestamp and nonce are needed")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > XML_MAX_BYTES:
-            return refuse(hub, request, "too_large", f"a callback has at most {XML_MAX_BYTES} bytes")
+    body = await read_capped(request)
+    if body is None:
+        return refuse(hub, request, "too_large", f"a callback has at most {XML_MAX_BYTES} bytes")
     try:
-        hub.accept(msg_signature, timestamp, nonce, bytes(body))
+        hub.accept(msg_signature, timestamp, nonce, body)
     except CallbackRefused as exc:
         return refuse(hub, request, exc.reason, exc.message)
     return PlainTextResponse("success")
