@@ -355,29 +355,30 @@ def site_checks(settings: SiteSettings, secrets_path: Path) -> list[Check]:
             Check("site", "channel secrets", "ok", f"{secrets_path.name} holds the secrets of {names}")
         )
     for name, channel in enabled:
-        parts = urlsplit(channel.api_base_url)
-        host = parts.hostname or ""
-        port = parts.port or 443
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            checks.append(
-                Check(
-                    "site",
-                    "channel egress",
-                    "warn",
-                    f"channels.{name}.api_base_url's host {host} is a name: the hosts' firewall (aicc "
-                    "harden apply) allows addresses only, so the [app] hosts cannot reach it once hardened",
-                    f"add the addresses {host} has for your site (getent ahosts {host} on an [app] host) to "
-                    f"hardening.egress_allow (tcp {port}), and keep them current; or filter egress in the "
-                    "site's own firewall (hardening_firewall: false)",
-                )
-            )
-        else:
-            checks.append(
-                Check("site", "channel egress", "ok", f"the [app] hosts' firewall allows {host} tcp {port}")
-            )
+        for url in channel.endpoints():
+            checks.append(_egress_check(name, url))
     return checks
+
+
+def _egress_check(name: str, url: str) -> Check:
+    """Whether the [app] hosts' firewall can let them reach a channel's server (addresses only)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or 443
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return Check(
+            "site",
+            "channel egress",
+            "warn",
+            f"channels.{name}: the host {host} is a name: the hosts' firewall (aicc "
+            "harden apply) allows addresses only, so the [app] hosts cannot reach it once hardened",
+            f"add the addresses {host} has for your site (getent ahosts {host} on an [app] host) to "
+            f"hardening.egress_allow (tcp {port}), and keep them current; or filter egress in the "
+            "site's own firewall (hardening_firewall: false)",
+        )
+    return Check("site", "channel egress", "ok", f"the [app] hosts' firewall allows {host} tcp {port}")
 
 
 def summary(checks: list[Check]) -> dict[str, int]:

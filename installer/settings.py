@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from cryptography.x509 import load_pem_x509_certificates
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -319,6 +320,10 @@ class WeComChannel(_Section):
     def _https(cls, value: str) -> str:
         return _https_api(value)
 
+    def endpoints(self) -> list[str]:
+        """The URLs the [app] hosts open connections to (their firewall allows an address's)."""
+        return [self.api_base_url]
+
 
 class WeChatOaChannel(_Section):
     """The WeChat official account (微信公众号, appliance/README.md "WeChat official account")."""
@@ -355,6 +360,84 @@ class WeChatOaChannel(_Section):
     def _https(cls, value: str) -> str:
         return _https_api(value)
 
+    def endpoints(self) -> list[str]:
+        return [self.api_base_url]
+
+
+class EmailChannel(_Section):
+    """Email (appliance/README.md "Email"): the site's support mailbox on the customer's own mail server,
+    read over IMAP (implicit TLS) and answered over SMTP submission (STARTTLS or implicit TLS)."""
+
+    enabled: bool = Field(
+        False,
+        description="Turn the channel on. secrets.yml must then hold email_imap_password and "
+        "email_smtp_password (the mailbox's passwords; the same one twice when the server has one login).",
+    )
+    address: str = Field(
+        "",
+        validate_default=True,
+        description="The support address customers write to (support@example.com); needed when enabled.",
+    )
+    display_name: str = Field("", max_length=100, description="The name replies go out under (客服中心).")
+    imap_host: HostAddress | Literal[""] = Field(
+        "", description="The mail server's IMAP host (an address lets the hosts' firewall allow it)."
+    )
+    imap_port: Port = Field(993, description="IMAP over TLS.")
+    imap_user: str = Field("", max_length=320, description="The mailbox's login; empty: the address.")
+    smtp_host: HostAddress | Literal[""] = Field("", description="The SMTP submission host.")
+    smtp_port: Port = Field(587, description="587 with STARTTLS, 465 with smtp_security: tls.")
+    smtp_security: Literal["starttls", "tls"] = Field("starttls", description="starttls or tls; never plain.")
+    smtp_user: str = Field("", max_length=320, description="The submission login; empty: imap_user.")
+    ca_pem: str = Field(
+        "",
+        description="The PEM certificate(s) of the CA that signed the mail server's certificate, when "
+        "it is not one the hosts trust already (a YAML block: ca_pem: |). TLS is always verified.",
+    )
+    bot: bool = Field(
+        False, description="The text bot answers email first; off: every email waits for an agent."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str, info: ValidationInfo) -> str:
+        if value and not re.fullmatch(r"[^@\s<>]{1,64}@[A-Za-z0-9.-]{1,253}", value):
+            raise ValueError("an email address such as support@example.com")
+        if not value and info.data.get("enabled"):
+            raise ValueError("needed when the channel is enabled: the address customers write to")
+        return value
+
+    @field_validator("ca_pem")
+    @classmethod
+    def _pem(cls, value: str) -> str:
+        if value.strip():
+            try:
+                load_pem_x509_certificates(value.strip().encode())
+            except ValueError as exc:
+                raise ValueError(
+                    f"not PEM certificates ({exc}): paste the CA's -----BEGIN CERTIFICATE----- block"
+                ) from None
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _hosts(self) -> EmailChannel:
+        missing = [n for n in ("imap_host", "smtp_host") if self.enabled and not getattr(self, n)]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} needed when the channel is enabled")
+        return self
+
+    def endpoints(self) -> list[str]:
+        return [
+            f"imaps://{_url_host(self.imap_host)}:{self.imap_port}",
+            f"smtp://{_url_host(self.smtp_host)}:{self.smtp_port}",
+        ]
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+Channel = WeComChannel | WeChatOaChannel | EmailChannel
+
 
 class ChannelsSettings(_Section):
     """Messaging channels beyond web chat, on the [app] hosts. Off by default and shown commented out: to
@@ -363,10 +446,16 @@ class ChannelsSettings(_Section):
 
     wecom: WeComChannel = Field(default_factory=WeComChannel)
     wechat_oa: WeChatOaChannel = Field(default_factory=WeChatOaChannel)
+    email: EmailChannel = Field(default_factory=EmailChannel)
 
-    def enabled(self) -> list[tuple[str, WeComChannel | WeChatOaChannel]]:
+    def enabled(self) -> list[tuple[str, Channel]]:
         """(name, settings) of each channel turned on."""
-        return [(name, c) for name, c in (("wecom", self.wecom), ("wechat_oa", self.wechat_oa)) if c.enabled]
+        channels: tuple[tuple[str, Channel], ...] = (
+            ("wecom", self.wecom),
+            ("wechat_oa", self.wechat_oa),
+            ("email", self.email),
+        )
+        return [(name, c) for name, c in channels if c.enabled]
 
 
 class EgressRule(_Section):
@@ -652,6 +741,8 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "appliance_wechat_oa_enabled": s.channels.wechat_oa.enabled,
         "appliance_wechat_oa_app_id": s.channels.wechat_oa.app_id,
         "appliance_wechat_oa_api_base_url": s.channels.wechat_oa.api_base_url,
+        "appliance_email_enabled": s.channels.email.enabled,
+        "appliance_email": s.channels.email.model_dump(exclude={"enabled"}),
         "hardening_admin_sources": [str(n) for n in s.hardening.admin_sources],
         "hardening_egress_allow": [
             {"to": str(r.to), "ports": r.ports, "proto": r.proto, "what": r.what}

@@ -53,6 +53,10 @@ CHANNEL_SECRETS: dict[str, dict[str, str]] = {
         "wechat_oa_token": "the server configuration's Token (令牌, same page: 服务器配置)",
         "wechat_oa_encoding_aes_key": "the EncodingAESKey (消息加解密密钥, 43 characters, same page)",
     },
+    "email": {
+        "email_imap_password": "the support mailbox's IMAP password (from the mail server's administrator)",
+        "email_smtp_password": "the SMTP submission password (the IMAP one again for a single login)",
+    },
 }
 CHANNEL_SECRET_NAMES: frozenset[str] = frozenset(n for names in CHANNEL_SECRETS.values() for n in names)
 _AES_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")

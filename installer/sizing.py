@@ -127,10 +127,14 @@ def firewall_rules(settings: SiteSettings) -> dict[str, object]:
             {"sports": f"{s.media.port_min}-{s.media.port_max}", "proto": "udp", "what": "RTP to callers"}
         ],
     }
-    # The messaging channels' APIs, from the [app] hosts only (the role allows a URL's host when it is
-    # an address, and warns about a name).
+    # The messaging channels' servers (APIs, mail servers), from the [app] hosts only (the role allows a
+    # URL's host when it is an address, and warns about a name).
     urls = {
-        "app": [{"url": c.api_base_url, "what": f"channels.{name} API"} for name, c in s.channels.enabled()]
+        "app": [
+            {"url": url, "what": f"channels.{name}"}
+            for name, c in s.channels.enabled()
+            for url in c.endpoints()
+        ]
     }
     return {
         "hardening_inbound": inbound,

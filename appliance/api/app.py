@@ -33,6 +33,7 @@ from aicc.appliance.api.deps import ApiError, ApiMetrics, ApiState, Pool, route_
 from aicc.appliance.api.live import LiveHub
 from aicc.appliance.api.routes import routers
 from aicc.appliance.api.routes.health import aicc_version
+from aicc.appliance.channels.email import EmailHub
 from aicc.appliance.channels.webchat import WebChatHub, status_frame
 from aicc.appliance.channels.wechat_oa import WeChatOaHub
 from aicc.appliance.channels.wecom import WeComHub
@@ -233,6 +234,7 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
         if watcher is not None:
             await watcher.start()
         await retention.start()
+        await app.state.email.start()
         try:
             yield
         finally:
@@ -242,6 +244,7 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
                 await watcher.close()
             await app.state.wecom.close()
             await app.state.wechat_oa.close()
+            await app.state.email.close()
             await app.state.webchat.close()
             await state.acd.close()
             state.acd = None
@@ -276,6 +279,8 @@ def create_app(config: AppConfig, *, pool: Pool | None = None) -> FastAPI:
     app.state.wecom = WeComHub(state, app.state.webchat.runtime)
     # The WeChat official account (appliance/channels/wechat_oa.py): the same again.
     app.state.wechat_oa = WeChatOaHub(state, app.state.webchat.runtime)
+    # Email (appliance/channels/email.py): the support mailbox; the text bot only when email.bot is on.
+    app.state.email = EmailHub(state, app.state.webchat.runtime)
     app.state.retention = retention
     for router in routers():
         app.include_router(router)

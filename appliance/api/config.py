@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -218,6 +218,90 @@ class WeChatOaSettings(_Strict):
         )
 
 
+class EmailSettings(_Strict):
+    """Email (appliance/channels/email.py): the site's support mailbox, read over IMAP (IDLE where the
+    server offers it) and answered over SMTP submission, both with TLS verified against `ca_file` (or
+    the system's CAs). The passwords are secrets: files named here, like every secret of app.yml."""
+
+    enabled: bool = Field(False, description="off: the mailbox is not read and replies cannot be sent")
+    address: str = Field(
+        "",
+        pattern=r"^([^@\s<>]{1,64}@[^@\s<>]{1,255})?$",
+        description="the support address customers write to (replies go out From it)",
+    )
+    display_name: str = Field("", max_length=100, description="the name replies go out under")
+    imap_host: str = Field("", pattern=r"^[A-Za-z0-9.:-]{0,253}$", description="the mail server's IMAP host")
+    imap_port: Port = Field(993, description="IMAP over TLS (implicit TLS, RFC 8314)")
+    imap_user: str = Field("", max_length=320, description="the mailbox's login (default: address)")
+    imap_password_file: Path | None = Field(None, description="file holding the mailbox's password")
+    folder: str = Field("INBOX", pattern=r"^[^\x00-\x1f\"\\]{1,200}$", description="the folder read")
+    smtp_host: str = Field("", pattern=r"^[A-Za-z0-9.:-]{0,253}$", description="the SMTP submission host")
+    smtp_port: Port = Field(587, description="submission port: 587 with STARTTLS, 465 with tls")
+    smtp_security: Literal["starttls", "tls"] = Field(
+        "starttls", description="starttls (port 587) or implicit tls (port 465); never plain text"
+    )
+    smtp_user: str = Field("", max_length=320, description="the submission login (default: imap_user)")
+    smtp_password_file: Path | None = Field(
+        None, description="file holding the submission password (default: imap_password_file)"
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle the mail server's certificate is verified against (default: the "
+        "system's CAs); verification is never off",
+    )
+    bot: bool = Field(
+        False, description="the text bot answers email first; off: every email goes to the agents' queue"
+    )
+    max_message_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=64 * 1024,
+        le=100 * 1024 * 1024,
+        description="a larger email is refused (left in the mailbox, flagged, counted)",
+    )
+    idle_s: float = Field(
+        60.0, ge=5, le=1500, description="IDLE is renewed this often (RFC 2177 asks for under 29 min)"
+    )
+    poll_s: float = Field(30.0, ge=1, le=3600, description="how often a server without IDLE is polled")
+    rate_messages: int = Field(30, ge=1, le=10000, description="emails one sender may send per rate_window_s")
+    rate_window_s: float = Field(3600.0, gt=0, le=86400)
+    send_attempts: int = Field(
+        5, ge=1, le=20, description="tries of a reply on network errors and 4xx before it is a dead letter"
+    )
+    retry_base_s: float = Field(5.0, gt=0, le=600, description="the first retry's wait; doubled each time")
+    timeout_s: float = Field(30.0, gt=0, le=300, description="one IMAP command or SMTP exchange at most")
+
+    @model_validator(mode="after")
+    def _complete(self) -> EmailSettings:
+        if self.enabled:
+            missing = [
+                name
+                for name in ("address", "imap_host", "imap_password_file", "smtp_host")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"email is enabled but {', '.join(missing)} not set")
+        return self
+
+    @property
+    def login(self) -> str:
+        return self.imap_user or self.address
+
+    @property
+    def smtp_login(self) -> str:
+        return self.smtp_user or self.login
+
+    def passwords(self) -> tuple[str, str]:
+        """The IMAP and the SMTP password; ConfigError naming the file when one is missing or empty."""
+        assert self.imap_password_file is not None, "only when enabled"
+        imap = _read_secret(self.imap_password_file, "email.imap_password_file")
+        smtp_file = self.smtp_password_file or self.imap_password_file
+        smtp = _read_secret(smtp_file, "email.smtp_password_file") if self.smtp_password_file else imap
+        for path, value in ((self.imap_password_file, imap), (smtp_file, smtp)):
+            if not value:
+                raise ConfigError(f"{path} (email): empty")
+        return imap, smtp
+
+
 class AppConfig(_Strict):
     listen_host: str = Field("127.0.0.1", description="address uvicorn binds (nginx proxies to it)")
     listen_port: Port = 8010
@@ -340,6 +424,7 @@ class AppConfig(_Strict):
     llm_timeout_s: float = Field(20.0, ge=1, le=120, description="a bot answer slower than this: handover")
     wecom: WeComSettings = Field(default_factory=WeComSettings)
     wechat_oa: WeChatOaSettings = Field(default_factory=WeChatOaSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> AppConfig:

@@ -244,6 +244,36 @@ class Turns(Generic[K]):
                 del self._turns[key]
 
 
+class Ledger(Protocol):
+    """A channel's tables (wecom_store, wechat_oa_store, email_store): whom a conversation is with and
+    every message in and out by the platform's id of it. Peers are the channel's own type."""
+
+    async def claim_inbound(
+        self, conn: AsyncConnection[DictRow], msgid: str, peer: Any, sent_at: dt.datetime | None, /
+    ) -> bool: ...
+    async def settle_inbound(
+        self,
+        conn: AsyncConnection[DictRow],
+        msgid: str,
+        status: InStatus,
+        conversation_id: UUID | None,
+        message_id: int | None,
+        /,
+    ) -> None: ...
+    async def open_conversation(
+        self, conn: AsyncConnection[DictRow], peer: Any, /
+    ) -> dict[str, Any] | None: ...
+    async def link(self, conn: AsyncConnection[DictRow], conversation_id: UUID, peer: Any, /) -> None: ...
+    async def peer_of(self, conn: AsyncConnection[DictRow], conversation_id: UUID, /) -> Any: ...
+    async def window(self, conn: AsyncConnection[DictRow], peer: Any, /) -> Window: ...
+    async def add_outbound(
+        self, conn: AsyncConnection[DictRow], msgid: str, peer: Any, conversation_id: UUID, message_id: int, /
+    ) -> None: ...
+    async def settle_outbound(
+        self, conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int, /
+    ) -> None: ...
+
+
 class MessagingHub(Generic[P]):
     """One channel in one API process. Subclasses set the class attributes and the hooks."""
 
@@ -252,6 +282,7 @@ class MessagingHub(Generic[P]):
     platform: ClassVar[str]  # in logs and in what agents are told
     platform_zh: ClassVar[str]
     log: ClassVar[logging.Logger]
+    ledger: Ledger
 
     def __init__(
         self,
@@ -283,11 +314,13 @@ class MessagingHub(Generic[P]):
         """The customer's address as a dead letter shows it."""
         raise NotImplementedError
 
+    # The ledger's hooks: the channel's store module by default (ledger), overridden where it differs.
+
     async def claim_inbound(
         self, conn: AsyncConnection[DictRow], ref: str, peer: P, sent_at: dt.datetime | None
     ) -> bool:
         """Take a customer's message by its id: False when it was taken before (a duplicate)."""
-        raise NotImplementedError
+        return await self.ledger.claim_inbound(conn, ref, peer, sent_at)
 
     async def settle_inbound(
         self,
@@ -297,30 +330,31 @@ class MessagingHub(Generic[P]):
         conversation_id: UUID | None = None,
         message_id: int | None = None,
     ) -> None:
-        raise NotImplementedError
+        await self.ledger.settle_inbound(conn, ref, status, conversation_id, message_id)
 
     async def open_conversation(self, conn: AsyncConnection[DictRow], peer: P) -> dict[str, Any] | None:
         """The customer's latest unresolved conversation on this channel, if any."""
-        raise NotImplementedError
+        return await self.ledger.open_conversation(conn, peer)
 
     async def link(self, conn: AsyncConnection[DictRow], conversation_id: UUID, peer: P) -> None:
-        raise NotImplementedError
+        await self.ledger.link(conn, conversation_id, peer)
 
     async def peer_of(self, conn: AsyncConnection[DictRow], conversation_id: UUID) -> P | None:
-        raise NotImplementedError
+        peer: P | None = await self.ledger.peer_of(conn, conversation_id)
+        return peer
 
     async def window(self, conn: AsyncConnection[DictRow], peer: P) -> Window:
-        raise NotImplementedError
+        return await self.ledger.window(conn, peer)
 
     async def add_outbound(
         self, conn: AsyncConnection[DictRow], msgid: str, peer: P, conversation_id: UUID, message_id: int
     ) -> None:
-        raise NotImplementedError
+        await self.ledger.add_outbound(conn, msgid, peer, conversation_id, message_id)
 
     async def settle_outbound(
         self, conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int
     ) -> None:
-        raise NotImplementedError
+        await self.ledger.settle_outbound(conn, msgid, status, attempts)
 
     async def transmit(self, item: Outgoing[P]) -> None:
         """Send one part; ApiUnavailable (retried) or ApiError (dead at once) when it did not go."""

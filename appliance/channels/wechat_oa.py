@@ -28,25 +28,19 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter
-from psycopg import AsyncConnection
-from psycopg.rows import DictRow
 
 from aicc.appliance.channels import wechat_oa_store
 from aicc.appliance.channels.tencent_api import TencentApi
 from aicc.appliance.channels.tencent_hub import (
     ChannelMetrics,
     Inbound,
-    InStatus,
     MessagingHub,
     Outgoing,
-    OutStatus,
     Turns,
-    Window,
 )
 from aicc.appliance.channels.textbot import BotRuntime
 from aicc.appliance.channels.wecom_crypto import CallbackRefused, WeComCrypto, parse_xml
@@ -128,6 +122,7 @@ class WeChatOaHub(MessagingHub[str]):
     platform = "WeChat official account"
     platform_zh = "微信公众号"
     log = log
+    ledger = wechat_oa_store
 
     def __init__(self, state: ApiState, runtime: Callable[[], Awaitable[BotRuntime | None]]) -> None:
         self.settings = state.config.wechat_oa
@@ -213,43 +208,6 @@ class WeChatOaHub(MessagingHub[str]):
 
     def recipient(self, peer: str) -> str:
         return peer
-
-    async def claim_inbound(
-        self, conn: AsyncConnection[DictRow], ref: str, peer: str, sent_at: dt.datetime | None
-    ) -> bool:
-        return await wechat_oa_store.claim_inbound(conn, ref, peer, sent_at)
-
-    async def settle_inbound(
-        self,
-        conn: AsyncConnection[DictRow],
-        ref: str,
-        status: InStatus,
-        conversation_id: UUID | None = None,
-        message_id: int | None = None,
-    ) -> None:
-        await wechat_oa_store.settle_inbound(conn, ref, status, conversation_id, message_id)
-
-    async def open_conversation(self, conn: AsyncConnection[DictRow], peer: str) -> dict[str, Any] | None:
-        return await wechat_oa_store.open_conversation(conn, peer)
-
-    async def link(self, conn: AsyncConnection[DictRow], conversation_id: UUID, peer: str) -> None:
-        await wechat_oa_store.link(conn, conversation_id, peer)
-
-    async def peer_of(self, conn: AsyncConnection[DictRow], conversation_id: UUID) -> str | None:
-        return await wechat_oa_store.peer_of(conn, conversation_id)
-
-    async def window(self, conn: AsyncConnection[DictRow], peer: str) -> Window:
-        return await wechat_oa_store.window(conn, peer)
-
-    async def add_outbound(
-        self, conn: AsyncConnection[DictRow], msgid: str, peer: str, conversation_id: UUID, message_id: int
-    ) -> None:
-        await wechat_oa_store.add_outbound(conn, msgid, peer, conversation_id, message_id)
-
-    async def settle_outbound(
-        self, conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int
-    ) -> None:
-        await wechat_oa_store.settle_outbound(conn, msgid, status, attempts)
 
     async def transmit(self, item: Outgoing[str]) -> None:
         assert self.api is not None

@@ -33,24 +33,18 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter
-from psycopg import AsyncConnection
-from psycopg.rows import DictRow
 
 from aicc.appliance.channels import wecom_store
 from aicc.appliance.channels.tencent_hub import (
     ChannelMetrics,
     Inbound,
-    InStatus,
     MessagingHub,
     Outgoing,
-    OutStatus,
     Plan,
     ReplyRefused,
-    Window,
     reply_refusal,
     unsupported_note,
 )
@@ -100,6 +94,7 @@ class WeComHub(MessagingHub[Peer]):
     platform = "WeCom"
     platform_zh = ""
     log = log
+    ledger = wecom_store
 
     def __init__(self, state: ApiState, runtime: Callable[[], Awaitable[BotRuntime | None]]) -> None:
         self.settings = state.config.wecom
@@ -216,43 +211,6 @@ class WeComHub(MessagingHub[Peer]):
 
     def recipient(self, peer: Peer) -> str:
         return f"{peer.open_kfid}/{peer.external_userid}"
-
-    async def claim_inbound(
-        self, conn: AsyncConnection[DictRow], ref: str, peer: Peer, sent_at: dt.datetime | None
-    ) -> bool:
-        return await wecom_store.claim_inbound(conn, ref, peer, sent_at)
-
-    async def settle_inbound(
-        self,
-        conn: AsyncConnection[DictRow],
-        ref: str,
-        status: InStatus,
-        conversation_id: UUID | None = None,
-        message_id: int | None = None,
-    ) -> None:
-        await wecom_store.settle_inbound(conn, ref, status, conversation_id, message_id)
-
-    async def open_conversation(self, conn: AsyncConnection[DictRow], peer: Peer) -> dict[str, Any] | None:
-        return await wecom_store.open_conversation(conn, peer)
-
-    async def link(self, conn: AsyncConnection[DictRow], conversation_id: UUID, peer: Peer) -> None:
-        await wecom_store.link(conn, conversation_id, peer)
-
-    async def peer_of(self, conn: AsyncConnection[DictRow], conversation_id: UUID) -> Peer | None:
-        return await wecom_store.peer_of(conn, conversation_id)
-
-    async def window(self, conn: AsyncConnection[DictRow], peer: Peer) -> Window:
-        return await wecom_store.window(conn, peer)
-
-    async def add_outbound(
-        self, conn: AsyncConnection[DictRow], msgid: str, peer: Peer, conversation_id: UUID, message_id: int
-    ) -> None:
-        await wecom_store.add_outbound(conn, msgid, peer, conversation_id, message_id)
-
-    async def settle_outbound(
-        self, conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int
-    ) -> None:
-        await wecom_store.settle_outbound(conn, msgid, status, attempts)
 
     async def transmit(self, item: Outgoing[Peer]) -> None:
         assert self.api is not None

@@ -81,7 +81,8 @@ TICKET_DAYS_MIN = 30
 Trigger = Literal["schedule", "manual"]
 # What a run counts, in rows: call records scrubbed, transcript lines and tool calls deleted, chat
 # messages deleted, conversations' handover summaries blanked, tickets scrubbed, their comments' and
-# confirmations' texts blanked, customers blanked and their identities deleted.
+# confirmations' texts blanked, customers blanked and their identities deleted, the messaging channels'
+# records of whom a message was from or to (ledgers, dead letters, conversations' platform ids) deleted.
 KINDS: tuple[str, ...] = (
     "calls",
     "call_lines",
@@ -92,6 +93,7 @@ KINDS: tuple[str, ...] = (
     "ticket_texts",
     "customers",
     "customer_identities",
+    "channel_records",
 )
 INTERRUPTED = "interrupted: the process running it ended before it finished"
 RUN_COLUMNS: LiteralString = (
@@ -193,6 +195,49 @@ WITH batch AS (
 )
 SELECT (SELECT count(*) FROM blanked) AS customers, (SELECT count(*) FROM identities) AS customer_identities
 """
+# The channels' records name the customer (a WeCom external_userid, an OpenID, an email address and
+# subject): the ledgers' and dead letters' rows older than the cutoff go, and so does the link of a
+# conversation idle since the cutoff to the customer's platform id (a reply to it is refused after).
+_CHANNELS: LiteralString = """
+WITH wecom AS (
+    DELETE FROM aicc.wecom_messages WHERE (direction, msgid) IN (
+        SELECT direction, msgid FROM aicc.wecom_messages WHERE created_at < %(cutoff)s
+        LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING 1
+), oa AS (
+    DELETE FROM aicc.wechat_oa_messages WHERE (direction, msgid) IN (
+        SELECT direction, msgid FROM aicc.wechat_oa_messages WHERE created_at < %(cutoff)s
+        LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING 1
+), mail AS (
+    DELETE FROM aicc.email_messages WHERE (direction, msgid) IN (
+        SELECT direction, msgid FROM aicc.email_messages WHERE created_at < %(cutoff)s
+        LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING 1
+), wecom_links AS (
+    DELETE FROM aicc.wecom_conversations WHERE conversation_id IN (
+        SELECT l.conversation_id FROM aicc.wecom_conversations l
+        JOIN aicc.conversations c ON c.id = l.conversation_id
+        WHERE greatest(c.created_at, c.updated_at, c.last_message_at) < %(cutoff)s
+        LIMIT %(limit)s FOR UPDATE OF l SKIP LOCKED) RETURNING 1
+), oa_links AS (
+    DELETE FROM aicc.wechat_oa_conversations WHERE conversation_id IN (
+        SELECT l.conversation_id FROM aicc.wechat_oa_conversations l
+        JOIN aicc.conversations c ON c.id = l.conversation_id
+        WHERE greatest(c.created_at, c.updated_at, c.last_message_at) < %(cutoff)s
+        LIMIT %(limit)s FOR UPDATE OF l SKIP LOCKED) RETURNING 1
+), mail_links AS (
+    DELETE FROM aicc.email_conversations WHERE conversation_id IN (
+        SELECT l.conversation_id FROM aicc.email_conversations l
+        JOIN aicc.conversations c ON c.id = l.conversation_id
+        WHERE greatest(c.created_at, c.updated_at, c.last_message_at) < %(cutoff)s
+        LIMIT %(limit)s FOR UPDATE OF l SKIP LOCKED) RETURNING 1
+), dead AS (
+    DELETE FROM aicc.channel_dead_letters WHERE id IN (
+        SELECT id FROM aicc.channel_dead_letters WHERE created_at < %(cutoff)s
+        LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING 1
+)
+SELECT (SELECT count(*) FROM wecom) + (SELECT count(*) FROM oa) + (SELECT count(*) FROM mail)
+     + (SELECT count(*) FROM wecom_links) + (SELECT count(*) FROM oa_links)
+     + (SELECT count(*) FROM mail_links) + (SELECT count(*) FROM dead) AS channel_records
+"""
 # A run takes them in this order. The customers step reads tickets changed since the transcript cutoff,
 # which the tickets step never touches (ticket_days >= transcript_days), so the order changes nothing.
 STEPS: tuple[tuple[str, LiteralString], ...] = (
@@ -201,6 +246,7 @@ STEPS: tuple[tuple[str, LiteralString], ...] = (
     ("chat_summaries", _SUMMARIES),
     ("tickets", _TICKETS),
     ("customers", _CUSTOMERS),
+    ("channel_records", _CHANNELS),
 )
 
 

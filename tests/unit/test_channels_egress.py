@@ -39,6 +39,14 @@ SETTINGS = SiteSettings.model_validate(
                 "api_base_url": "https://10.9.8.7:8443",
             },
             "wechat_oa": {"enabled": True, "app_id": "wx0123456789abcdef"},
+            "email": {
+                "enabled": True,
+                "address": "support@example.test",
+                "imap_host": "10.9.8.25",
+                "smtp_host": "smtp.example.test",
+                "smtp_port": 465,
+                "smtp_security": "tls",
+            },
         }
     }
 )
@@ -48,8 +56,10 @@ def test_enabled_channels_apis_are_egress_of_the_app_hosts_only() -> None:
     assert firewall_rules(SiteSettings())["hardening_egress_urls_by_group"] == {"app": []}
     assert firewall_rules(SETTINGS)["hardening_egress_urls_by_group"] == {
         "app": [
-            {"url": "https://10.9.8.7:8443", "what": "channels.wecom API"},
-            {"url": "https://api.weixin.qq.com", "what": "channels.wechat_oa API"},
+            {"url": "https://10.9.8.7:8443", "what": "channels.wecom"},
+            {"url": "https://api.weixin.qq.com", "what": "channels.wechat_oa"},
+            {"url": "imaps://10.9.8.25:993", "what": "channels.email"},
+            {"url": "smtp://smtp.example.test:465", "what": "channels.email"},
         ]
     }
 
@@ -103,13 +113,15 @@ def test_the_firewall_allows_an_address_and_warns_about_a_name(tmp_path: Path) -
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     app, db = (out / "app1.nft").read_text(), (out / "db1.nft").read_text()
-    rule = (
-        'ip daddr 10.9.8.7 tcp dport 8443 counter accept comment "channels.wecom API: https://10.9.8.7:8443"'
-    )
+    rule = 'ip daddr 10.9.8.7 tcp dport 8443 counter accept comment "channels.wecom: https://10.9.8.7:8443"'
     assert rule in app and "10.9.8.7" not in db
-    assert "api.weixin.qq.com" not in app  # a name is never written: nft would resolve it at every load
+    imap = 'ip daddr 10.9.8.25 tcp dport 993 counter accept comment "channels.email: imaps://10.9.8.25:993"'
+    assert imap in app and "10.9.8.25" not in db
+    # A name is never written: nft would resolve it at every load.
+    assert "api.weixin.qq.com" not in app and "smtp.example.test" not in app
     warnings = [line for line in proc.stdout.splitlines() if "allows addresses only" in line]
-    assert len(warnings) == 1 and "app1" in warnings[0] and "api.weixin.qq.com" in warnings[0]
+    assert len(warnings) == 1 and "app1" in warnings[0]
+    assert "api.weixin.qq.com" in warnings[0] and "smtp.example.test" in warnings[0]
     nft = shutil.which("nft")
     if nft is not None and os.geteuid() == 0:
         check = subprocess.run(

@@ -482,8 +482,8 @@ def test_new_messages_a_lost_answer_and_the_page_in_mandarin(page: Any, site: Si
         tab.click(f"{two} .chat-open")
         tab.wait_for_selector(f"{two}[data-unread='false']")
         # Open the first with the keyboard; the second's customer writes: it is marked new.
-        tab.focus(f"{one} .chat-open")
-        tab.keyboard.press("Enter")
+        # (locator.press focuses and presses in one step: a list redrawn in between cannot eat the key)
+        tab.locator(f"{one} .chat-open").press("Enter")
         tab.wait_for_selector(f"#chat-view[data-id='{first.id}'][data-state='mine']")
         tab.wait_for_selector(f"{one}[data-unread='false']")
         second.say("有人吗？")

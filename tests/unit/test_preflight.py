@@ -169,8 +169,8 @@ def test_preflight_fails_an_enabled_channel_without_its_secrets_and_warns_about_
         c.host == "site" and str(site.secrets_path) in c.message and "secrets.yml" in c.fix for c in fails
     )
     assert "s3cr3t-app-secret" not in json.dumps([c.__dict__ for c in checks])
-    egress = {c.message.split("'")[0]: c for c in checks if c.check == "channel egress"}
-    named = egress["channels.wecom.api_base_url"]
+    egress = {c.message.split(":")[0]: c for c in checks if c.check == "channel egress"}
+    named = egress["channels.wecom"]
     assert named.status == "warn" and "qyapi.weixin.qq.com is a name" in named.message
     assert "hardening.egress_allow" in named.fix
     (ok,) = [c for c in checks if c.check == "channel egress" and c.status == "ok"]

@@ -603,6 +603,49 @@ def test_the_databases_number_forms_are_the_histories(db: ApiDatabase, phone: st
 
 
 @pytest.mark.asyncio
+async def test_channel_records_naming_customers_go_with_the_retention(db: ApiDatabase) -> None:
+    """The ledgers (who wrote, by platform id or address), dead letters and conversations' links to a
+    platform id: old ones go, recent ones stay."""
+    old_chat, new_chat = add_chat(db, [OLD]), add_chat(db, [dt.timedelta(days=1)])
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute("UPDATE aicc.conversations SET updated_at = created_at WHERE id = %s", (old_chat,))
+        for cid, age in ((old_chat, OLD), (new_chat, dt.timedelta(days=1))):
+            at = now() - age
+            conn.execute(
+                "INSERT INTO aicc.email_conversations (conversation_id, address, subject) "
+                "VALUES (%s, 'li.lei@example.test', '订单 100234')",
+                (cid,),
+            )
+            conn.execute(
+                "INSERT INTO aicc.wecom_conversations (conversation_id, open_kfid, external_userid) "
+                "VALUES (%s, 'wk1', 'wm-customer')",
+                (cid,),
+            )
+            conn.execute(
+                "INSERT INTO aicc.email_messages (direction, msgid, address, conversation_id, status, "
+                "created_at) VALUES ('in', %s, 'li.lei@example.test', %s, 'stored', %s)",
+                (f"<{cid}@example.test>", cid, at),
+            )
+            conn.execute(
+                "INSERT INTO aicc.wechat_oa_messages (direction, msgid, openid, status, created_at) "
+                "VALUES ('in', %s, 'o-customer', 'stored', %s)",
+                (cid[:30], at),
+            )
+            conn.execute(
+                "INSERT INTO aicc.channel_dead_letters (channel, conversation_id, recipient, reference, "
+                "attempts, error, created_at) VALUES ('email', %s, 'li.lei@example.test', 'x', 1, '550', %s)",
+                (cid, at),
+            )
+    result = await purge_once(db.dsn, RetentionSettings())
+    assert result.purged["channel_records"] == 5
+    for table in ("email_conversations", "wecom_conversations", "channel_dead_letters"):
+        assert count(db, f"SELECT count(*) FROM aicc.{table} WHERE conversation_id = %s", old_chat) == 0  # type: ignore[arg-type]
+        assert count(db, f"SELECT count(*) FROM aicc.{table} WHERE conversation_id = %s", new_chat) == 1  # type: ignore[arg-type]
+    assert count(db, "SELECT count(*) FROM aicc.email_messages") == 1
+    assert count(db, "SELECT count(*) FROM aicc.wechat_oa_messages") == 1
+
+
+@pytest.mark.asyncio
 async def test_runs_in_bounded_batches_and_skips_rows_a_writer_holds(
     db: ApiDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:

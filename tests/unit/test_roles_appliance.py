@@ -52,6 +52,7 @@ mon2 ansible_host=10.0.0.92
 
 # What the services' AppConfig (appliance/api/config.py) accepts: it refuses unknown keys.
 APP_KEYS = {
+    "email",
     "listen_host",
     "listen_port",
     "metrics_host",
@@ -326,13 +327,45 @@ CHANNEL_SECRETS = {
     "wechat_oa_app_secret": "oa-app-secret-Q2w3E4r5T6y7U8i9O0p1",
     "wechat_oa_token": "oaTokenZ8x7C6v5B4n3M2",
     "wechat_oa_encoding_aes_key": "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkj",
+    "email_imap_password": "imap-pw-Lk3Jh5Gf7Ds9",
+    "email_smtp_password": "smtp-pw-Qa1Ws2Ed3Rf4",
 }
+
+
+def _ca_pem() -> str:
+    """A CA certificate, as a site pastes its mail server's CA into aicc.yml."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Mail CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+MAIL_CA = _ca_pem()
 CHANNELS_ON = SiteSettings.model_validate(
     {
         **SETTINGS.model_dump(mode="json", include={"app", "database", "monitoring"}),
         "channels": {
             "wecom": {"enabled": True, "corp_id": "ww0123456789abcdef"},
             "wechat_oa": {"enabled": True, "app_id": "wx0123456789abcdef"},
+            "email": {
+                "enabled": True,
+                "address": "support@example.test",
+                "display_name": "客服中心",
+                "imap_host": "10.0.0.25",
+                "smtp_host": "10.0.0.25",
+                "ca_pem": MAIL_CA,
+            },
         },
     }
 )
@@ -341,6 +374,7 @@ CHANNELS_ON = SiteSettings.model_validate(
 def test_channels_are_off_in_app_yml_unless_the_site_turns_them_on(rendered: Path) -> None:
     doc = yaml.safe_load((rendered / "app1" / "app.yml").read_text())
     assert doc["wecom"] == {"enabled": False} and doc["wechat_oa"] == {"enabled": False}
+    assert doc["email"] == {"enabled": False}
 
 
 def _channel_tasks(names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -392,16 +426,17 @@ def _run_channel_tasks(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the secret files are written root:root, as on a host")
 def test_enabled_channels_get_their_settings_and_secret_files_and_lose_them_when_off(tmp_path: Path) -> None:
-    write, remove = _channel_tasks(
-        (
-            "Write the enabled messaging channels' secrets (from secrets.yml)",
-            "Remove the secrets of the messaging channels that are off",
-        )
+    names = (
+        "Write the enabled messaging channels' secrets (from secrets.yml)",
+        "Remove the secrets of the messaging channels that are off",
+        "Write the CA of the mail server's certificate",
+        "Remove the mail server's CA while email does not need it",
     )
+    write, remove, write_ca, remove_ca = _channel_tasks(names)
     assert (
         write["no_log"] is True and write["diff"] is False and write["ansible.builtin.copy"]["mode"] == "0640"
     )
-    proc = _run_channel_tasks(tmp_path, CHANNELS_ON, CHANNEL_SECRETS, [write, remove])
+    proc = _run_channel_tasks(tmp_path, CHANNELS_ON, CHANNEL_SECRETS, [write, remove, write_ca, remove_ca])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     for value in CHANNEL_SECRETS.values():
         assert value not in proc.stdout + proc.stderr  # no_log
@@ -424,7 +459,32 @@ def test_enabled_channels_get_their_settings_and_secret_files_and_lose_them_when
     }
     assert doc["wechat_oa"]["app_id"] == "wx0123456789abcdef"
     assert doc["wechat_oa"]["api_base_url"] == "https://api.weixin.qq.com"
-    for name in ("wecom-secret", "wecom-token", "wecom-aes.key", "wechat-oa-secret", "wechat-oa-token"):
+    assert doc["email"] == {
+        "enabled": True,
+        "address": "support@example.test",
+        "display_name": "客服中心",
+        "imap_host": "10.0.0.25",
+        "imap_port": 993,
+        "imap_user": "",
+        "imap_password_file": f"{tmp_path}/etc/email-imap-password",
+        "smtp_host": "10.0.0.25",
+        "smtp_port": 587,
+        "smtp_security": "starttls",
+        "smtp_user": "",
+        "smtp_password_file": f"{tmp_path}/etc/email-smtp-password",
+        "ca_file": f"{tmp_path}/etc/email-ca.pem",
+        "bot": False,
+    }
+    assert (tmp_path / "etc" / "email-ca.pem").read_text() == MAIL_CA.strip() + "\n"
+    for name in (
+        "wecom-secret",
+        "wecom-token",
+        "wecom-aes.key",
+        "wechat-oa-secret",
+        "wechat-oa-token",
+        "email-imap-password",
+        "email-smtp-password",
+    ):
         mode = (tmp_path / "etc" / name).stat().st_mode & 0o777
         assert mode == 0o640, (name, oct(mode))
     if importlib.util.find_spec("aicc.appliance.api.config") is not None:
@@ -442,20 +502,21 @@ def test_enabled_channels_get_their_settings_and_secret_files_and_lose_them_when
             CHANNEL_SECRETS["wechat_oa_token"],
             CHANNEL_SECRETS["wechat_oa_encoding_aes_key"],
         )
+        assert config.email.passwords() == (
+            CHANNEL_SECRETS["email_imap_password"],
+            CHANNEL_SECRETS["email_smtp_password"],
+        )
 
     # WeCom turned off again: its files go, the official account's stay.
     wecom_off = CHANNELS_ON.model_copy(
         update={"channels": CHANNELS_ON.channels.model_copy(update={"wecom": SETTINGS.channels.wecom})}
     )
-    write, remove = _channel_tasks(
-        (
-            "Write the enabled messaging channels' secrets (from secrets.yml)",
-            "Remove the secrets of the messaging channels that are off",
-        )
-    )
-    proc = _run_channel_tasks(tmp_path, wecom_off, CHANNEL_SECRETS, [write, remove])
+    proc = _run_channel_tasks(tmp_path, wecom_off, CHANNEL_SECRETS, list(_channel_tasks(names)))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == [
+        "email-ca.pem",
+        "email-imap-password",
+        "email-smtp-password",
         "wechat-oa-aes.key",
         "wechat-oa-secret",
         "wechat-oa-token",

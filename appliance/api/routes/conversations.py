@@ -205,8 +205,13 @@ def _wecom(request: Request) -> WeComHub:
 
 
 def _messaging(request: Request, channel: str) -> MessagingHub[Any] | None:
-    """The hub of a conversation's Tencent channel (WeCom, the WeChat official account), else None."""
-    hubs: dict[str, MessagingHub[Any]] = {"wecom": _wecom(request), "wechat_oa": request.app.state.wechat_oa}
+    """The hub of a conversation's messaging channel (WeCom, the WeChat official account, email), else
+    None (web chat: its own hub)."""
+    hubs: dict[str, MessagingHub[Any]] = {
+        "wecom": _wecom(request),
+        "wechat_oa": request.app.state.wechat_oa,
+        "email": request.app.state.email,
+    }
     return hubs.get(channel)
 
 
@@ -215,6 +220,7 @@ async def _stop_bots(request: Request, conversation_id: UUID) -> None:
     await _hub(request).stop_bot(conversation_id)
     await _wecom(request).stop_bot(conversation_id)
     await request.app.state.wechat_oa.stop_bot(conversation_id)
+    await request.app.state.email.stop_bot(conversation_id)
 
 
 def _identities(rows: list[dict[str, Any]], principal: Principal) -> list[Identity]:

@@ -45,6 +45,9 @@ KINDS: dict[str, str] = {
     "customers": "customers with no conversation, call or ticket activity since the cutoff: the name "
     "blanked (the record stays for its conversations)",
     "customer_identities": "those customers' phone numbers, e-mail addresses and channel ids, deleted",
+    "channel_records": "the messaging channels' records older than the retention that name a customer "
+    "(WeCom, WeChat and email ledgers, dead letters) deleted, and the link of conversations idle since the "
+    "cutoff to the customer's platform id or address (replies to them are refused after)",
 }
 
 
