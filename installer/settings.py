@@ -244,6 +244,21 @@ class AppSettings(_Section):
         "for as long lose their name and identities. An hourly job on the API purges what is older and "
         "records each run (GET /api/retention). There is no 'keep for ever'.",
     )
+    chat_queue: str = Field(
+        "chat",
+        pattern=r"^([a-z0-9][a-z0-9_-]{0,40})?$",
+        description="The ACD queue (channel chat) that text conversations (web chat, WeCom, WeChat, "
+        "email) join when they go to the agents: the ACD offers each to an agent with chat capacity left. "
+        "Empty: not routed, agents take them from the desk's Chats tab. The queue is made in the "
+        "appliance (seed document or POST /api/queues); a missing one leaves chats in the list with why.",
+    )
+    chat_first_reply_s: int = Field(
+        120,
+        ge=0,
+        le=3600,
+        description="Seconds an agent who accepted a chat has for a first reply before it goes back to "
+        "the queue (its wait counting from when it first joined); 0: no limit.",
+    )
     ticket_retention_days: int = Field(
         1095,
         ge=30,
@@ -733,6 +748,8 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "appliance_lockout_s": s.app.lockout_s,
         "appliance_transcript_retention_days": s.app.transcript_retention_days,
         "appliance_ticket_retention_days": s.app.ticket_retention_days,
+        "appliance_chat_queue": s.app.chat_queue,
+        "appliance_chat_first_reply_s": s.app.chat_first_reply_s,
         "appliance_db_port": s.database.port,
         "appliance_db_name": s.database.name,
         "appliance_wecom_enabled": s.channels.wecom.enabled,

@@ -169,14 +169,21 @@ DASHBOARDS: tuple[Dashboard, ...] = (
                 id="llm_tokens",
                 title=_t("LLM tokens generated per second", "LLM 每秒生成 token"),
                 unit="per_second",
-                queries=[_q("sum by (host) (rate(llamacpp:tokens_predicted_total[5m]))", "{host}")],
+                # llama.cpp (embedded) or vLLM (GPU): whichever the site runs answers.
+                queries=[
+                    _q(
+                        "sum by (host) (rate(llamacpp:tokens_predicted_total[5m])) "
+                        "or sum by (host) (rate(vllm:generation_tokens_total[5m]))",
+                        "{host}",
+                    )
+                ],
             ),
             Panel(
                 id="llm_busy",
                 title=_t("LLM requests running and waiting", "LLM 处理中与等待的请求"),
                 queries=[
-                    _q("sum(llamacpp:requests_processing)", "running"),
-                    _q("sum(llamacpp:requests_deferred)", "waiting"),
+                    _q("sum(llamacpp:requests_processing) or sum(vllm:num_requests_running)", "running"),
+                    _q("sum(llamacpp:requests_deferred) or sum(vllm:num_requests_waiting)", "waiting"),
                 ],
             ),
         ],

@@ -669,7 +669,9 @@ LLM = Group(
         _down_alert("AiccLlmDown", "aicc_llm", 8090, "The LLM engine"),
         Alert(
             name="AiccLlmRequestsWaiting",
-            expr="min_over_time(llamacpp:requests_deferred[5m]) > 0",
+            # llama.cpp (the embedded engine) and vLLM (the GPU engine) name their queue differently.
+            expr="min_over_time(llamacpp:requests_deferred[5m]) > 0 "
+            "or min_over_time(vllm:num_requests_waiting[5m]) > 0",
             **{"for": "5m"},
             severity="warning",
             summary="LLM requests on {{ $labels.host }} wait for a free slot.",
@@ -686,8 +688,80 @@ LLM = Group(
                     labels={"job": "aicc_llm", "host": "lab1", "instance": "10.0.0.1:8090"},
                 ),
                 AlertCase(
-                    series={f"llamacpp:requests_deferred{{{_LLM}}}": "0 1 0x20"}, at="15m", fires=False
+                    series={f'vllm:num_requests_waiting{{{_LLM},model_name="qwen"}}': "3x20"},
+                    at="15m",
+                    fires=True,
+                    labels={
+                        "job": "aicc_llm",
+                        "host": "lab1",
+                        "instance": "10.0.0.1:8090",
+                        "model_name": "qwen",
+                    },
                 ),
+                AlertCase(
+                    series={
+                        f"llamacpp:requests_deferred{{{_LLM}}}": "0 1 0x20",
+                        f'vllm:num_requests_waiting{{{_LLM},model_name="qwen"}}': "0x20",
+                    },
+                    at="15m",
+                    fires=False,
+                ),
+            ],
+        ),
+        Alert(
+            name="AiccLlmSlowFirstToken",
+            expr="histogram_quantile(0.95, sum by (job, host, instance, le) "
+            "(rate(vllm:time_to_first_token_seconds_bucket[5m]))) > 1.5",
+            **{"for": "10m"},
+            severity="warning",
+            summary="The GPU LLM on {{ $labels.host }} takes {{ $value | humanizeDuration }} to its first "
+            "token (p95).",
+            description=(
+                "vLLM's time to first token has been above 1.5 s at the 95th percentile for 10 minutes: "
+                "callers wait that long in silence before every answer. The prompt cache is cold, "
+                "prompts are long, or the GPU is shared: check `AiccLlmRequestsWaiting` and the GPU."
+            ),
+            cases=[
+                AlertCase(
+                    series={
+                        f'vllm:time_to_first_token_seconds_bucket{{{_LLM},le="0.5"}}': "0+0x30",
+                        f'vllm:time_to_first_token_seconds_bucket{{{_LLM},le="2.5"}}': "0+10x30",
+                        f'vllm:time_to_first_token_seconds_bucket{{{_LLM},le="+Inf"}}': "0+10x30",
+                    },
+                    at="25m",
+                    fires=True,
+                    labels={"job": "aicc_llm", "host": "lab1", "instance": "10.0.0.1:8090"},
+                ),
+                AlertCase(
+                    series={
+                        f'vllm:time_to_first_token_seconds_bucket{{{_LLM},le="0.5"}}': "0+10x30",
+                        f'vllm:time_to_first_token_seconds_bucket{{{_LLM},le="2.5"}}': "0+10x30",
+                        f'vllm:time_to_first_token_seconds_bucket{{{_LLM},le="+Inf"}}': "0+10x30",
+                    },
+                    at="25m",
+                    fires=False,
+                ),
+            ],
+        ),
+        Alert(
+            name="AiccLlmPreempting",
+            expr="sum by (job, host, instance) (rate(vllm:num_preemptions_total[10m])) > 0",
+            **{"for": "10m"},
+            severity="warning",
+            summary="The GPU LLM on {{ $labels.host }} preempts requests: its KV cache is full.",
+            description=(
+                "vLLM has been evicting running requests for 10 minutes because the KV cache has no "
+                "room: those answers are recomputed and late. Lower max_model_len or the concurrent "
+                "calls, raise gpu_memory_utilization, or add a GPU."
+            ),
+            cases=[
+                AlertCase(
+                    series={f"vllm:num_preemptions_total{{{_LLM}}}": "0+2x30"},
+                    at="25m",
+                    fires=True,
+                    labels={"job": "aicc_llm", "host": "lab1", "instance": "10.0.0.1:8090"},
+                ),
+                AlertCase(series={f"vllm:num_preemptions_total{{{_LLM}}}": "5x30"}, at="25m", fires=False),
             ],
         ),
     ],

@@ -41,6 +41,14 @@ class Abandon(_Cmd):
     reason: Literal["caller_hangup", "gateway_lost", "no_agents", "timeout", "cancelled"] = "caller_hangup"
 
 
+class Assign(_Cmd):
+    """A waiting or ringing contact an agent took by hand: connected to them (answered)."""
+
+    kind: Literal["assign"] = "assign"
+    contact_id: Uid
+    agent_id: int = Field(ge=1)
+
+
 class TakeCallback(_Cmd):
     kind: Literal["callback"] = "callback"
     contact_id: Uid | None = None
@@ -100,6 +108,7 @@ class Live(_Cmd):
 Command = (
     Enqueue
     | Abandon
+    | Assign
     | TakeCallback
     | OfferResult
     | ContactEnd
@@ -113,6 +122,7 @@ Command = (
 BY_KIND: dict[str, type[_Cmd]] = {
     "enqueue": Enqueue,
     "abandon": Abandon,
+    "assign": Assign,
     "callback": TakeCallback,
     "offer_result": OfferResult,
     "contact_end": ContactEnd,

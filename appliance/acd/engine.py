@@ -289,6 +289,45 @@ class Acd:
         self._leave(c, "contact.abandoned", now, data, with_position=True)
         return {"wait_s": wait}
 
+    def assign(self, *, contact_id: str, agent_id: int, now: float) -> dict[str, Any]:
+        """A waiting or ringing contact an agent took by hand (a chat taken from the list, or given to
+        them by a supervisor): connected to that agent as if offered and answered, so it counts in
+        their capacity and as answered in the queue's figures. A ring for another agent stops (offer
+        failed, reason taken)."""
+        c = self._contact(contact_id)
+        self._not_connected(c, "assign")
+        rt = self._agents.get(agent_id)
+        if rt is None or agent_id not in self._profiles:
+            raise AcdError("unknown_agent", f"agent {agent_id} has no profile in the ACD")
+        res = c.reservation
+        if res is not None and res.agent_id != agent_id:
+            other = self._agents[res.agent_id]
+            before = _snap(other)
+            other.reserved_for = None
+            self._emit(
+                "contact.offer_failed",
+                now,
+                c,
+                agent_id=res.agent_id,
+                data={"reservation_id": res.id, "reason": "taken"},
+            )
+            self._agent_done(other, before, "acd", now)
+        before = _snap(rt)
+        if rt.reserved_for == c.id:
+            rt.reserved_for = None
+        rt.connected[c.id] = c.channel
+        rt.idle_since = now
+        c.state, c.agent_id, c.answered_at, c.reservation = "connected", agent_id, now, None
+        self._place(c)
+        self._changes.contacts.add(c.id)
+        wait = float(now - c.enqueued_at)
+        data: dict[str, Any] = {"wait_s": wait, "by": "hand"}
+        if res is not None and res.agent_id == agent_id:
+            data["reservation_id"] = res.id
+        self._emit("contact.answered", now, c, agent_id=agent_id, data=data)
+        self._agent_done(rt, before, "acd", now)
+        return {"wait_s": wait}
+
     def take_callback(
         self, *, contact_id: str | None, queue: str, number: str, language: str, now: float
     ) -> dict[str, Any]:

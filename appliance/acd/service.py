@@ -251,6 +251,8 @@ def dispatch(engine: Acd, cmd: cmds.Command, now: float) -> dict[str, Any]:
             )
         case cmds.Abandon():
             return engine.abandon(contact_id=cmd.contact_id, reason=cmd.reason, now=now)
+        case cmds.Assign():
+            return engine.assign(contact_id=cmd.contact_id, agent_id=cmd.agent_id, now=now)
         case cmds.TakeCallback():
             return engine.take_callback(
                 contact_id=cmd.contact_id, queue=cmd.queue, number=cmd.number, language=cmd.language, now=now

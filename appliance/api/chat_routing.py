@@ -11,9 +11,11 @@ declines; no answer within the queue's ring timeout is reported as such and the 
 agent. Resolving ends the contact (the agent's chat capacity frees); an agent who accepted and has not
 replied within `chat_first_reply_s` loses the chat: the contact ends, the agent goes away (reason
 no_reply) if ready, and the conversation joins the queue again with its wait counting from when it
-first joined (audited; its messages are the conversation's and stay). A chat taken or assigned by hand
-leaves the ACD at once (abandoned with reason cancelled, or ended when an agent held it), so it is
-never offered twice.
+first joined (audited; its messages are the conversation's and stay). A waiting or ringing chat taken
+or assigned by hand to a chat agent is connected to them in the ACD (command assign: answered, in their
+chat capacity and the queue's figures, never offered again); taken by someone the ACD does not know for
+chats, it leaves the ACD (abandoned with reason cancelled). A chat an agent held and another takes
+ends for the first (contact ended).
 
 Several API processes may run: whatever must happen once happens in one transaction that claims its
 rows (conditional UPDATEs, FOR UPDATE SKIP LOCKED), and every command to the ACD is stored in the same
@@ -76,7 +78,7 @@ class RoutingMetrics:
         self.events = Counter(
             "aicc_chat_routing_total",
             "Text conversations and the ACD, by event (queued, not_routed, offered, accepted, declined, "
-            "no_answer, requeued, withdrawn, ended, removed, lost).",
+            "no_answer, requeued, withdrawn, assigned: taken by hand, ended, removed, lost).",
             ["event"],
             registry=registry,
         )
@@ -156,20 +158,33 @@ async def _enqueue(
     return contact
 
 
+Withdrawn = Literal["withdrawn", "ended", "assigned"]
+
+
 async def withdraw(
     conn: AsyncConnection[DictRow], conversation: dict[str, Any], *, keep: int | None, ended_by: EndedBy
-) -> bool:
-    """The conversation (locked) leaves the ACD: a waiting or ringing contact is abandoned (reason
-    cancelled), one connected to its assignee ends (ended_by) and frees the agent's chat capacity,
-    unless that assignee is `keep` (the agent who holds it stays the one who holds it). True when
-    something was withdrawn."""
+) -> Withdrawn | None:
+    """The conversation (locked) leaves the ACD's queue, or the ACD learns who holds it. Taken by hand
+    while waiting or ringing (`keep`, the agent taking it, a chat agent of the ACD's): the contact is
+    connected to them (assigned: it counts in their chat capacity and as answered in the queue's
+    figures). Otherwise a waiting or ringing contact is abandoned (reason cancelled: the taker is not a
+    chat agent, or nobody takes it), and one connected to its assignee ends (ended_by), freeing the
+    agent's capacity, unless that assignee is `keep`. What happened, None when nothing did."""
     contact = conversation.get("acd_contact")
     if contact is None:
-        return False
+        return None
     accepted = conversation.get("accepted_at")
+    if accepted is None and keep is not None and await _chat_agent(conn, keep):
+        await _command(conn, cmds.Assign(contact_id=str(contact), agent_id=keep))
+        await conn.execute(
+            "UPDATE aicc.conversations SET accepted_at = now(), reply_due_at = NULL, "
+            "offer_reservation = NULL, offer_agent = NULL, offer_expires_at = NULL WHERE id = %s",
+            (conversation["id"],),
+        )
+        return "assigned"
     if accepted is not None:
         if keep is not None and conversation["assignee"] == keep:
-            return False
+            return None
         talk_s = max(0.0, time.time() - accepted.timestamp())
         await _command(conn, cmds.ContactEnd(contact_id=str(contact), talk_s=talk_s, ended_by=ended_by))
     else:
@@ -180,7 +195,17 @@ async def withdraw(
         "WHERE id = %s",
         (conversation["id"],),
     )
-    return True
+    return "ended" if accepted is not None else "withdrawn"
+
+
+async def _chat_agent(conn: AsyncConnection[DictRow], user_id: int) -> bool:
+    """Whether the user's agent profile gives them chat capacity (the ACD knows them for chats)."""
+    cur = await conn.execute(
+        "SELECT (profile->'capacity'->>%s)::int > 0 AS chats FROM aicc.agents WHERE user_id = %s",
+        (CHAT_CHANNEL, user_id),
+    )
+    row = await cur.fetchone()
+    return row is not None and bool(row["chats"])
 
 
 async def replied(conn: AsyncConnection[DictRow], conversation_id: UUID) -> None:

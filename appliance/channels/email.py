@@ -109,6 +109,7 @@ class EmailHub(MessagingHub[Peer]):
     platform_zh = "邮件"
     log = log
     ledger = email_store
+    greets = False
 
     def __init__(self, state: ApiState, runtime: Callable[[], Awaitable[BotRuntime | None]]) -> None:
         self.settings = state.config.email
@@ -196,6 +197,10 @@ class EmailHub(MessagingHub[Peer]):
                 await imap.login(self.settings.login, self._passwords[0]),
                 f"the login of {self.settings.login}",
             )
+            if imap.has_capability("ID"):
+                # NetEase's mail servers (163, 126, 188 and their enterprise mail) refuse SELECT with
+                # "Unsafe Login" from a client that has not said who it is (RFC 2971).
+                ok(await imap.id(name="aicc", vendor="aicc"), "ID")
             selected = ok(await imap.select(self.settings.folder), f"SELECT {self.settings.folder}")
             uidvalidity = _number(UIDVALIDITY, selected.lines)
             uidnext = _number(UIDNEXT, selected.lines)
@@ -377,6 +382,11 @@ class EmailHub(MessagingHub[Peer]):
 
     async def transmit(self, item: Outgoing[Peer]) -> None:
         assert self._passwords is not None
+        async with self.pool().connection() as conn:
+            cur = await conn.execute(
+                "SELECT author FROM aicc.conversation_messages WHERE id = %s", (item.message_id,)
+            )
+            row = await cur.fetchone()
         message = compose(
             sender=self.settings.address,
             sender_name=self.settings.display_name,
@@ -385,6 +395,7 @@ class EmailHub(MessagingHub[Peer]):
             text=item.content,
             message_id=self.message_id(item.msgid),
             thread=item.peer.thread,
+            automatic=row is not None and row["author"] == "bot",
         )
         tls = self.settings.smtp_security == "tls"
         try:

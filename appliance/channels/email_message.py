@@ -10,7 +10,7 @@ X-Autoreply), bulk and list mail (Precedence, List-Id), bounces (multipart/repor
 and our own mail coming back (X-Loop): none of it opens a conversation or gets an answer.
 
 Out: one text/plain UTF-8 part, "Re: " and the subject once, In-Reply-To and References (the last
-REFERENCES_MAX ids), our own Message-ID, and X-Loop with our address.
+REFERENCES_MAX ids), our own Message-ID, X-Loop with our address, and Auto-Submitted on the bot's.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ QUOTE_START = re.compile(
     re.IGNORECASE,
 )
 BLOCK = re.compile(r"</?(p|div|li|tr|h[1-6]|blockquote|table|ul|ol|pre)\b[^>]*>|<br\s*/?>", re.IGNORECASE)
+GB_WORD = re.compile(rb"=\?(gb2312|gbk|x-gbk)\?", re.IGNORECASE)
 CHARSETS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "ks_c_5601-1987": "cp949"}
 
 
@@ -72,7 +73,7 @@ class InboundEmail:
 
 def parse(raw: bytes, own_address: str) -> InboundEmail:
     """A received message as the channel stores it; MalformedEmail when it has no usable sender."""
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    msg = BytesParser(policy=policy.default).parsebytes(_gb_headers(raw))
     try:
         sender, name = _sender(msg)
         subject = " ".join(str(msg.get("Subject", "")).split())[:SUBJECT_MAX]
@@ -96,6 +97,13 @@ def parse(raw: bytes, own_address: str) -> InboundEmail:
         attachments=tuple(_attachments(msg)),
         automatic=automatic,
     )
+
+
+def _gb_headers(raw: bytes) -> bytes:
+    """Encoded words (RFC 2047) in GB2312 or GBK read as GB18030, their superset: a subject or a name
+    declared GB2312 often holds GBK characters (镕, 喆, 堃), which would come out garbled."""
+    head, sep, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
+    return GB_WORD.sub(b"=?gb18030?", head) + sep + body
 
 
 def _sender(msg: EmailMessage) -> tuple[str, str]:
@@ -252,9 +260,11 @@ def compose(
     text: str,
     message_id: str,
     thread: tuple[str, ...],
+    automatic: bool = False,
     now: dt.datetime | None = None,
 ) -> EmailMessage:
-    """A reply: `thread` is the ids of the conversation's messages, newest first."""
+    """A reply: `thread` is the ids of the conversation's messages, newest first; `automatic` when the
+    bot wrote it (Auto-Submitted, RFC 3834: the customer's auto-responder does not answer it)."""
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = Address(sender_name, addr_spec=sender)
     msg["To"] = Address(addr_spec=to)
@@ -265,5 +275,7 @@ def compose(
         msg["In-Reply-To"] = thread[0]
         msg["References"] = " ".join(reversed(thread[:REFERENCES_MAX]))
     msg["X-Loop"] = sender
+    if automatic:
+        msg["Auto-Submitted"] = "auto-replied"
     msg.set_content(text, charset="utf-8")
     return msg

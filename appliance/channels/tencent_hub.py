@@ -283,6 +283,8 @@ class MessagingHub(Generic[P]):
     platform_zh: ClassVar[str]
     log: ClassVar[logging.Logger]
     ledger: Ledger
+    # The bot greets a new conversation first (a chat); email answers the mail without a greeting mail.
+    greets: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -450,7 +452,8 @@ class MessagingHub(Generic[P]):
     async def answer(self, stored: Stored) -> None:
         """The bot answers a stored customer's text while it handles the conversation."""
         if stored.text and stored.conversation["handler"] == "bot" and stored.runtime is not None:
-            bot = await self._bot(stored.conversation, stored.runtime, stored.language, greet=stored.new)
+            greet = stored.new and self.greets
+            bot = await self._bot(stored.conversation, stored.runtime, stored.language, greet=greet)
             if bot is not None:
                 bot.send(stored.text, stored.language)
 

@@ -19,8 +19,10 @@ KINDS: dict[str, str] = {
     "contact.queued": "entered a queue: channel, language, priority, tier, position, call_id, service",
     "contact.offered": "reserved for an agent whose phone rings: reservation_id, extension, ring_timeout_s",
     "contact.offer_failed": "the agent did not take it: reservation_id, reason (no_answer, busy, rejected, "
-    "unreachable, timeout); the contact waits again in its place",
-    "contact.answered": "an agent answered: reservation_id, wait_s (from the first contact.queued)",
+    "unreachable, timeout; taken: another agent took it by hand, and it does not wait again); the "
+    "contact waits again in its place",
+    "contact.answered": "an agent answered: reservation_id, wait_s (from the first contact.queued); by "
+    "hand when the agent took it without an offer (a chat taken from the list, no reservation_id)",
     "contact.overflowed": "moved on after waiting: from_queue, step; queue is the new queue",
     "contact.abandoned": "left while waiting: wait_s, position, entry_position, reason (caller_hangup, "
     "gateway_lost, no_agents, timeout)",

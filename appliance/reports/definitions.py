@@ -129,8 +129,17 @@ AGENT_METRICS: tuple[Metric, ...] = (
     Metric("username", "", "The agent's login name (empty when the user no longer exists)."),
     Metric("display_name", "", "The agent's display name."),
     Metric("offers", "contacts", "Contacts reserved for the agent, phone ringing (contact.offered)."),
-    Metric("answered", "contacts", "Contacts the agent answered (contact.answered) in the period."),
-    Metric("missed", "contacts", "Offers the agent did not take (contact.offer_failed)."),
+    Metric(
+        "answered",
+        "contacts",
+        "Contacts the agent answered (contact.answered) in the period, chats taken by hand included.",
+    ),
+    Metric(
+        "missed",
+        "contacts",
+        "Offers the agent did not take (contact.offer_failed), not counting those another agent took "
+        "by hand while they rang (reason taken).",
+    ),
     Metric(
         "handled",
         "contacts",

@@ -365,7 +365,8 @@ counts AS (
     SELECT e.agent_id, {bucket_e} AS bucket,
         count(*) FILTER (WHERE e.kind = 'contact.offered') AS offers,
         count(*) FILTER (WHERE e.kind = 'contact.answered') AS answered,
-        count(*) FILTER (WHERE e.kind = 'contact.offer_failed') AS missed
+        count(*) FILTER (WHERE e.kind = 'contact.offer_failed'
+            AND coalesce(e.data->>'reason', '') <> 'taken') AS missed
     FROM aicc.cc_events e
     WHERE e.kind IN ('contact.offered', 'contact.answered', 'contact.offer_failed')
       AND e.agent_id IS NOT NULL AND e.at >= %(since)s AND e.at < %(until)s

@@ -4,10 +4,11 @@ contacts go through (offer, answer, no answer, wrap-up, overflow, abandon), and 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+from aicc.appliance.acd import commands as cmds
 from aicc.appliance.acd.engine import Acd, AcdError
 from aicc.appliance.acd.model import AgentRuntime, Changes, Contact
 from aicc.appliance.acd.policy import AgentProfile, OverflowStep, QueueConfig, RoutingPolicy
@@ -534,6 +535,46 @@ def test_abandon_while_ringing_frees_the_agent_for_the_next_contact() -> None:
     }
     assert "c1" in changes.removed
     assert site.offered_to("c2") == 1
+
+
+def test_a_contact_taken_by_hand_is_answered_by_that_agent_and_a_ring_for_another_stops() -> None:
+    chat = queue("chat", channel="chat")
+    site = Site([chat], {1: agent("1001", capacity={"chat": 2}), 2: agent("1002", capacity={"chat": 1})})
+    site.ready(1)
+    site.enqueue("c1", "chat", channel="chat")
+    site.step()
+    assert site.offered_to("c1") == 1
+    site.at(12)
+    # Agent 2 (away, never offered it) takes it by hand while it rings for agent 1.
+    site.acd.assign(contact_id="c1", agent_id=2, now=site.now)
+    changes = site.step()
+    failed = event(changes, "contact.offer_failed")
+    assert failed.agent_id == 1 and failed.data["reason"] == "taken"
+    answered = event(changes, "contact.answered")
+    assert answered.agent_id == 2 and answered.data == {"wait_s": 12.0, "by": "hand"}
+    assert site.acd.contact("c1").state == "connected" and site.acd.contact("c1").agent_id == 2
+    assert site.acd.agent(2).connected == {"c1": "chat"}  # in agent 2's capacity
+    rt1 = site.acd.agent(1)
+    assert rt1.status == "ready" and rt1.reserved_for is None  # taken, not missed: agent 1 stays ready
+    # The next chat goes to agent 1; agent 2 is full (capacity 1) even when ready.
+    site.ready(2)
+    site.enqueue("c2", "chat", channel="chat")
+    site.step()
+    assert site.offered_to("c2") == 1
+    with pytest.raises(AcdError) as connected:
+        site.acd.assign(contact_id="c1", agent_id=1, now=site.now)
+    assert connected.value.code == "bad_state"
+    with pytest.raises(AcdError) as unknown:
+        site.acd.assign(contact_id="c2", agent_id=9, now=site.now)
+    assert unknown.value.code == "unknown_agent"
+    site.end("c1")
+    assert site.acd.agent(2).connected == {}
+
+
+def test_every_command_kind_parses() -> None:
+    assert set(cmds.BY_KIND) == {
+        get_args(c.model_fields["kind"].annotation)[0] for c in get_args(cmds.Command)
+    }
 
 
 def test_a_callback_takes_the_contact_out_of_the_queue() -> None:

@@ -103,6 +103,7 @@ commands = st.lists(
             st.tuples(st.just("wait"), st.integers(20, 100)),
             *[st.tuples(st.just("wait"), st.integers(1, 8))] * 2,
             st.tuples(st.just("abandon"), pick),
+            st.tuples(st.just("assign"), pick, st.integers(1, 4)),
             st.tuples(st.just("callback"), pick),
             st.tuples(st.just("replay"), pick),
             st.tuples(st.just("registrations"), st.sets(st.integers(1, 4), min_size=3)),
@@ -212,6 +213,7 @@ def apply(run: Run, cmd: tuple[Any, ...]) -> Any:
             "offer": ("reserved",),
             "end": ("connected",),
             "abandon": ("waiting", "reserved"),
+            "assign": ("waiting", "reserved"),
             "callback": ("waiting",),
             "replay": ("waiting", "reserved", "connected"),
         }[kind]
@@ -226,6 +228,8 @@ def apply(run: Run, cmd: tuple[Any, ...]) -> Any:
             return acd.contact_end(contact_id=c.id, talk_s=30.0, hold_s=5.0, ended_by="agent", now=now)
         if kind == "abandon":
             return acd.abandon(contact_id=c.id, reason="caller_hangup", now=now)
+        if kind == "assign":
+            return acd.assign(contact_id=c.id, agent_id=cmd[2], now=now)
         if kind == "callback":
             return acd.take_callback(contact_id=c.id, queue=c.queue, number="+86", language="zh", now=now)
         return acd.enqueue(  # a replayed enqueue

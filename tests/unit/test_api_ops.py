@@ -194,8 +194,10 @@ async def test_a_stat_panel_asks_for_the_value_now(api: Api, fake_prometheus: Fa
 async def test_every_query_of_a_panel_runs_and_names_its_series(
     api: Api, fake_prometheus: FakePrometheus
 ) -> None:
-    fake_prometheus.answers["sum(llamacpp:requests_processing)"] = matrix(({}, [(1700000000, "1")]))
-    fake_prometheus.answers["sum(llamacpp:requests_deferred)"] = matrix(({}, [(1700000000, "3")]))
+    running = "sum(llamacpp:requests_processing) or sum(vllm:num_requests_running)"
+    waiting = "sum(llamacpp:requests_deferred) or sum(vllm:num_requests_waiting)"
+    fake_prometheus.answers[running] = matrix(({}, [(1700000000, "1")]))
+    fake_prometheus.answers[waiting] = matrix(({}, [(1700000000, "3")]))
     r = await api.client.get(
         "/api/ops/query?dashboard=ai_latency&panel=llm_busy&range=86400", headers=api.auth("auditor")
     )
@@ -204,10 +206,7 @@ async def test_every_query_of_a_panel_runs_and_names_its_series(
         ("running", [[1700000000.0, 1.0]]),
         ("waiting", [[1700000000.0, 3.0]]),
     ]
-    assert sorted(p["query"] for _, p in fake_prometheus.asked) == [
-        "sum(llamacpp:requests_deferred)",
-        "sum(llamacpp:requests_processing)",
-    ]
+    assert sorted(p["query"] for _, p in fake_prometheus.asked) == [waiting, running]
     assert {p["step"] for _, p in fake_prometheus.asked} == {"360"}
 
 

@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 
 from aicc.appliance.api.config import ConfigError, EmailSettings
 from aicc.appliance.channels.email import EmailHub
+from aicc.appliance.channels.textbot import BotRuntime
 from aicc.installer.settings import SiteSettings
 from tests.unit.api_support import (
     Api,
@@ -36,9 +37,11 @@ from tests.unit.api_support import (
     open_api,
 )
 from tests.unit.mailserver import MailServers, mail_servers_fixture  # noqa: F401
+from tests.unit.test_voice_fakes import RETAIL, FakeConnector, FakeLLM, retail_on
 
 SUPPORT = "support@aicc.test"
 WAIT_S = 20.0
+STATUS = {"intent": "tools", "actions": [{"tool": "get_order_status", "arguments": {"order_id": "100234"}}]}
 
 
 def _settings(servers: MailServers, folder: Path, **extra: Any) -> dict[str, Any]:
@@ -199,6 +202,33 @@ async def test_an_email_becomes_a_conversation_the_reply_threads_and_the_answer_
             conn.select("INBOX", readonly=True)
             typ, data = conn.uid("SEARCH", "UNSEEN")
         assert typ == "OK" and data == [b""]
+
+
+@pytest.mark.asyncio
+async def test_with_the_bot_on_it_answers_the_mail_through_the_business_api(
+    api_db: ApiDatabase, api_users: dict[str, ApiUser], mail_servers: MailServers, tmp_path: Path
+) -> None:
+    customer = _customer(mail_servers, "zhaolei")
+    async with email_site(api_db, api_users, mail_servers, tmp_path, bot=True) as api:
+        runtime = BotRuntime(FakeLLM({"订单": STATUS, "order": STATUS}), retail_on(FakeConnector()), "retail")
+        api.app.state.webchat.use_runtime(runtime)
+        ask = _mail("订单状态", "请问订单 100234 到哪里了？", sender=customer)
+        await asyncio.to_thread(mail_servers.send, ask)
+        cid = await _conversation_of(api_db, ask["Message-ID"])
+        for count in (1, 2, 3):  # the bot may say it is looking before it answers
+            replies = await asyncio.to_thread(mail_servers.wait_for_messages, customer, count, WAIT_S)
+            bodies = [r.get_content().strip() for r in replies]
+            if any("100234" in b for b in bodies):
+                break
+        # No greeting mail: the first mail the customer gets answers theirs, through the order API.
+        assert any("100234" in b for b in bodies), bodies
+        assert RETAIL.prompt("greeting", "zh") not in bodies
+        assert replies[0]["In-Reply-To"] == ask["Message-ID"]
+        for reply in replies:
+            assert reply["Auto-Submitted"] == "auto-replied"  # their auto-responder must not answer it
+            assert ask["Message-ID"] in str(reply["References"])
+        detail = (await api.client.get(f"/api/conversations/{cid}", headers=api.auth("agent"))).json()
+        assert detail["handler"] == "bot" and detail["messages"][0]["author"] == "customer"
 
 
 @pytest.mark.asyncio

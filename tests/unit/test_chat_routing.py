@@ -1,8 +1,8 @@
 """Text conversations routed by the ACD (api/chat_routing.py) against a real PostgreSQL, a real ACD
 (AcdService) in this process and the API with its chat routing running: a chat handed over joins the
 chat queue, is offered to a ready agent within their chat capacity and accepted; one that rings out or
-is declined goes to the next agent; taking or assigning by hand withdraws it; resolving frees the
-capacity; a chat not replied to in time goes back to the queue with its wait; two API processes
+is declined goes to the next agent; taking or assigning by hand connects it (answered); resolving frees
+the capacity; a chat not replied to in time goes back to the queue with its wait; two API processes
 accepting one offer: one wins; a chat for a voice queue is not routed and says why."""
 
 from __future__ import annotations
@@ -341,43 +341,70 @@ async def test_a_declined_or_unanswered_offer_goes_to_the_next_agent(
 
 
 @pytest.mark.asyncio
-async def test_taking_or_assigning_by_hand_withdraws_the_contact_so_it_is_never_offered_twice(
+async def test_a_chat_taken_by_hand_is_answered_in_the_acd_and_never_offered_twice(
     db: ApiDatabase, staff: dict[str, ApiUser]
 ) -> None:
-    a, b = make_agent(db), make_agent(db)
+    a, b = make_agent(db, chat=3), make_agent(db, chat=3)
     async with running(db, staff) as site:
-        # Waiting (nobody ready): an agent takes it from the list; it leaves the ACD at once.
+        # Waiting (nobody ready): B takes it from the list. The ACD connects it to B: answered (the
+        # queue's figures count it so, not as abandoned) and in B's chat capacity.
         waiting = await site.handed_over()
         c = await until(lambda: site.conversation(waiting), lambda c: c["acd_contact"] is not None)
         await until(lambda: asyncio.sleep(0, site.contact(c["acd_contact"])), lambda x: x is not None)
         r = await site.post(f"/api/conversations/{waiting}/assign", b, json={"unassigned_only": True})
-        assert r.status_code == 200 and r.json()["assignee"] == b.id and r.json()["acd_contact"] is None
-        await until(lambda: asyncio.sleep(0, site.contact(c["acd_contact"])), lambda x: x is None)
-        abandoned = [e for e in site.events(c["acd_contact"]) if e["kind"] == "contact.abandoned"]
-        assert abandoned[0]["data"]["reason"] == "cancelled"
+        assert r.status_code == 200 and r.json()["assignee"] == b.id
+        assert r.json()["acd_contact"] == str(c["acd_contact"]) and r.json()["accepted_at"] is not None
+        contact = await until(
+            lambda: asyncio.sleep(0, site.contact(c["acd_contact"])), lambda x: x["state"] == "connected"
+        )
+        assert contact["agent_id"] == b.id
+        answered = [e for e in site.events(c["acd_contact"]) if e["kind"] == "contact.answered"]
+        assert answered[0]["agent_id"] == b.id and answered[0]["data"]["by"] == "hand"
+        assert not [e for e in site.events(c["acd_contact"]) if e["kind"] == "contact.abandoned"]
+        assert len(site.agent_state(b)["connected"]) == 1
 
-        # Ringing for A: a supervisor gives it to B; A's offer stops, A stays ready.
+        # Ringing for A: a supervisor gives it to B; A's offer stops (taken, not missed), A stays ready.
         await site.status(a, "ready")
         ringing = await site.handed_over()
-        c = await site.offered(ringing, a)
+        c2 = await site.offered(ringing, a)
         r = await site.post(f"/api/conversations/{ringing}/assign", "supervisor", json={"assignee": b.id})
         assert r.status_code == 200, r.text
         await until(lambda: asyncio.sleep(0, site.agent_state(a)), lambda s: s.get("state") == "idle")
         assert site.agent_state(a)["status"] == "ready"
         assert (await site.post(f"/api/conversations/{ringing}/accept", a)).status_code == 409
+        failed = [e for e in site.events(c2["acd_contact"]) if e["kind"] == "contact.offer_failed"]
+        assert [(e["agent_id"], e["data"]["reason"]) for e in failed] == [(a.id, "taken")]
+        await until(lambda: asyncio.sleep(0, site.agent_state(b)), lambda s: len(s.get("connected", {})) == 2)
 
         # Accepted by A: handed to B, A's chat ends (A's capacity frees); nobody is offered it.
         held = await site.handed_over()
-        c = await site.offered(held, a)
+        c3 = await site.offered(held, a)
         assert (await site.post(f"/api/conversations/{held}/accept", a)).status_code == 200
         await until(lambda: asyncio.sleep(0, site.agent_state(a)), lambda s: len(s.get("connected", {})) == 1)
         r = await site.post(f"/api/conversations/{held}/assign", "supervisor", json={"assignee": b.id})
         assert r.status_code == 200 and r.json()["assignee"] == b.id
         await until(lambda: asyncio.sleep(0, site.agent_state(a)), lambda s: s.get("connected") == {})
-        ended = [e for e in site.events(c["acd_contact"]) if e["kind"] == "contact.ended"]
+        ended = [e for e in site.events(c3["acd_contact"]) if e["kind"] == "contact.ended"]
         assert ended[0]["data"]["ended_by"] == "system"
-        for cid in (waiting, ringing, held):
-            assert (await site.conversation(cid))["acd_contact"] is None
+        assert (await site.conversation(held))["acd_contact"] is None
+
+        # B resolves the two the ACD gave B: their contacts end and B's chat capacity frees.
+        for cid in (waiting, ringing):
+            assert (await site.post(f"/api/conversations/{cid}/resolve", b)).status_code == 200
+        await until(lambda: asyncio.sleep(0, site.agent_state(b)), lambda s: s.get("connected") == {})
+
+        # Someone the ACD does not know for chats (a supervisor without an agent profile) takes one: it
+        # leaves the ACD (abandoned, reason cancelled), so that nobody is offered it as well.
+        other = await site.handed_over()
+        c4 = await until(lambda: site.conversation(other), lambda c: c["acd_contact"] is not None)
+        await until(lambda: asyncio.sleep(0, site.contact(c4["acd_contact"])), lambda x: x is not None)
+        r = await site.post(
+            f"/api/conversations/{other}/assign", "supervisor", json={"unassigned_only": True}
+        )
+        assert r.status_code == 200 and r.json()["acd_contact"] is None
+        await until(lambda: asyncio.sleep(0, site.contact(c4["acd_contact"])), lambda x: x is None)
+        abandoned = [e for e in site.events(c4["acd_contact"]) if e["kind"] == "contact.abandoned"]
+        assert abandoned[0]["data"]["reason"] == "cancelled"
 
 
 @pytest.mark.asyncio

@@ -4,6 +4,7 @@ clients thread. Hostile and broken input is refused with a reason or read safely
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from email import policy
 from email.message import EmailMessage
@@ -96,12 +97,16 @@ def test_chinese_charsets_are_read_right() -> None:
     body = "您的订单已发货，朱镕基路 5 号"  # 镕 is in GBK, not in GB2312: mail declares gb2312 anyway
     raw = (
         b"From: =?gb2312?b?wO7A1w==?= <c@example.test>\r\nSubject: =?gbk?b?"
-        + __import__("base64").b64encode("订单问题".encode("gbk"))
+        + base64.b64encode("订单问题".encode("gbk"))
         + b"?=\r\nContent-Type: text/plain; charset=gb2312\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
         + body.encode("gbk")
     )
     mail = parse(raw, OWN)
     assert mail.text == body and mail.subject == "订单问题" and mail.name == "李雷"
+    # A subject declared GB2312 that holds GBK characters, as Chinese mail clients send it.
+    subject = base64.b64encode("王喆的订单（朱镕基路）".encode("gbk"))
+    raw = b"From: c@example.test\r\nSubject: =?GB2312?B?" + subject + b"?=\r\n\r\nhi"
+    assert parse(raw, OWN).subject == "王喆的订单（朱镕基路）"
     unknown = b"From: c@example.test\r\nContent-Type: text/plain; charset=x-no-such\r\n\r\nhello \xff"
     assert parse(unknown, OWN).text.startswith("hello")
 

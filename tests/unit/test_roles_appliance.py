@@ -763,3 +763,21 @@ def test_only_the_appliance_role_migrates_once_per_site() -> None:
     assert seed["ansible.builtin.command"]["argv"][2:4] == ["aicc.appliance.api", "seed"]
     for task, quiet in ((migrate, "applied: nothing"), (seed, "nothing to do")):
         assert task["run_once"] is True and quiet in task["changed_when"]
+
+
+def test_the_chat_queue_and_first_reply_are_site_settings(tmp_path: Path) -> None:
+    site = SiteSettings.model_validate(
+        {
+            **SETTINGS.model_dump(mode="json", include={"database", "monitoring"}),
+            "app": {
+                **SETTINGS.app.model_dump(mode="json"),
+                "chat_queue": "support-chat",
+                "chat_first_reply_s": 0,
+            },
+        }
+    )
+    out = render(tmp_path, INVENTORY, [("app.yml.j2", "app.yml", {})], site, {})
+    doc = yaml.safe_load((out / "app1" / "app.yml").read_text())
+    assert (doc["chat_queue"], doc["chat_first_reply_s"]) == ("support-chat", 0)
+    with pytest.raises(ValueError, match="chat_queue"):
+        SiteSettings.model_validate({"app": {"chat_queue": "Bad Queue!"}})

@@ -395,10 +395,11 @@ async def reply(
             if before["assignee"] is None:
                 await _capacity_left(conn, principal.user_id)
                 changes["assignee"] = principal.user_id
-            if await chat_routing.withdraw(
+            routed = await chat_routing.withdraw(
                 conn, before, keep=changes.get("assignee", before["assignee"]), ended_by="system"
-            ):
-                _routed(request, "withdrawn")
+            )
+            if routed is not None:
+                _routed(request, routed)
             after = await store.update_conversation(conn, conversation_id, **changes) or before
             await audit.record(
                 conn,
@@ -466,9 +467,11 @@ async def assign(
         _held_by_other(before, principal)
         if assignee == principal.user_id and before["assignee"] != assignee:
             await _capacity_left(conn, assignee)
-        # Taken or handed over by hand: out of the ACD, so that nobody is offered it as well.
-        if await chat_routing.withdraw(conn, before, keep=assignee, ended_by="system"):
-            _routed(request, "withdrawn")
+        # Taken or handed over by hand: the ACD connects it to the assignee (or lets it go), so that
+        # nobody is offered it as well.
+        routed = await chat_routing.withdraw(conn, before, keep=assignee, ended_by="system")
+        if routed is not None:
+            _routed(request, routed)
         after = await store.update_conversation(conn, conversation_id, handler="agent", assignee=assignee)
         assert after is not None
         await audit.record(
@@ -505,8 +508,9 @@ async def resolve(
         if before["status"] != "resolved":
             _held_by_other(before, principal)
             # Its contact ends (or leaves the queue): the agent's chat capacity frees.
-            if await chat_routing.withdraw(conn, before, keep=None, ended_by="agent"):
-                _routed(request, "ended")
+            routed = await chat_routing.withdraw(conn, before, keep=None, ended_by="agent")
+            if routed is not None:
+                _routed(request, routed)
             after = await store.update_conversation(conn, conversation_id, status="resolved") or before
             await audit.record(
                 conn,

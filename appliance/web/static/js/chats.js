@@ -670,9 +670,10 @@ function resolve() {
   return act(dom.resolve, (id) => api.post(`${chatPath(id)}/resolve`), 'chats.resolvedNotice');
 }
 
-/** A ticket from the open chat: subject from the bot's summary or the customer's last words, the
- *  conversation in the description; the API links the chat and takes the customer (name, phone,
- *  email) from it. The new ticket opens in the Tickets tab for the agent to complete. */
+/** A ticket from the open chat (source email for an email thread): subject from the summary (the
+ *  bot's, or an email's subject) or the customer's last words, the conversation in the description;
+ *  the API links the chat and takes the customer (name, phone, email) from it. The new ticket opens in
+ *  the Tickets tab for the agent to complete. */
 async function ticketFromChat() {
   const id = openId;
   if (!id || !chat) return;
@@ -687,7 +688,7 @@ async function ticketFromChat() {
     const ticket = await api.post('/api/tickets', {
       subject,
       description: lines.join('\n').slice(0, 20000),
-      source: 'chat',
+      source: chat.channel === 'email' ? 'email' : 'chat',
       conversation_id: id,
       language: chat.language || '',
     });
