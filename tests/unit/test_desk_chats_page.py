@@ -426,6 +426,8 @@ def test_the_acd_offers_a_handed_over_chat_to_the_ready_agent_who_accepts_and_re
         start = time.monotonic()
         tab.wait_for_selector(offer)
         assert time.monotonic() - start < FEW_S
+        # It chimed once (a WebAudio chime: the agent may be in another window), not at every push.
+        tab.wait_for_function("() => document.body.dataset.chimes === '1'", timeout=FEW_S * 1000)
         summary = site.api("GET", f"/api/conversations/{v.id}").json()["summary"]
         assert summary and tab.text_content("#chat-offer-summary") == summary
         assert tab.text_content("#chat-offer-queue") == "chat"
@@ -440,6 +442,7 @@ def test_the_acd_offers_a_handed_over_chat_to_the_ready_agent_who_accepts_and_re
         tab.wait_for_selector(f"#chat-view[data-id='{v.id}'][data-state='mine']")
         tab.wait_for_selector("#chat-offer", state="hidden")
         assert v.wait(lambda f: f["type"] == "status")["handler"] == "agent"
+        assert tab.evaluate("document.body.dataset.chimes") == "1"  # the live pushes since: no more
         tab.wait_for_selector(f"#chats-mine li[data-id='{v.id}']")
         assert "Reply within" in str(tab.text_content("#cv-facts"))
         _wait_text(tab, "#chats-capacity", "Chats held: 1 of 2")

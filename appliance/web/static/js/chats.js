@@ -864,9 +864,37 @@ function renderCapacity() {
   dom.capacity.textContent = shown ? t('chats.capacity', { held: held.held, capacity: held.capacity }) : '';
 }
 
+let chimes = null;  // the AudioContext of the offer chime, made on the first offer
+
+/** A short two-note chime when a chat is offered: the agent may be looking at another tab or window.
+ *  Made with WebAudio (no file to fetch); where the browser has no audio it is silently skipped and
+ *  the offer still shows. body[data-chimes] counts them (the page's tests read it). */
+function chime() {
+  try {
+    chimes = chimes || new AudioContext();
+    if (chimes.state === 'suspended') chimes.resume();
+    const start = chimes.currentTime;
+    [[880, 0], [1320, 0.18]].forEach(([hz, at]) => {
+      const tone = chimes.createOscillator();
+      const gain = chimes.createGain();
+      tone.frequency.value = hz;
+      gain.gain.setValueAtTime(0.0001, start + at);
+      gain.gain.exponentialRampToValueAtTime(0.2, start + at + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, start + at + 0.16);
+      tone.connect(gain).connect(chimes.destination);
+      tone.start(start + at);
+      tone.stop(start + at + 0.18);
+    });
+    document.body.dataset.chimes = String(Number(document.body.dataset.chimes || 0) + 1);
+  } catch (err) {
+    console.warn('chat offer chime: no audio', err);
+  }
+}
+
 /** The live snapshot's me.chat_offer and me.chats (desk.js passes every snapshot's). */
 export function setChatOffer(chatOffer, chats) {
   const same = offer && chatOffer && offer.contact_id === chatOffer.contact_id;
+  if (chatOffer && !same && chatOffer.contact_id !== offerDone) chime();
   offer = chatOffer
     ? { ...chatOffer, since: same ? offer.since : serverNow() - (Number(chatOffer.waiting_s) || 0) }
     : null;
