@@ -127,8 +127,8 @@ def simulate_cmd(
         typer.Option(
             "--input",
             help="The caller's script, comma-separated: keys (1, #, 123456#), say:TEXT, timeout, "
-            "bot:transfer[:intent], bot:end, bot:hangup, queue:OUTCOME (served, callback, no_agents, "
-            'timeout, failed, hangup), lookup:{"tier": "vip"}, lookup:fail, hangup.',
+            "bot:transfer[:intent], bot:end, bot:hangup, bot:busy, queue:OUTCOME (served, callback, "
+            'no_agents, timeout, failed, hangup), lookup:{"tier": "vip"}, lookup:fail, hangup.',
         ),
     ] = "",
     at: Annotated[

@@ -200,6 +200,15 @@ class VoicebotSettings(_Section):
     max_calls: int = Field(
         20, ge=1, le=5000, description="Concurrent calls per host; beyond it new calls get 503 (next host)."
     )
+    max_bot_calls: int | None = Field(
+        None,
+        ge=1,
+        le=5000,
+        description="Conversations with the bot at once per host (the engines' capacity: bench/"
+        "bot_capacity.py measures it). A call that meets no free bot goes at once to the flow's transfer "
+        "(the agents' queue) with 'every bot was busy' on the agent's screen. Empty: max_calls alone, "
+        "which counts calls bridged to agents too.",
+    )
     metrics_port: Port = Field(9161, description="Prometheus metrics of the gateway.")
     no_input_s: int = Field(
         8, ge=2, le=120, description="Seconds of caller silence before the bot re-prompts."
@@ -208,6 +217,11 @@ class VoicebotSettings(_Section):
 
     @model_validator(mode="after")
     def _range(self) -> VoicebotSettings:
+        if self.max_bot_calls is not None and self.max_bot_calls > self.max_calls:
+            raise ValueError(
+                f"max_bot_calls ({self.max_bot_calls}) cannot be above max_calls ({self.max_calls}): "
+                "lower it, or raise max_calls"
+            )
         if self.rtp_port_max - self.rtp_port_min + 1 < 4 * self.max_calls:
             raise ValueError(
                 f"rtp_port_min..rtp_port_max ({self.rtp_port_min}-{self.rtp_port_max}) must hold 4 ports "
@@ -732,6 +746,7 @@ def settings_to_ansible_vars(settings: SiteSettings) -> dict[str, Any]:
         "voicebot_rtp_port_min": s.voicebot.rtp_port_min,
         "voicebot_rtp_port_max": s.voicebot.rtp_port_max,
         "voicebot_max_calls": s.voicebot.max_calls,
+        "voicebot_max_bot_calls": s.voicebot.max_bot_calls,
         "voicebot_metrics_port": s.voicebot.metrics_port,
         "voicebot_no_input_s": s.voicebot.no_input_s,
         "voicebot_max_call_s": s.voicebot.max_call_s,

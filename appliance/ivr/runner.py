@@ -63,11 +63,12 @@ class BotRequest:
     bot: str
     language: str
     variables: dict[str, str]
+    overflow: bool = False  # the node has a transfer: the host may send the call there when bots are busy
 
 
 @dataclass(frozen=True)
 class BotResult:
-    outcome: Literal["transfer", "end", "hangup"]
+    outcome: Literal["transfer", "end", "hangup", "busy"]  # busy: every bot place was taken
     reason: str = ""
     intent: str = ""
     summary: str = ""
@@ -320,7 +321,15 @@ class _Call:
 
     async def _bot(self, node: BotNode) -> str | None:
         self.notes.append(f"bot {node.bot}")
-        result = await self.io.bot(BotRequest(node.bot, self.lang, dict(self.vars)))
+        result = await self.io.bot(
+            BotRequest(node.bot, self.lang, dict(self.vars), overflow=node.transfer is not None)
+        )
+        if result.outcome == "busy":
+            self.notes.append("every bot place taken: on to the transfer")
+            self.vars["intent"], self.vars["summary"] = "", result.summary
+            if isinstance(node.transfer, BotTransfer):
+                return node.transfer.default
+            return node.transfer
         if result.language and result.language != self.lang:
             if result.language in self.flow.languages:
                 self.assign("language", result.language)

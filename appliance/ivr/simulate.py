@@ -7,6 +7,7 @@ Inputs are consumed in order by each node that waits for the caller, the bot or 
     timeout                   the caller says nothing
     bot:transfer[:intent]     the bot transfers (intent e.g. create_return)
     bot:end  bot:hangup       the bot ends the conversation / the caller hangs up during it
+    bot:busy                  every bot place is taken (max_bot_calls): on to the node's transfer
     queue:served|callback|no_agents|timeout|failed|hangup
     lookup:{"tier": "vip"}    the next lookup's result (lookup:fail: the lookup fails)
     hangup                    the caller hangs up (at whatever consumes it)
@@ -44,11 +45,11 @@ from aicc.appliance.ivr.runner import (
 DEFAULT_LOOKUP: dict[str, Any] = {"tier": "standard", "name": "Test Caller"}
 _KEYS = re.compile(r"^[0-9*#]{1,40}$")
 _OUTCOMES: dict[str, QueueOutcome] = {name: name for name in get_args(QueueOutcome)}
-_BOT = re.compile(r"^bot:(end|hangup|transfer(:[A-Za-z0-9_.-]{1,64})?)$")
+_BOT = re.compile(r"^bot:(end|hangup|busy|transfer(:[A-Za-z0-9_.-]{1,64})?)$")
 InputKind = Literal["caller", "bot", "queue", "lookup", "hangup"]
 _FOR = {
     "caller": "a node that asks the caller (keys, say:..., timeout)",
-    "bot": "a bot node (bot:transfer[:intent], bot:end, bot:hangup)",
+    "bot": "a bot node (bot:transfer[:intent], bot:end, bot:hangup, bot:busy)",
     "queue": "a queue node (queue:served|callback|no_agents|timeout|failed|hangup)",
     "lookup": "a lookup node (lookup:{json} or lookup:fail)",
 }
@@ -170,6 +171,8 @@ class ScriptedIO:
             return BotResult("end", reason="the caller's request was handled")
         if item == "bot:hangup":
             return BotResult("hangup", reason="the caller hung up")
+        if item == "bot:busy":
+            return BotResult("busy", reason="bots_busy", summary="(simulated) every bot was busy")
         intent = item.split(":", 2)[2] if item.count(":") == 2 else ""
         summary = f"(simulated) the caller asked for {intent or 'an agent'}"
         return BotResult("transfer", reason="requested", intent=intent, summary=summary)

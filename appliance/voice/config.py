@@ -44,6 +44,14 @@ class GatewayConfig(BaseModel):
     rtp_port_min: Port = Field(40000)
     rtp_port_max: Port = Field(40999)
     max_calls: int = Field(20, ge=1, le=5000, description="Concurrent calls; beyond it INVITEs get 503.")
+    max_bot_calls: int | None = Field(
+        None,
+        ge=1,
+        le=5000,
+        description="Conversations with the bot at once; a call whose flow reaches a bot beyond it goes "
+        "on at once to the bot node's transfer (the agents' queue), so callers wait for an agent rather "
+        "than for a slow bot. None: only max_calls limits (it counts calls bridged to agents too).",
+    )
     session_expires_s: int = Field(1800, ge=90, le=86400, description="RFC 4028 session interval.")
     min_se_s: int = Field(90, ge=90, le=86400)
     rtp_timeout_s: float = Field(30.0, ge=5, le=3600, description="No RTP this long ends the call.")

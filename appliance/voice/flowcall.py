@@ -59,6 +59,8 @@ LOOKUP_TIMEOUT_S = 4.0
 # by a few milliseconds. Wait this long for it before announcing a place in the queue.
 OFFER_GRACE_S = 0.3
 QUEUE_NAME = r"[a-z0-9][a-z0-9_-]{0,40}"  # the ACD's queue names (appliance/acd/policy.py)
+# What the agent's screen pop says of a call that met no free bot (max_bot_calls).
+BOTS_BUSY = "机器人全忙，直接转人工 / every bot was busy: straight to an agent"
 
 QUEUE_LINES: dict[str, dict[str, str]] = {
     "position": {"en": "You are number {position} in the queue.", "zh": "您当前排在第{position}位。"},
@@ -246,6 +248,19 @@ class GatewayFlowIO:
     async def bot(self, request: BotRequest) -> BotResult:
         self._check()
         call = self.call
+        gw = call.gw
+        cap = gw.cfg.max_bot_calls
+        if request.overflow and cap is not None and gw.bots_talking >= cap:
+            # Every bot place is taken: an agent now beats a bot that answers late.
+            gw.metrics.transfers.labels(reason="bots_busy").inc()
+            log.info(
+                "call %s: %d bot conversations (max_bot_calls): on to the agents", call.record.call_id, cap
+            )
+            call.record.bot = request.bot
+            call.record.summary = BOTS_BUSY
+            call.records_changed()
+            return BotResult("busy", reason="bots_busy", summary=BOTS_BUSY)
+        gw.bots_talking += 1
         result: asyncio.Future[BotResult] = asyncio.get_running_loop().create_future()
         call.bot_result = result
         call.record.bot = request.bot
@@ -255,6 +270,7 @@ class GatewayFlowIO:
             await self.proc.push(BotStartFrame(bot=request.bot, language=request.language))  # type: ignore[arg-type]
             outcome: BotResult = await self._guard(result)
         finally:
+            gw.bots_talking -= 1
             self.proc.bot_active = False
             call.bot_result = None
         # A transfer's summary says why the caller goes to an agent; otherwise what the bot did.

@@ -815,6 +815,7 @@ class Gateway:
         self.flows = flows if flows is not None or engines is None else FlowCatalog(None)
         self.name = cfg.name or f"{cfg.advertised_ip}:{cfg.sip_port}"
         self.contacts: dict[str, Call] = {}  # ACD contact id -> the call waiting in the queue
+        self.bots_talking = 0  # calls in a flow's bot node now (max_bot_calls)
         self.calls: dict[str, Call] = {}
         self.agent_dialogs: dict[str, Call] = {}
         self.clock = MediaClock()

@@ -185,6 +185,16 @@ def test_bot_end_takes_next_and_bot_hangup_is_the_caller_hanging_up() -> None:
     assert not io.hung_up  # nobody to hang up on
 
 
+def test_every_bot_busy_sends_the_call_on_to_the_transfer_at_once_with_why() -> None:
+    result, io = run(flow(BOT), ["bot:busy", "queue:served"])
+    assert nodes(result) == ["bot", "agents", "bye"]  # the transfer's default: the agents' queue
+    assert io.bot_requests[0].overflow  # the node has a transfer: the host may overflow it
+    assert io.queue_requests[0].intent == "" and "every bot was busy" in io.queue_requests[0].summary
+    # Without a transfer there is nowhere to go: the host lets the bot answer however busy.
+    alone = "start: bot\nnodes:\n  bot: {type: bot, bot: retail, next: bye}\n  bye: {type: hangup}\n"
+    assert run(flow(alone), ["bot:end"])[1].bot_requests[0].overflow is False
+
+
 class SwitchingBot(ScriptedIO):
     async def bot(self, request: BotRequest) -> BotResult:
         return BotResult("transfer", intent="requested", summary="要转人工", language="zh")

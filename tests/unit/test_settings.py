@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from aicc.installer.errors import InputError
 from aicc.installer.settings import (
@@ -260,3 +261,11 @@ def test_channel_settings_reach_the_appliance_role() -> None:
         "https://10.0.0.9",
     )
     assert not [k for k in v if "secret" in k or "token" in k]  # secrets come from secrets.yml only
+
+
+def test_bot_places_are_a_voicebot_setting_within_its_calls() -> None:
+    settings = SiteSettings.model_validate({"voicebot": {"max_calls": 20, "max_bot_calls": 4}})
+    assert settings_to_ansible_vars(settings)["voicebot_max_bot_calls"] == 4
+    assert settings_to_ansible_vars(SiteSettings())["voicebot_max_bot_calls"] is None
+    with pytest.raises(ValidationError, match=r"max_bot_calls \(30\) cannot be above max_calls \(20\)"):
+        SiteSettings.model_validate({"voicebot": {"max_calls": 20, "max_bot_calls": 30}})

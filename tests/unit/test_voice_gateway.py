@@ -418,12 +418,12 @@ async def test_in_dialog_requests_for_unknown_calls_get_481_and_unknown_methods_
 
 
 async def bot_in_front_of(
-    agent_cfg: GatewayConfig, acd: FakeAcd
+    agent_cfg: GatewayConfig, acd: FakeAcd, **over: object
 ) -> tuple[Gateway, list[CallRecord], list[Event]]:
     """A bot gateway whose ACD sends every contact to the agent's phone at agent_cfg (no Kamailio)."""
     records: list[CallRecord] = []
     events = []
-    bot_cfg = config(mode="bot", proxy=f"127.0.0.1:{agent_cfg.sip_port}", sip_domain="127.0.0.1")
+    bot_cfg = config(mode="bot", proxy=f"127.0.0.1:{agent_cfg.sip_port}", sip_domain="127.0.0.1", **over)
     return await start_gateway(bot_cfg, engines(), records, acd, events), records, events
 
 
@@ -483,6 +483,41 @@ async def test_dtmf_zero_queues_the_caller_and_the_acds_agent_is_bridged_with_th
         assert events[0].kind == "call.started" and events[-1].kind == "call.ended"
     finally:
         await caller.close()
+        await gw.stop()
+        await agent.stop()
+
+
+async def test_with_every_bot_place_taken_the_next_caller_goes_straight_to_an_agent() -> None:
+    agent_cfg = config()
+    agent = await start_gateway(agent_cfg)
+    acd = FakeAcd()
+    gw, records, _ = await bot_in_front_of(agent_cfg, acd, max_bot_calls=1)
+    first, second = Caller(number="13800138001"), Caller(number="13800138002")
+    await first.start()
+    await second.start()
+    target = (f"sip:4000@127.0.0.1:{gw.cfg.sip_port}", ("127.0.0.1", gw.cfg.sip_port))
+    try:
+        await first.call(*target)
+        assert await wait_for(lambda: first.heard.first_voice_after(0) is not None, 2)  # the bot greets
+        assert gw.bots_talking == 1
+        await second.call(*target)
+        # No bot place: the flow's transfer at once, the agent rung, the reason on the screen pop.
+        assert await wait_for(lambda: bool(agent.calls)), "the agent leg never arrived"
+        enqueue = acd.commands[0]
+        assert isinstance(enqueue, cmds.Enqueue) and enqueue.caller == "13800138002"
+        assert "every bot was busy" in enqueue.attributes["summary"]
+        assert gw.bots_talking == 1 and gw.metrics.transfers.labels(reason="bots_busy")._value.get() == 1
+        assert await wait_for(lambda: "offer_result" in acd.kinds())  # the agent answered
+        await second.hangup()
+        await first.hangup()
+        assert await wait_for(lambda: not gw.calls)
+        assert gw.bots_talking == 0
+        by_caller = {r.caller: r for r in records}
+        assert by_caller["13800138002"].outcome == "transferred"
+        assert "every bot was busy" in by_caller["13800138002"].summary
+    finally:
+        await first.close()
+        await second.close()
         await gw.stop()
         await agent.stop()
 
