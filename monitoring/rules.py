@@ -551,6 +551,37 @@ _VB_LABELS = {"job": "aicc_voicebot", "host": "lab1", "instance": "10.0.0.1:9161
 VOICEBOT = Group(
     name="aicc-voicebot",
     rules=[
+        Alert(
+            name="AiccVoiceBotsFull",
+            expr="aicc_voice_bot_conversations >= aicc_voice_bot_places",
+            **{"for": "10m"},
+            severity="warning",
+            summary="Every bot place on {{ $labels.host }} has been taken for 10 minutes.",
+            description=(
+                "The gateway holds voicebot max_bot_calls conversations with the bot: new callers go "
+                "straight to the agents' queue (transfers reason bots_busy). Add a voicebot host or "
+                "engines, or raise max_bot_calls if bench/bot_capacity.py says the engines keep up."
+            ),
+            cases=[
+                AlertCase(
+                    series={
+                        f"aicc_voice_bot_conversations{{{_VB}}}": "4x20",
+                        f"aicc_voice_bot_places{{{_VB}}}": "4x20",
+                    },
+                    at="15m",
+                    fires=True,
+                    labels={"job": "aicc_voicebot", "host": "lab1", "instance": "10.0.0.1:9161"},
+                ),
+                AlertCase(
+                    series={
+                        f"aicc_voice_bot_conversations{{{_VB}}}": "4x8 3 4x11",
+                        f"aicc_voice_bot_places{{{_VB}}}": "4x20",
+                    },
+                    at="15m",
+                    fires=False,
+                ),
+            ],
+        ),
         Record(
             record="aicc:voice_stage_seconds:p95_rate5m",
             expr="histogram_quantile(0.95, sum by (le, stage) (rate(aicc_voice_stage_seconds_bucket[5m])))",

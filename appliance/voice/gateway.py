@@ -806,6 +806,8 @@ class Gateway:
         self.cfg = cfg
         self.engines = engines
         self.metrics = metrics or VoiceMetrics()
+        # Without max_bot_calls every call may talk with the bot: max_calls is the bound.
+        self.metrics.bot_places.set(cfg.max_bot_calls or cfg.max_calls)
         self.records = records
         self.events = events
         self.acd = acd
@@ -816,6 +818,7 @@ class Gateway:
         self.name = cfg.name or f"{cfg.advertised_ip}:{cfg.sip_port}"
         self.contacts: dict[str, Call] = {}  # ACD contact id -> the call waiting in the queue
         self.bots_talking = 0  # calls in a flow's bot node now (max_bot_calls)
+        self.metrics.bot_conversations.set_function(lambda: self.bots_talking)
         self.calls: dict[str, Call] = {}
         self.agent_dialogs: dict[str, Call] = {}
         self.clock = MediaClock()

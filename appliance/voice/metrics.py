@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # before the first event instead of "no data" (Prometheus' instrumentation guidance).
 STAGES = ("vad", "asr", "llm_first_token", "tts_first_audio", "turn", "hold", "first_audio", "hold_silence")
 ENGINES = ("asr", "llm", "tts", "vad", "bot")
-TRANSFER_REASONS = ("requested", "misunderstood", "low_confidence", "engine_failure", "dtmf")
+TRANSFER_REASONS = ("requested", "misunderstood", "low_confidence", "engine_failure", "dtmf", "bots_busy")
 OUTCOMES = ("resolved", "transferred", "abandoned", "failed")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
@@ -20,6 +20,16 @@ class VoiceMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.active = Gauge("aicc_voice_calls_active", "Calls in progress on this gateway.", registry=r)
+        self.bot_conversations = Gauge(
+            "aicc_voice_bot_conversations",
+            "Calls talking with the bot now (in a flow's bot node).",
+            registry=r,
+        )
+        self.bot_places = Gauge(
+            "aicc_voice_bot_places",
+            "Bot conversations this gateway holds at once (voicebot max_bot_calls, else max_calls).",
+            registry=r,
+        )
         self.ready = Gauge(
             "aicc_voice_ready",
             "1 once the start-up warm-up is done (LLM prompt cached, prompts synthesised); calls are "

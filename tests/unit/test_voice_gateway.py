@@ -507,6 +507,9 @@ async def test_with_every_bot_place_taken_the_next_caller_goes_straight_to_an_ag
         assert isinstance(enqueue, cmds.Enqueue) and enqueue.caller == "13800138002"
         assert "every bot was busy" in enqueue.attributes["summary"]
         assert gw.bots_talking == 1 and gw.metrics.transfers.labels(reason="bots_busy")._value.get() == 1
+        sample = gw.metrics.registry.get_sample_value
+        assert sample("aicc_voice_bot_conversations") == 1 and sample("aicc_voice_bot_places") == 1
+        assert agent.metrics.registry.get_sample_value("aicc_voice_bot_places") == 3  # no cap: max_calls
         assert await wait_for(lambda: "offer_result" in acd.kinds())  # the agent answered
         await second.hangup()
         await first.hangup()
