@@ -26,12 +26,10 @@ use its own user (`add_user`), since the instance is shared by the module.
 from __future__ import annotations
 
 import base64
-import datetime
 import email
 import email.policy
 import hashlib
 import imaplib
-import ipaddress
 import os
 import pwd
 import secrets
@@ -50,10 +48,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.unit import tls_support
 
 HOST = "127.0.0.1"
 DOMAINS = ("aicc.test", "example.test")
@@ -91,76 +87,6 @@ def _ssha512(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.sha512(password.encode() + salt).digest()
     return "{SSHA512}" + base64.b64encode(digest + salt).decode()
-
-
-def _write_tls(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA for this run and a server certificate it signs (localhost, 127.0.0.1); returns (ca, cert, key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aicc test mail CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address(HOST))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    folder.mkdir(mode=0o755)
-    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    # Both masters read the key as root before their services drop privileges: root only.
-    key_file.touch(mode=0o600)
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_file, cert_file, key_file
 
 
 @dataclass
@@ -503,7 +429,8 @@ def run_mail_servers(root: Path) -> Iterator[MailServers]:
         raise PermissionError("the Dovecot and Postfix masters run as root (they drop to their own users)")
     # The servers' unprivileged users (dovenull, dovecot, mail, postfix) must reach their folders.
     root.chmod(0o755)
-    ca_file, cert, key = _write_tls(root / "tls")
+    # Both masters read the key as root before their services drop privileges: root only (0600).
+    ca_file, cert, key = tls_support.issue(root / "tls", "localhost", (HOST,), ca_name="aicc test mail CA")
     imap, lmtp, auth, smtp, submission = _free_tcp_ports(5)
     servers = MailServers(
         root,

@@ -5,26 +5,22 @@ namespace with a TLS client and a stand-in API behind it."""
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
-import ipaddress
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from psycopg.conninfo import conninfo_to_dict
 
 from aicc.appliance.acd.policy import AgentProfile, QueueConfig
 from aicc.installer.settings import SiteSettings, settings_to_ansible_vars
+from tests.unit import tls_support
 
 # Renders with ansible-playbook and runs nginx: several seconds on a loaded 2-core machine.
 pytestmark = pytest.mark.slow
@@ -142,51 +138,6 @@ def role_defaults() -> dict[str, Any]:
     return data
 
 
-def make_tls(folder: Path) -> tuple[Path, Path, Path]:
-    """A site CA and a certificate for app1's address, like the pki role issues (EC P-256)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test site CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "app1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("app1"), x509.IPAddress(ipaddress.ip_address("10.0.0.61"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.crt", folder / "host.crt", folder / "host.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    paths[2].chmod(0o600)
-    return paths
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render(tmp_path_factory.mktemp("appliance"), INVENTORY, TEMPLATES)
@@ -200,7 +151,9 @@ def render(
     more_vars: dict[str, Any] | None = None,
 ) -> Path:
     """The templates rendered by ansible-playbook for every [app] host of `inventory`, under tmp/out."""
-    ca, cert, key = make_tls(tmp)
+    # A site CA and a certificate for app1's address, like the pki role issues.
+    files = ("ca.crt", "host.crt", "host.key")
+    ca, cert, key = tls_support.issue(tmp, "app1", ("10.0.0.61",), files=files)
     out = tmp / "out"
     tasks: list[dict[str, Any]] = [
         {
@@ -332,26 +285,10 @@ CHANNEL_SECRETS = {
 }
 
 
-def _ca_pem() -> str:
-    """A CA certificate, as a site pastes its mail server's CA into aicc.yml."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Mail CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-MAIL_CA = _ca_pem()
+# A CA certificate, as a site pastes its mail server's CA into aicc.yml.
+MAIL_CA = tls_support.issue(Path(tempfile.mkdtemp(prefix="aicc-mail-ca-")), "mail.example.test")[
+    0
+].read_text()
 CHANNELS_ON = SiteSettings.model_validate(
     {
         **SETTINGS.model_dump(mode="json", include={"app", "database", "monitoring"}),
