@@ -309,13 +309,24 @@ class AppSettings(_Section):
         return self
 
 
-def _https_api(url: str) -> str:
-    if not url.startswith("https://"):
-        raise ValueError("an https:// URL is needed: the access token travels in its query string")
-    return url
+class _TencentChannel(_Section):
+    """What the WeChat channels share: an https API (api_base_url, set by each) the [app] hosts reach."""
+
+    api_base_url: str
+
+    @field_validator("api_base_url", check_fields=False)
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("an https:// URL is needed: the access token travels in its query string")
+        return value
+
+    def endpoints(self) -> list[str]:
+        """The URLs the [app] hosts open connections to (their firewall allows an address's)."""
+        return [self.api_base_url]
 
 
-class WeComChannel(_Section):
+class WeComChannel(_TencentChannel):
     """WeCom customer service (企业微信 微信客服, appliance/README.md "WeCom customer service")."""
 
     enabled: bool = Field(
@@ -344,17 +355,8 @@ class WeComChannel(_Section):
             raise ValueError("needed when the channel is enabled: copy it from 我的企业 → 企业信息")
         return value
 
-    @field_validator("api_base_url")
-    @classmethod
-    def _https(cls, value: str) -> str:
-        return _https_api(value)
 
-    def endpoints(self) -> list[str]:
-        """The URLs the [app] hosts open connections to (their firewall allows an address's)."""
-        return [self.api_base_url]
-
-
-class WeChatOaChannel(_Section):
+class WeChatOaChannel(_TencentChannel):
     """The WeChat official account (微信公众号, appliance/README.md "WeChat official account")."""
 
     enabled: bool = Field(
@@ -383,14 +385,6 @@ class WeChatOaChannel(_Section):
         if not value and info.data.get("enabled"):
             raise ValueError("needed when the channel is enabled: copy it from 设置与开发 → 基本配置")
         return value
-
-    @field_validator("api_base_url")
-    @classmethod
-    def _https(cls, value: str) -> str:
-        return _https_api(value)
-
-    def endpoints(self) -> list[str]:
-        return [self.api_base_url]
 
 
 class EmailChannel(_Section):
