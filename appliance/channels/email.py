@@ -109,6 +109,7 @@ class EmailHub(MessagingHub[Peer]):
     platform_zh = "邮件"
     log = log
     ledger = email_store
+    ledger_table = "email_messages"
     greets = False
 
     def __init__(self, state: ApiState, runtime: Callable[[], Awaitable[BotRuntime | None]]) -> None:
@@ -317,7 +318,7 @@ class EmailHub(MessagingHub[Peer]):
             if reply is None:
                 log.info("email: a bounce of nothing this appliance sent (%s)", report.diagnostic[:200])
                 return
-            await email_store.settle_outbound(conn, reply["msgid"], "failed", int(reply["attempts"]))
+            await self.settle_ref(conn, reply["msgid"], "failed", int(reply["attempts"]))
             await dead_letters.add(
                 conn,
                 self.channel,
@@ -360,7 +361,7 @@ class EmailHub(MessagingHub[Peer]):
     async def settle_outbound(
         self, conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int
     ) -> None:
-        await email_store.settle_outbound(conn, self.message_id(msgid), status, attempts)
+        await self.settle_ref(conn, self.message_id(msgid), status, attempts)
 
     # --- out: SMTP ---------------------------------------------------------------------------------
 

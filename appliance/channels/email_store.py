@@ -11,7 +11,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from aicc.appliance.channels.tencent_hub import InStatus, OutStatus, Window
+from aicc.appliance.channels.tencent_hub import Window
 from aicc.appliance.conversations import store
 from aicc.appliance.conversations.store import CONVERSATION
 
@@ -39,20 +39,6 @@ async def claim_inbound(
         (msgid, peer.address, sent_at),
     )
     return await cur.fetchone() is not None
-
-
-async def settle_inbound(
-    conn: AsyncConnection[DictRow],
-    msgid: str,
-    status: InStatus,
-    conversation_id: UUID | None = None,
-    message_id: int | None = None,
-) -> None:
-    await conn.execute(
-        "UPDATE aicc.email_messages SET status = %s, conversation_id = %s, message_id = %s "
-        "WHERE direction = 'in' AND msgid = %s",
-        (status, conversation_id, message_id, msgid),
-    )
 
 
 async def open_conversation(conn: AsyncConnection[DictRow], peer: Peer) -> dict[str, Any] | None:
@@ -112,16 +98,6 @@ async def add_outbound(
         "INSERT INTO aicc.email_messages (direction, msgid, address, conversation_id, message_id, status) "
         "VALUES ('out', %s, %s, %s, %s, 'pending')",
         (msgid, peer.address, conversation_id, message_id),
-    )
-
-
-async def settle_outbound(
-    conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int
-) -> None:
-    await conn.execute(
-        "UPDATE aicc.email_messages SET status = %s, attempts = %s, "
-        "at = CASE WHEN %s = 'sent' THEN now() END WHERE direction = 'out' AND msgid = %s",
-        (status, attempts, status, msgid),
     )
 
 

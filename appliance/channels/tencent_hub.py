@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
 from aicc.appliance.channels.tencent_api import ApiError, ApiUnavailable, split_text
@@ -246,20 +246,12 @@ class Turns(Generic[K]):
 
 class Ledger(Protocol):
     """A channel's tables (wecom_store, wechat_oa_store, email_store): whom a conversation is with and
-    every message in and out by the platform's id of it. Peers are the channel's own type."""
+    every message in and out by the platform's id of it. Peers are the channel's own type. Settling a
+    message's row (same columns in every ledger) is the hub's, by ledger_table."""
 
     async def claim_inbound(
         self, conn: AsyncConnection[DictRow], msgid: str, peer: Any, sent_at: dt.datetime | None, /
     ) -> bool: ...
-    async def settle_inbound(
-        self,
-        conn: AsyncConnection[DictRow],
-        msgid: str,
-        status: InStatus,
-        conversation_id: UUID | None,
-        message_id: int | None,
-        /,
-    ) -> None: ...
     async def open_conversation(
         self, conn: AsyncConnection[DictRow], peer: Any, /
     ) -> dict[str, Any] | None: ...
@@ -268,9 +260,6 @@ class Ledger(Protocol):
     async def window(self, conn: AsyncConnection[DictRow], peer: Any, /) -> Window: ...
     async def add_outbound(
         self, conn: AsyncConnection[DictRow], msgid: str, peer: Any, conversation_id: UUID, message_id: int, /
-    ) -> None: ...
-    async def settle_outbound(
-        self, conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int, /
     ) -> None: ...
 
 
@@ -283,6 +272,7 @@ class MessagingHub(Generic[P]):
     platform_zh: ClassVar[str]
     log: ClassVar[logging.Logger]
     ledger: Ledger
+    ledger_table: ClassVar[str]  # in schema aicc: (direction, msgid, status, attempts, at, ...)
     # The bot greets a new conversation first (a chat); email answers the mail without a greeting mail.
     greets: ClassVar[bool] = True
 
@@ -332,7 +322,13 @@ class MessagingHub(Generic[P]):
         conversation_id: UUID | None = None,
         message_id: int | None = None,
     ) -> None:
-        await self.ledger.settle_inbound(conn, ref, status, conversation_id, message_id)
+        await conn.execute(
+            sql.SQL(
+                "UPDATE aicc.{} SET status = %s, conversation_id = %s, message_id = %s "
+                "WHERE direction = 'in' AND msgid = %s"
+            ).format(sql.Identifier(self.ledger_table)),
+            (status, conversation_id, message_id, ref),
+        )
 
     async def open_conversation(self, conn: AsyncConnection[DictRow], peer: P) -> dict[str, Any] | None:
         """The customer's latest unresolved conversation on this channel, if any."""
@@ -356,7 +352,19 @@ class MessagingHub(Generic[P]):
     async def settle_outbound(
         self, conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int
     ) -> None:
-        await self.ledger.settle_outbound(conn, msgid, status, attempts)
+        await self.settle_ref(conn, msgid, status, attempts)
+
+    async def settle_ref(
+        self, conn: AsyncConnection[DictRow], ref: str, status: OutStatus, attempts: int
+    ) -> None:
+        """The ledger's row of a send, by the id it has there: sent (when), or failed."""
+        await conn.execute(
+            sql.SQL(
+                "UPDATE aicc.{} SET status = %s, attempts = %s, "
+                "at = CASE WHEN %s = 'sent' THEN now() END WHERE direction = 'out' AND msgid = %s"
+            ).format(sql.Identifier(self.ledger_table)),
+            (status, attempts, status, ref),
+        )
 
     async def transmit(self, item: Outgoing[P]) -> None:
         """Send one part; ApiUnavailable (retried) or ApiError (dead at once) when it did not go."""

@@ -123,6 +123,7 @@ class WeChatOaHub(MessagingHub[str]):
     platform_zh = "微信公众号"
     log = log
     ledger = wechat_oa_store
+    ledger_table = "wechat_oa_messages"
 
     def __init__(self, state: ApiState, runtime: Callable[[], Awaitable[BotRuntime | None]]) -> None:
         self.settings = state.config.wechat_oa

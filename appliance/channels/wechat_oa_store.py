@@ -10,7 +10,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from aicc.appliance.channels.tencent_hub import InStatus, OutStatus, Window
+from aicc.appliance.channels.tencent_hub import Window
 from aicc.appliance.conversations.store import CONVERSATION
 
 
@@ -24,20 +24,6 @@ async def claim_inbound(
         (msgid, openid, sent_at),
     )
     return await cur.fetchone() is not None
-
-
-async def settle_inbound(
-    conn: AsyncConnection[DictRow],
-    msgid: str,
-    status: InStatus,
-    conversation_id: UUID | None = None,
-    message_id: int | None = None,
-) -> None:
-    await conn.execute(
-        "UPDATE aicc.wechat_oa_messages SET status = %s, conversation_id = %s, message_id = %s "
-        "WHERE direction = 'in' AND msgid = %s",
-        (status, conversation_id, message_id, msgid),
-    )
 
 
 async def open_conversation(conn: AsyncConnection[DictRow], openid: str) -> dict[str, Any] | None:
@@ -87,14 +73,4 @@ async def add_outbound(
         "INSERT INTO aicc.wechat_oa_messages (direction, msgid, openid, conversation_id, message_id, status) "
         "VALUES ('out', %s, %s, %s, %s, 'pending')",
         (msgid, openid, conversation_id, message_id),
-    )
-
-
-async def settle_outbound(
-    conn: AsyncConnection[DictRow], msgid: str, status: OutStatus, attempts: int
-) -> None:
-    await conn.execute(
-        "UPDATE aicc.wechat_oa_messages SET status = %s, attempts = %s, "
-        "at = CASE WHEN %s = 'sent' THEN now() END WHERE direction = 'out' AND msgid = %s",
-        (status, attempts, status, msgid),
     )

@@ -95,6 +95,7 @@ class WeComHub(MessagingHub[Peer]):
     platform_zh = ""
     log = log
     ledger = wecom_store
+    ledger_table = "wecom_messages"
 
     def __init__(self, state: ApiState, runtime: Callable[[], Awaitable[BotRuntime | None]]) -> None:
         self.settings = state.config.wecom
